@@ -1,0 +1,39 @@
+# warmup-lab: every target runs inside .venv (made by `make setup`).
+PY      ?= .venv/bin/python
+PIP     ?= .venv/bin/pip
+EXPERIMENT ?= default
+SHELL   := /bin/bash
+
+.PHONY: setup test schedules sweep report bench clean help
+
+help:
+	@echo "make setup       create .venv and install warmup-lab (editable) with pinned deps"
+	@echo "make test        run the test suite (CPU)"
+	@echo "make schedules   draw every schedule preset into results/schedules/"
+	@echo "make sweep       run the default warmup study (EXPERIMENT=<name> for one preset), then the report"
+	@echo "make report      rebuild the reports from existing sweep directories"
+	@echo "make bench       trainer vs plain PyTorch loop, samples/s"
+
+setup:
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	$(PY) -c "import torch, torchvision, warmup_lab; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'warmup_lab', warmup_lab.__version__)"
+
+test:
+	$(PY) -m pytest
+
+schedules:
+	$(PY) scripts/schedule_gallery.py --out results/schedules
+
+sweep:
+	$(PY) scripts/sweep.py $(EXPERIMENT)
+
+report:
+	$(PY) scripts/sweep.py $(EXPERIMENT) --report-only
+
+bench:
+	$(PY) scripts/bench.py
+
+clean:
+	rm -rf outputs multirun .pytest_cache

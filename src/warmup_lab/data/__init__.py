@@ -1,0 +1,31 @@
+"""Image data sets kept in memory on the device, chosen by `cfg.data.name`."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+
+from warmup_lab.data.images import Batches, ImageData, augment, derive_seed, load_digits, load_shapes
+from warmup_lab.errors import ConfigError
+
+IMAGE_DATA = ("cifar10", "digits", "shapes")
+
+
+def load_image_data(data_cfg: DictConfig, device: torch.device | str = "cpu") -> ImageData:
+    """Load cfg.data (cifar10 | digits | shapes) onto `device`."""
+    name = data_cfg.get("name")
+    if name == "cifar10":
+        from warmup_lab.data.cifar10 import load_cifar10
+
+        subset = data_cfg.get("subset")
+        return load_cifar10(str(data_cfg.root), bool(data_cfg.get("download", True)),
+                            None if subset is None else int(subset), device)
+    if name == "digits":
+        return load_digits(int(data_cfg.get("size", 16)), int(data_cfg.get("n_test", 300)), device)
+    if name == "shapes":
+        return load_shapes(int(data_cfg.get("n_train", 5000)), int(data_cfg.get("n_test", 1000)),
+                           int(data_cfg.get("size", 16)), int(data_cfg.get("seed", 0)), device)
+    raise ConfigError("data.name", name, f"one of {', '.join(IMAGE_DATA)} for image tasks")
+
+
+__all__ = ["Batches", "ImageData", "IMAGE_DATA", "augment", "derive_seed", "load_image_data"]

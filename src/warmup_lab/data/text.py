@@ -1,0 +1,50 @@
+"""Character-level language modeling on a text file (data.path), the whole file in memory.
+
+Vocabulary = the file's characters; the first 90% trains, the last 10% evaluates. A training batch
+is `batch_size` random windows drawn from a generator seeded by (seed, step); the eval set is the
+eval split cut into consecutive non-overlapping windows, so it never changes between evaluations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from warmup_lab.data.sequences import Batch, SequenceData, generator
+from warmup_lab.errors import DataMissingError, require
+
+TRAIN_FRACTION = 0.9
+
+
+def read_text(path: str | None) -> str:
+    if not path:
+        raise DataMissingError("data.path is not set: charlm needs a text file; set data.path=/path/to/file.txt")
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataMissingError(f"data.path={path} does not exist: set data.path=/path/to/file.txt")
+    return file.read_text(encoding="utf-8")
+
+
+def charlm(path: str | None, block_size: int, seed: int, batch_size: int, device: torch.device) -> SequenceData:
+    text = read_text(path)
+    require(block_size >= 1, "data.block_size", block_size, "an integer >= 1")
+    chars = sorted(set(text))
+    stoi = {c: i for i, c in enumerate(chars)}
+    ids = torch.tensor([stoi[c] for c in text], dtype=torch.long)
+    n_train = int(TRAIN_FRACTION * len(ids))
+    train, held = ids[:n_train].to(device), ids[n_train:]
+    require(len(held) > block_size and n_train > block_size + 1, "data.block_size", block_size,
+            f"shorter than the eval split ({len(held)} chars of {len(ids)} in {path})")
+    windows = held[: (len(held) - 1) // block_size * block_size + 1]
+    test = (windows[:-1].view(-1, block_size).to(device), windows[1:].view(-1, block_size).to(device))
+    offsets = torch.arange(block_size + 1, device=device)
+
+    def batch(step: int) -> Batch:
+        start = torch.randint(0, n_train - block_size, (batch_size, 1),
+                              generator=generator(device, "charlm", seed, step), device=device)
+        chunk = train[start + offsets]
+        return chunk[:, :-1], chunk[:, 1:]
+
+    return SequenceData("charlm", len(chars), block_size, len(chars), batch, test, n_train,
+                        {"path": str(path), "n_chars": len(ids)})

@@ -1,0 +1,144 @@
+"""Remote mirrors of a run's local files (the local files are the source of truth).
+
+`logger=wandb` (default) mirrors per-step metrics, evaluations and the summary to Weights & Biases.
+With no API key it goes offline on its own and says so once. Any W&B failure is a warning: the run
+and its local files go on. `finish()` is always called by the trainer (in a `finally`), which is what
+keeps jobs of a multirun from reusing the first job's W&B run (DESIGN.md section 7, pitfall 4).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+WANDB_ID_FILE = "wandb_id.txt"
+_said_offline = False
+
+
+class NullLogger:
+    """No remote mirror."""
+
+    mode = "none"
+
+    def log_steps(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None: ...
+
+    def finish(self, ok: bool = True) -> None: ...
+
+
+def _has_api_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        import netrc
+
+        hosts = netrc.netrc().hosts
+        return any("wandb" in host for host in hosts)
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def _resolve_mode(requested: str) -> str:
+    env = os.environ.get("WANDB_MODE")
+    if requested != "auto":
+        return requested
+    if env in ("offline", "online", "disabled", "dryrun"):
+        return "offline" if env == "dryrun" else env
+    return "online" if _has_api_key() else "offline"
+
+
+class WandbLogger:
+    """One W&B run per training run, resumed (same id) when the training run resumes."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, config: Mapping[str, Any]):
+        global _said_offline
+        import wandb
+
+        lcfg = cfg.logger
+        self.mode = _resolve_mode(str(lcfg.get("mode", "auto")))
+        if self.mode == "offline" and not _said_offline and lcfg.get("mode", "auto") == "auto":
+            print(
+                "wandb: no API key found, logging offline into each run directory "
+                "(`wandb sync <run_dir>/wandb/offline-run-*` uploads later)",
+                flush=True,
+            )
+            _said_offline = True
+        id_file = run_dir / WANDB_ID_FILE
+        run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)  # not the run's RNG
+        id_file.write_text(run_id + "\n")
+        wandb_dir = Path(str(lcfg.dir)) if lcfg.get("dir") else run_dir
+        wandb_dir.mkdir(parents=True, exist_ok=True)
+        self._wandb = wandb
+        self.run = wandb.init(
+            project=str(lcfg.project),
+            entity=lcfg.get("entity"),
+            group=lcfg.get("group"),
+            name=f"{cfg.name}-{run_dir.name.rsplit('-', 1)[-1]}",
+            tags=list(lcfg.get("tags") or []),
+            config=dict(config),
+            dir=str(wandb_dir),
+            id=run_id,
+            resume="allow",
+            mode=self.mode,
+            reinit="finish_previous",
+            settings=wandb.Settings(silent=True, console="off", init_timeout=60),
+        )
+
+    def log_steps(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        for row in rows:
+            step = int(row["step"])
+            self.run.log({k: v for k, v in row.items() if k != "step" and v is not None}, step=step)
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        for key, value in summary.items():
+            if isinstance(value, (int, float, str, bool)) or value is None:
+                self.run.summary[key] = value
+
+    def finish(self, ok: bool = True) -> None:
+        self.run.finish(exit_code=0 if ok else 1)
+
+
+class SafeLogger:
+    """Wraps a logger so that a failure becomes one warning and the run goes on without it."""
+
+    def __init__(self, inner: Any):
+        self.inner, self.mode = inner, inner.mode
+
+    def _call(self, name: str, *args: Any) -> None:
+        if self.inner is None:
+            return
+        try:
+            getattr(self.inner, name)(*args)
+        except Exception as err:  # noqa: BLE001 - a mirror must never stop a run
+            warnings.warn(f"W&B {name} failed ({type(err).__name__}: {err}); continuing with local files only")
+            self.inner = None
+
+    def log_steps(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        self._call("log_steps", rows)
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        self._call("log_summary", summary)
+
+    def finish(self, ok: bool = True) -> None:
+        self._call("finish", ok)
+
+
+def make_logger(cfg: DictConfig, run_dir: Path, config: Mapping[str, Any]) -> SafeLogger | NullLogger:
+    name = str(OmegaConf.select(cfg, "logger.name", default="none"))
+    if name == "none":
+        return NullLogger()
+    if name != "wandb":
+        from warmup_lab.errors import ConfigError
+
+        raise ConfigError("logger", name, "one of wandb, none")
+    try:
+        return SafeLogger(WandbLogger(cfg, run_dir, config))
+    except Exception as err:  # noqa: BLE001 - init errors (unwritable dir, timeout) must not stop the run
+        warnings.warn(f"W&B init failed ({type(err).__name__}: {err}); continuing with local files only")
+        return NullLogger()

@@ -1,0 +1,53 @@
+"""Shared test helpers: compose the real Hydra config, and run the real CLIs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from warmup_lab import runs  # noqa: F401 - registers ${hash:} and ${pick:}
+from warmup_lab.paths import CONF_DIR, REPO_ROOT
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(1)  # tests are small; two test processes share this 2-core machine
+
+# Small enough for seconds on a CPU, big enough to exercise every code path.
+FAST = [
+    "train.steps=6",
+    "train.batch_size=8",
+    "train.eval_every=3",
+    "train.eval_batches=1",
+    "train.checkpoint_every=0",
+    "train.progress=false",
+    "logger=none",
+]
+
+
+def make_cfg(overrides: list[str], config_name: str = "train") -> DictConfig:
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose(config_name, overrides=overrides)
+
+
+def run_cli(module: str, args: list[str], cwd: Path, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1",
+           "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, **kw)
+
+
+@pytest.fixture
+def text_file(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+    return path
+
+
+__all__ = ["FAST", "make_cfg", "run_cli", "REPO_ROOT"]

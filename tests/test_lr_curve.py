@@ -1,0 +1,75 @@
+"""The LR-curve command: CSV rows equal to transformers' own schedule; bad input = one line, exit 2."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+import transformers
+
+from conftest import make_cfg, run_cli
+from warmup_lab.errors import EXIT_CONFIG
+from warmup_lab.lr_curve import run
+
+
+def _read(path):
+    with open(path) as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["step", "lr"]
+    return [(int(s), float(v)) for s, v in rows[1:]]
+
+
+def test_cli_matches_hf_cosine_with_warmup(tmp_path):
+    out = tmp_path / "curve"
+    res = run_cli("warmup_lab.lr_curve", ["schedule=linear_cosine", "schedule.warmup_steps=100", "train.steps=1000",
+                                          "optimizer.lr=0.001", f"out={out}"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert str(out) in res.stdout
+    rows = _read(out / "lr_curve.csv")
+    assert [s for s, _ in rows] == list(range(1000))
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.001)
+    hf = transformers.get_cosine_schedule_with_warmup(opt, 100, 1000)
+    for step, lr in rows:
+        want = opt.param_groups[0]["lr"]
+        assert math.isclose(lr, want, rel_tol=1e-9, abs_tol=1e-18), (step, lr, want)
+        opt.step()
+        hf.step()
+    assert (out / "lr_curve.png").stat().st_size > 5_000
+
+
+@pytest.mark.parametrize("args,field", [
+    (["schedule.warmup=linearr"], "schedule.warmup"),
+    (["schedule.warmup_steps=5000"], "schedule.warmup_steps"),
+    (["optimizer.lr=-0.1"], "optimizer.lr"),
+    (["schedule=untuned_linear_cosine", "optimizer=sgd"], "optimizer.betas"),
+])
+def test_cli_bad_input_one_line_exit_2(tmp_path, args, field):
+    res = run_cli("warmup_lab.lr_curve", [*args, f"out={tmp_path / 'o'}"], cwd=tmp_path)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == EXIT_CONFIG and len(lines) == 1, res.stderr
+    assert lines[0].startswith(f"error: {field}=") and "Traceback" not in res.stderr
+    assert not (tmp_path / "o" / "lr_curve.csv").exists()
+
+
+@pytest.mark.parametrize("args,field", [
+    (["schedule.decay=cosinus"], "schedule.decay"),
+    (["schedule.warmup_steps=10", "schedule.warmup_ratio=0.1"], "schedule.warmup_steps"),
+    (["schedule.warmup_ratio=1.5"], "schedule.warmup_ratio"),
+    (["schedule.min_lr=0.01"], "schedule.min_lr"),
+    (["schedule=geometric_cosine", "schedule.init_lr_ratio=0"], "schedule.init_lr"),
+])
+def test_run_bad_input_in_process(tmp_path, capsys, args, field):
+    cfg = make_cfg([*args, f"out={tmp_path}"], config_name="lr_curve")
+    with pytest.raises(SystemExit) as ex:
+        run(cfg)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert ex.value.code == EXIT_CONFIG and len(err) == 1 and err[0].startswith(f"error: {field}=")
+
+
+def test_run_multiplier_preset_writes_T_rows(tmp_path):
+    cfg = make_cfg(["schedule=radam_cosine", "train.steps=50", f"out={tmp_path}"], config_name="lr_curve")
+    run(cfg)
+    rows = _read(tmp_path / "lr_curve.csv")
+    assert len(rows) == 50 and round(rows[0][1] / 1e-3, 3) == 0.017  # RAdamWarmup at t=0, beta2=0.999

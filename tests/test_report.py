@@ -1,0 +1,207 @@
+"""The report over a small fake-but-realistic sweep: tables, numbers, figures, bad inputs, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from warmup_lab import metrics, runs
+from warmup_lab.report import build_report, main
+
+SHAPES, LENGTHS, LRS, SEEDS = ("constant", "linear"), (10, 50), (1e-3, 1e-2, 1e-1), (0, 1)
+STEPS = 30
+DETECT = {"spike": {"ratio": 2.0, "window": 20, "burn_in": 10},
+          "divergence": {"factor": 10.0, "patience": 3, "ceiling": None},
+          "catapult": {"rise": 2.0, "recover": 1.2}, "failed": {"acc_margin": 0.02, "loss_margin": 0.0}}
+
+
+def outcome(shape: str, tw: int, lr: float, seed: int) -> str:
+    """constant diverges at lr 0.1; linear/10 too; linear/50/seed 1 is non-monotone (fails at 1e-3 and 0.1)."""
+    if lr == 1e-1 and (shape == "constant" or tw == 10):
+        return runs.DIVERGED
+    if shape == "linear" and tw == 50 and seed == 1 and lr in (1e-3, 1e-1):
+        return runs.FAILED
+    return runs.COMPLETED
+
+
+def accuracy(shape: str, tw: int, lr: float, seed: int) -> float:
+    return 0.5 + 0.1 * math.log10(lr / 1e-3) + tw / 1000 + 0.01 * seed + (0.05 if shape == "linear" else 0)
+
+
+def write_run(root: Path, shape: str, tw: int, lr: float, seed: int) -> Path:
+    status = outcome(shape, tw, lr, seed)
+    chash = f"{shape[:3]}{tw}{round(-math.log10(lr))}{seed}abcd"
+    run_dir = root / f"toy-adamw-{shape}-cosine-{chash}"
+    run_dir.mkdir(parents=True)
+    init = 2.3 + 0.01 * seed
+    acc = {runs.COMPLETED: accuracy(shape, tw, lr, seed), runs.FAILED: 0.1, runs.DIVERGED: math.nan}[status]
+    final = {runs.COMPLETED: init - 2 * acc, runs.FAILED: init + 0.01, runs.DIVERGED: math.nan}[status]
+    n = 21 if status == runs.DIVERGED else STEPS
+    steps = list(range(n))
+    lrs = [lr * min(1.0, (t + 1) / tw) if shape == "linear" else (lr * 0.1 if t < tw else lr) for t in steps]
+    losses = [init - (init - (final if math.isfinite(final) else 1.0)) * t / STEPS for t in steps]
+    spike = [0] * n
+    if lr == 1e-2:
+        losses[15], spike[15] = losses[15] * 3, 1
+    if status == runs.DIVERGED:
+        losses[18:] = [50.0, 80.0, math.inf]
+    pd.DataFrame({"step": steps, "loss": losses, "lr": lrs, "grad_norm": 1.0, "spike": spike}).to_csv(
+        run_dir / runs.METRICS_FILE, index=False)
+    pd.DataFrame({"step": [n], "eval_loss": [final], "eval_acc": [acc]}).to_csv(run_dir / runs.EVAL_FILE, index=False)
+    (run_dir / runs.CONFIG_FILE).write_text(f"seed: {seed}\noptimizer:\n  lr: {lr}\n")
+    summary = {
+        "status": status, "steps_run": n, "diverged_step": 20 if status == runs.DIVERGED else None,
+        "init_loss": init, "final_train_loss": final, "final_eval_loss": final, "final_eval_acc": acc,
+        "best_eval_acc": acc, "spike_count": sum(spike), "max_spike_ratio": 3.0 if sum(spike) else 0.0,
+        "first_spike_step": 15 if sum(spike) else None, "catapult_count": 1 if lr == 1e-2 and seed == 0 else 0,
+        "spikes": [{"step": 15, "loss": losses[15], "ratio": 3.0}] if sum(spike) else [],
+        "wall_s": 1.5, "samples_per_s": 1000.0, "task": "digits", "model": "resnet20", "norm": "none",
+        "optimizer": "adamw", "warmup": shape, "decay": "cosine", "warmup_steps": tw, "target_lr": lr,
+        "seed": seed, "train_steps": STEPS, "batch_size": 64, "chance_acc": 0.1,
+        "schedule": {"warmup": shape, "decay": "cosine", "warmup_steps": tw, "milestones": [10, 20]},
+        "task_info": {"kind": "image", "classes": 10}, "detect": DETECT, "config_hash": chash,
+        "experiment": "toy", "sweep_group": "toy", "run_dir": str(run_dir),
+    }
+    runs.write_summary(run_dir, summary)
+    return run_dir
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    root = tmp_path / "sweep"
+    for shape in SHAPES:
+        for tw in LENGTHS:
+            for lr in LRS:
+                for seed in SEEDS:
+                    write_run(root, shape, tw, lr, seed)
+    return root
+
+
+def test_report_tables_numbers_and_figures(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # Bad inputs next to good ones: garbage bytes, a run without a summary, an error run, a duplicate.
+    bad = sweep / "toy-corrupt"
+    bad.mkdir()
+    (bad / runs.SUMMARY_FILE).write_bytes(b"\x00\xffgarbage{")
+    missing = sweep / "toy-missing"
+    missing.mkdir()
+    (missing / runs.CONFIG_FILE).write_text("seed: 0\n")
+    no_status = sweep / "toy-nostatus"
+    no_status.mkdir()
+    (no_status / runs.SUMMARY_FILE).write_text('{"steps_run": 3}')
+    runs.write_summary(sweep / "toy-error", {"status": "error", "error": "RuntimeError: boom", "steps_run": 0,
+                                             "config_hash": "err0"})
+    shutil.copytree(next(sweep.glob("toy-adamw-linear*")), tmp_path / "copy" / "dup")
+
+    out = build_report([sweep, tmp_path / "copy"], tmp_path / "out")
+    err = capsys.readouterr().err
+    assert f"warning: skipping {bad / runs.SUMMARY_FILE}: unreadable JSON" in err
+    assert f"warning: skipping {missing / runs.SUMMARY_FILE}: missing" in err
+    assert f"warning: skipping {no_status / runs.SUMMARY_FILE}: no 'status' field" in err
+
+    df = pd.read_csv(out / "runs.csv")
+    assert len(df) == 2 * 2 * 3 * 2 + 1  # duplicate kept once, error run listed, bad ones skipped
+    assert df["config_hash"].is_unique
+    assert {"schedule.warmup_steps", "detect.spike.ratio", "task_info.kind"} <= set(df.columns)
+    assert "spikes" not in df and json.loads(df["schedule.milestones"].iloc[0]) == [10, 20]
+
+    md = (out / "report.md").read_text()
+    for section in ("## Runs", "## Final metric over target LR x warmup length", "## Maximum stable LR (eta_max)",
+                    "## Divergence and failure rates", "## Loss spikes and catapults", "## LR sensitivity",
+                    "## LR and loss curves", "did not finish", "RuntimeError: boom"):
+        assert section in md
+    assert "25 runs (24 finished)" in md and "loss > 2 x median of the previous 20" in md
+    assert md.count("_Criteria: stable = status `completed`") == 5
+
+    # A known accuracy cell: linear, T_w=10, lr=1e-2, mean over both seeds.
+    cells = pd.read_csv(out / "table_final_metric.csv")
+    cell = cells[(cells.warmup == "linear") & (cells.warmup_steps == 10) & (cells.target_lr == 1e-2)].iloc[0]
+    expected = (accuracy("linear", 10, 1e-2, 0) + accuracy("linear", 10, 1e-2, 1)) / 2
+    assert cell["mean"] == pytest.approx(expected) and cell["n"] == 2
+    assert f"{expected:.4g} ± 0.0071 (n=2)" in md
+    assert cells[(cells.warmup == "constant") & (cells.target_lr == 0.1)]["n_diverged"].tolist() == [2, 2]
+
+    rates = pd.read_csv(out / "table_rates.csv").set_index(["warmup", "warmup_steps"])
+    assert rates.loc[("constant", 10), "diverged_rate"] == pytest.approx(2 / 6)
+    assert rates.loc[("linear", 50), "diverged_rate"] == 0
+    assert rates.loc[("linear", 50), "failed_rate"] == pytest.approx(2 / 6)
+
+    spikes = pd.read_csv(out / "table_spikes.csv").set_index(["warmup", "warmup_steps"])
+    assert spikes.loc[("linear", 10), "mean_spike_count"] == pytest.approx(2 / 6)
+    assert spikes.loc[("linear", 10), "mean_catapult_count"] == pytest.approx(1 / 6)
+
+    eta = pd.read_csv(out / "table_eta_max.csv").set_index(["warmup", "warmup_steps", "seed"])
+    assert eta.loc[("constant", 10, 0), "eta_max"] == 1e-2 and eta.loc[("constant", 10, 0), "bounded"]
+    assert eta.loc[("linear", 50, 0), "eta_max"] == 1e-1 and not eta.loc[("linear", 50, 0), "bounded"]
+    assert eta.loc[("linear", 50, 1), "eta_max"] == 1e-2 and eta.loc[("linear", 50, 1), "non_monotone"]
+    assert not eta.loc[("linear", 50, 0), "non_monotone"]
+    agg = pd.read_csv(out / "table_eta_max_summary.csv").set_index(["warmup", "warmup_steps"])
+    assert agg.loc[("linear", 50), "eta_max_geomean"] == pytest.approx(math.sqrt(1e-1 * 1e-2))
+
+    sens = pd.read_csv(out / "table_lr_sensitivity.csv").set_index(["warmup", "warmup_steps"])
+    fin = df[df.status != "error"]
+    per_seed = [metrics.lr_sensitivity(g.target_lr, g.final_train_loss, g.init_loss)
+                for _, g in fin[(fin.warmup == "constant") & (fin.warmup_steps == 10)].groupby("seed")]
+    assert sens.loc[("constant", 10), "sensitivity"] == pytest.approx(sum(per_seed) / 2)
+    assert sens.loc[("constant", 10), "n_lrs"] == 3
+
+    pngs = {p.name: p.stat().st_size for p in out.glob("*.png")}
+    for name in ("lr_curves_digits_adamw.png", "loss_curves_digits_adamw.png", "eta_max_vs_warmup.png",
+                 "heatmap_digits_adamw_linear.png", "heatmap_digits_adamw_constant.png"):
+        assert pngs.get(name, 0) > 5000, name
+        assert f"]({name})" in md
+
+
+def test_reads_search_eta_max_csv(sweep: Path, tmp_path: Path) -> None:
+    rows = [{"schedule.warmup": s, "schedule.warmup_steps": tw, "seed": seed, "eta_max": 0.01 * (1 + tw / 50),
+             "lo": 0.01, "hi": 0.02, "n_probes": 6, "non_monotone": s == "linear" and seed == 1, "below_min": False, "above_max": False,
+             "done": True, "n_errors": 0, "resolution": 1.189, "range": "[1e-05, 1.0]"}
+            for s in SHAPES for tw in LENGTHS for seed in SEEDS]
+    pd.DataFrame(rows).to_csv(sweep / "eta_max.csv", index=False)
+    (sweep / "search.json").write_text(json.dumps({"resolution": "2^(1/4)", "probes": [1, 2]}))
+    out = build_report([sweep], tmp_path / "out")
+    md = (out / "report.md").read_text()
+    assert "From the max-stable-LR search (`eta_max.csv`): resolution=2^(1/4)" in md
+    eta = pd.read_csv(out / "table_eta_max.csv")
+    assert {"warmup", "warmup_steps", "seed", "eta_max"} <= set(eta.columns) and len(eta) == 8
+    agg = pd.read_csv(out / "table_eta_max_summary.csv").set_index(["warmup", "warmup_steps"])
+    assert agg.loc[("linear", 50), "eta_max_geomean"] == pytest.approx(0.02)
+    assert agg.loc[("linear", 50), "any_non_monotone"] and not agg.loc[("constant", 10), "any_non_monotone"]
+    assert (out / "eta_max_vs_warmup.png").stat().st_size > 5000
+
+
+def test_single_lr_skips_lr_figures_cleanly(tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    for shape in SHAPES:
+        write_run(root, shape, 10, 1e-2, 0)
+    out = build_report([root], tmp_path / "out")
+    md = (out / "report.md").read_text()
+    assert "_No eta_max: no search outputs and a single target LR._" in md
+    assert "_Figure skipped: no eta_max" in md and "_Skipped: needs at least two target LRs" in md
+    assert (out / "lr_curves_digits_adamw.png").exists()
+
+
+def test_cli_default_out_and_no_summaries(sweep: Path, tmp_path: Path) -> None:
+    ok = subprocess.run([sys.executable, "-m", "warmup_lab.report", str(sweep)], cwd=tmp_path,
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "results" / "toy" / "report.md").exists()
+
+    empty = tmp_path / "empty"
+    (empty / "run-a").mkdir(parents=True)
+    (empty / "run-a" / runs.SUMMARY_FILE).write_text("[1, 2]")
+    bad = subprocess.run([sys.executable, "-m", "warmup_lab.report", str(empty)], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    lines = bad.stderr.strip().splitlines()
+    assert lines[-1] == f"error: no run summaries under {empty}; run a sweep first (make sweep)"
+    assert lines[0].startswith("warning: skipping") and "not a JSON object" in lines[0]
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path / "nowhere")])
+    assert exc.value.code == 2

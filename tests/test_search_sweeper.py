@@ -1,0 +1,169 @@
+"""The real MaxStableLRSweeper, driven through Hydra in a subprocess, under three launchers.
+
+A toy Hydra app (stable iff lr <= threshold) stands in for training; it writes its summary with
+warmup_lab.runs like the trainer does, skips finished runs like the trainer does, and logs each
+real "training" to calls.log so that a re-run can be shown to train nothing.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from warmup_lab import runs
+from warmup_lab.search import predicted_probes
+
+APP = '''
+from pathlib import Path
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from warmup_lab import runs
+
+@hydra.main(config_path=".", config_name="config", version_base="1.3")
+def main(cfg):
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if runs.is_finished(run_dir):
+        return 0.0
+    with open(Path(__file__).parent / "calls.log", "a") as fh:
+        fh.write(f"{cfg.optimizer.lr} {cfg.seed}\\n")
+    if cfg.crash_above is not None and cfg.optimizer.lr > cfg.crash_above:
+        raise RuntimeError("boom")
+    status = runs.COMPLETED if cfg.optimizer.lr <= cfg.threshold else runs.DIVERGED
+    runs.write_summary(run_dir, {"status": status, "target_lr": cfg.optimizer.lr, "seed": cfg.seed})
+    return float(cfg.optimizer.lr)
+
+if __name__ == "__main__":
+    main()
+'''
+CONFIG = '''
+seed: 0
+threshold: 0.01
+crash_above: null
+optimizer: {lr: 0.001}
+hydra:
+  sweep: {dir: sweep, subdir: "${hydra.job.override_dirname}"}
+  sweeper:
+    params: {threshold: "0.01,0.05"}
+'''
+COARSE = ["hydra.sweeper.start_lr=0.01", "hydra.sweeper.resolution=2", "hydra.sweeper.seeds=[0]"]
+
+
+@pytest.fixture
+def app(tmp_path):
+    (tmp_path / "my_app.py").write_text(APP)
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    return tmp_path
+
+
+def sweep(app: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    cmd = [sys.executable, "my_app.py", "-m", "hydra/sweeper=max_stable_lr", *args]
+    proc = subprocess.run(cmd, cwd=app, env=env, capture_output=True, text=True, timeout=120)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def load(app: Path):
+    out = app / "sweep"
+    rows = list(csv.DictReader((out / "eta_max.csv").open()))
+    agg = list(csv.DictReader((out / "eta_max_summary.csv").open()))
+    return json.loads((out / "search.json").read_text()), rows, agg
+
+
+def check_probes(report):
+    """Every probe has a run dir whose summary status agrees with the probe."""
+    for setting in report["settings"]:
+        for res in setting["seeds"]:
+            for p in res["probes"]:
+                summary = runs.read_summary(Path(p["run_dir"]))
+                if p["stable"] is None:
+                    assert summary is None and p["status"] == "no_summary" and "boom" in p["job_error"]
+                else:
+                    assert summary["status"] == p["status"] and p["stable"] == (p["status"] == "completed")
+
+
+def test_basic_launcher_defaults_and_rerun_reuses(app):
+    first = sweep(app)  # params from config.yaml; default seeds [0, 1] and search parameters
+    assert "round 1: 4 probes" in first.stdout and "searches done 4/4" in first.stdout
+    report, rows, agg = load(app)
+    check_probes(report)
+    assert report["criterion"]["stable_statuses"] == ["completed"]
+    assert [s["overrides"] for s in report["settings"]] == [{"threshold": "0.01"}, {"threshold": "0.05"}]
+    for setting in report["settings"]:
+        thr = float(setting["overrides"]["threshold"])
+        for res in setting["seeds"]:
+            assert thr / 2**0.25 < res["eta_max"] <= thr < res["hi"] and res["done"] and not res["non_monotone"]
+            assert res["n_probes"] == predicted_probes(thr)
+        assert setting["aggregate"]["spread_res"] == 0 and setting["aggregate"]["n_values"] == 2
+    assert list(rows[0]) == ["setting", "threshold", "seed", "eta_max", "lo", "hi", "n_probes", "n_errors",
+                             "non_monotone", "below_min", "above_max", "done"]
+    assert [(r["threshold"], r["seed"]) for r in rows] == [("0.01", "0"), ("0.01", "1"), ("0.05", "0"), ("0.05", "1")]
+    assert [a["threshold"] for a in agg] == ["0.01", "0.05"] and agg[0]["median"] == rows[0]["eta_max"]
+    calls = (app / "calls.log").read_text()
+    outputs = {f: (app / "sweep" / f).read_bytes() for f in ("search.json", "eta_max.csv", "eta_max_summary.csv")}
+    sweep(app)  # the same command again: every probe is already finished
+    assert (app / "calls.log").read_text() == calls
+    assert {f: (app / "sweep" / f).read_bytes() for f in outputs} == outputs
+
+
+def test_joblib_launcher_parallel_with_error_probes(app):
+    proc = sweep(app, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "crash_above=0.05",
+                 "++hydra.sweeper.params.threshold='0.02,0.1'",
+                 "hydra.sweeper.check_above=0", *COARSE)
+    assert "Joblib.Parallel" in proc.stdout + proc.stderr
+    report, rows, _ = load(app)
+    check_probes(report)
+    low, high = (s["seeds"][0] for s in report["settings"])
+    kw = dict(start_lr=0.01, resolution=2, check_above=0)
+    assert low["eta_max"] == 0.02 and low["n_errors"] == 0 and low["n_probes"] == predicted_probes(0.02, **kw)
+    # threshold 0.1, but runs above 0.05 crash: retried once, then counted unstable and flagged
+    assert high["eta_max"] == 0.04 and high["errors_as_unstable"] == [0.16, 0.08] and high["n_errors"] == 4
+    assert high["n_probes"] == predicted_probes(0.04, **kw) + 2
+    assert [r["n_errors"] for r in rows] == ["0", "4"]
+
+
+def test_submitit_local_launcher(app):
+    sweep(app, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=1", "threshold=0.03",
+          "hydra.sweeper.check_above=0", *COARSE)
+    report, rows, agg = load(app)
+    check_probes(report)
+    assert list((app / "sweep" / ".submitit").iterdir())
+    assert [(r["threshold"], r["eta_max"], r["hi"], r["n_probes"]) for r in rows] == [("0.03", "0.02", "0.04", "3")]
+    assert agg[0]["all_done"] == "True"
+
+
+def test_lr_override_is_a_config_error(app):
+    proc = sweep(app, "optimizer.lr=0.1", check=False)
+    assert proc.returncode == 2 and "the search sets it" in proc.stderr
+    assert not (app / "calls.log").exists()
+
+
+def test_real_trainer_two_settings(tmp_path):
+    """The sweeper over `python -m warmup_lab.train`; a re-run re-uses every finished probe."""
+    tiny = ["task=modadd", "train.steps=20", "logger=none", "model.d_model=16", "model.n_layers=1",
+            "model.n_heads=2", "train.batch_size=16", "train.eval_every=0", "train.eval_batches=1",
+            "train.checkpoint_every=0", "train.progress=false", "data.eval_batch_size=32"]
+    # coarse: x4 resolution from 0.01; at 20 steps nothing learns yet, so here "stable" = did not diverge
+    search = ["hydra.sweeper.seeds=[0]", "hydra.sweeper.start_lr=0.01", "hydra.sweeper.resolution=4",
+              "hydra.sweeper.bracket_factor=16", "hydra.sweeper.check_above=0", "hydra.sweeper.max_rounds=4",
+              "hydra.sweeper.stable_statuses=[completed,failed_to_train]", f"hydra.sweeper.out_dir={tmp_path / 'search'}"]
+    cmd = [sys.executable, "-m", "warmup_lab.train", "-m", "hydra/sweeper=max_stable_lr",
+           "schedule=linear_cosine,none_constant", f"runs_root={tmp_path / 'runs'}", *tiny, *search]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "search" / "search.json").read_text())
+    probes = [(p["lr"], p["status"], p["run_dir"]) for s in report["settings"] for r in s["seeds"] for p in r["probes"]]
+    assert len(report["settings"]) == 2 and len(probes) >= 4
+    for lr, status, run_dir in probes:
+        summary = runs.read_summary(Path(run_dir))
+        assert summary["status"] == status in runs.FINISHED_STATUSES and summary["target_lr"] == pytest.approx(lr)
+        assert Path(run_dir).parent == tmp_path / "runs"
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("skip:") == len(probes)
+    assert json.loads((tmp_path / "search" / "search.json").read_text()) == report
