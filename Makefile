@@ -2,6 +2,7 @@
 PY      ?= .venv/bin/python
 PIP     ?= .venv/bin/pip
 EXPERIMENT ?= default
+SCALE   ?= cpu
 SHELL   := /bin/bash
 
 .PHONY: setup test schedules sweep report bench clean help
@@ -10,7 +11,7 @@ help:
 	@echo "make setup       create .venv and install warmup-lab (editable) with pinned deps"
 	@echo "make test        run the test suite (CPU)"
 	@echo "make schedules   draw every schedule preset into results/schedules/"
-	@echo "make sweep       run the default warmup study (EXPERIMENT=<name> for one preset), then the report"
+	@echo "make sweep       run the default warmup study (EXPERIMENT=<name> for one preset, SCALE=full for GPU), then the report"
 	@echo "make report      rebuild the reports from existing sweep directories"
 	@echo "make bench       trainer vs plain PyTorch loop, samples/s"
 
@@ -27,10 +28,10 @@ schedules:
 	$(PY) scripts/schedule_gallery.py --out results/schedules
 
 sweep:
-	$(PY) scripts/sweep.py $(EXPERIMENT)
+	$(PY) scripts/sweep.py $(EXPERIMENT) --scale $(SCALE)
 
 report:
-	$(PY) scripts/sweep.py $(EXPERIMENT) --report-only
+	$(PY) scripts/sweep.py $(EXPERIMENT) --scale $(SCALE) --report-only
 
 bench:
 	$(PY) scripts/bench.py

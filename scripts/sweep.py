@@ -30,7 +30,8 @@ DEFAULT = ["warmup_ablation", "max_stable_lr"]
 
 def experiment_names() -> list[str]:
     root = CONF_DIR / "experiment"
-    return sorted({p.stem for p in root.glob("*.yaml")} | {p.name for p in root.iterdir() if p.is_dir()})
+    names = {p.stem for p in root.glob("*.yaml")} | {p.name for p in root.iterdir() if p.is_dir()}
+    return sorted(n for n in names if not n.endswith("_full"))
 
 
 def presets_of(name: str) -> list[str]:
@@ -80,7 +81,7 @@ class Progress(threading.Thread):
     def line(self) -> str:
         c = count(self.root)
         done = sum(c.get(s, 0) for s in runs.FINISHED_STATUSES)
-        rest = f", {max(self.total - done, 0)} remaining" if self.total is not None else " (adaptive search)"
+        rest = f", {max(self.total - done, 0)} remaining" if self.total is not None else " (adaptive search: probes so far)"
         return (f"[{self.name_}] {done}{'/' + str(self.total) if self.total else ''} runs finished "
                 f"({c.get(runs.DIVERGED, 0)} diverged, {c.get(runs.FAILED, 0)} failed_to_train, "
                 f"{c.get(runs.ERROR, 0)} error){rest}, {time.time() - self.began:.0f}s")
@@ -90,23 +91,28 @@ class Progress(threading.Thread):
             print(self.line(), flush=True)
 
 
-def run_preset(preset: str, root: Path, launcher: str, extra: list[str]) -> int:
-    total = grid_size(preset, extra)
-    total_all = None if total is None else total
+def run_preset(preset: str, launcher: str, extra: list[str]) -> int:
     cmd = [sys.executable, "-m", "warmup_lab.train", "-m", f"experiment={preset}", "train.progress=false", *extra]
     if launcher != "preset":
         cmd.append(f"hydra/launcher={launcher}")
     print(f"$ {' '.join(cmd[1:])}", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HYDRA_FULL_ERROR": "1"}
     env.setdefault("WANDB_SILENT", "true")
-    progress = Progress(preset, root, total_all)
+    return subprocess.call(cmd, cwd=REPO, env=env)
+
+
+def run_experiment(name: str, presets: list[str], launcher: str, extra: list[str]) -> int:
+    """All presets of one experiment share its runs root; progress counts them together."""
+    sizes = [grid_size(p, extra) for p in presets]
+    total = None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[arg-type]
+    progress = Progress(name, REPO / "sweeps" / name, total)
     progress.start()
     try:
-        code = subprocess.call(cmd, cwd=REPO, env=env)
+        failed = sum(run_preset(p, launcher, extra) != 0 for p in presets)
     finally:
         progress.stop.set()
     print(progress.line(), flush=True)
-    return code
+    return failed
 
 
 def main() -> int:
@@ -114,17 +120,20 @@ def main() -> int:
     ap.add_argument("experiment", nargs="?", default="default", help="preset name, or 'default'")
     ap.add_argument("--report-only", action="store_true", help="only rebuild the report(s)")
     ap.add_argument("--launcher", default="preset", help="hydra/launcher to use (default: the preset's own)")
+    ap.add_argument("--scale", default="cpu", choices=["cpu", "full"],
+                    help="cpu: the offline CPU-scale presets; full: their GPU/CIFAR-10 twins (<name>_full)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = ap.parse_args()
     names = DEFAULT if args.experiment == "default" else [args.experiment]
+    if args.scale == "full":
+        names = [f"{n}_full" for n in names]
     began = time.time()
     failed = 0
     for name in names:
         presets = presets_of(name)
         root = REPO / "sweeps" / name
         if not args.report_only:
-            for preset in presets:
-                failed += run_preset(preset, root, args.launcher, args.overrides) != 0
+            failed += run_experiment(name, presets, args.launcher, args.overrides)
         code = subprocess.call([sys.executable, "-m", "warmup_lab.report", str(root), "--out",
                                 str(REPO / "results" / name), "--experiment", name], cwd=REPO)
         failed += code != 0

@@ -53,20 +53,26 @@ def _hash_resolver(*, _root_: DictConfig) -> str:
     return config_hash(_root_)
 
 
-def _pick(setting: str, index: int) -> Any:
+_NO_DEFAULT = object()
+
+
+def _pick(setting: str, index: int, default: Any = _NO_DEFAULT) -> Any:
     """`${pick:linear@64,1}` -> 64: one sweep value that sets several keys together.
 
-    Sweeps vary (warmup shape, warmup length) as pairs such as `none@0,linear@16,linear@64`, so that
-    shapes without a length are not re-run at every length of the grid.
+    Sweeps vary (warmup shape, warmup length[, initial-LR ratio]) as one value such as `none@0`,
+    `linear@64` or `constant@64@0.1`, so that shapes without a length are not re-run at every length
+    of a grid. A missing field takes `default` when one is given.
     """
     import yaml
 
     parts = str(setting).split("@")
-    if not 0 <= int(index) < len(parts):
-        from warmup_lab.errors import ConfigError
+    if 0 <= int(index) < len(parts):
+        return yaml.safe_load(parts[int(index)])
+    if default is not _NO_DEFAULT:
+        return default
+    from warmup_lab.errors import ConfigError
 
-        raise ConfigError("setting", setting, f"needs at least {int(index) + 1} '@'-separated fields")
-    return yaml.safe_load(parts[int(index)])
+    raise ConfigError("warmup_setting", setting, f"needs at least {int(index) + 1} '@'-separated fields")
 
 
 if not OmegaConf.has_resolver("hash"):

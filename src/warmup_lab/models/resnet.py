@@ -6,11 +6,12 @@ channels: parameter-free, as the paper's CIFAR models, which is what makes ResNe
 parameters); option B (1x1 conv projection + norm when the shape changes) is available.
 
 `norm="none"` removes every normalisation layer. A plain deep ResNet without normalisation
-explodes at init (each residual branch adds variance), so it uses Fixup (Zhang et al. 2019):
-the last conv of each residual branch and the classifier start at zero, the first conv is scaled
-by L^(-1/2) (L = number of blocks), and each branch gets scalar biases and a scalar multiplier.
-At init every block is then the identity, the signal stays well scaled, and training is stable
-without normalisation, which is the setting where warmup matters most.
+grows its activations with depth (each residual branch adds variance), so the last conv of each
+residual branch is He-initialised and then scaled by L^(-1/2) (L = number of blocks): the variance
+grows by at most (1 + 1/L)^L < e over the whole net, at any depth. Each branch also gets Fixup's
+scalar biases and a learnable scalar multiplier (Zhang et al. 2019). Unlike Fixup, the branch and
+the head are not zero-initialised: with both at zero the first steps only move the head and the
+net sits on a long plateau (measured on digits). This is the setting where warmup matters most.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Shortcut(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convs with a shortcut; with norm=False the Fixup form (scalar biases, multiplier)."""
+    """Two 3x3 convs with a shortcut; with norm=False scalar biases and a multiplier (as Fixup)."""
 
     def __init__(self, c_in: int, c_out: int, stride: int, norm: bool, shortcut: str):
         super().__init__()
@@ -108,7 +109,7 @@ class ResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        if not use_norm:  # Fixup with m = 2 convs per branch: scale L^(-1/(2m-2)) = L^(-1/2)
+        if not use_norm:  # scaled last conv per branch: total variance growth < e
             for block in self.blocks:
                 block.conv2.weight.data.mul_(num_blocks ** -0.5)
         bound = 1 / math.sqrt(self.fc.in_features)  # PyTorch's default Linear init for the head
