@@ -114,6 +114,9 @@ def test_failed_to_train_by_loss_or_by_chance_accuracy():
     assert failed_to_train(1.50, 2.30, 0.11, 0.1, margins)          # accuracy at chance
     assert not failed_to_train(1.50, 2.30, 0.40, 0.1, margins)
     assert not failed_to_train(1.50, 2.30, None, None, margins)     # LM: loss only
+    bar = {**margins, "min_acc": 0.5}
+    assert failed_to_train(1.50, 2.30, 0.28, 0.1, bar)              # beat chance, still below the bar
+    assert not failed_to_train(1.50, 2.30, 0.60, 0.1, bar)
 
 
 def test_lr_sensitivity_matches_its_definition():

@@ -167,12 +167,20 @@ class Monitor:
 def failed_to_train(
     final_loss: float, l0: float, final_acc: float | None, chance_acc: float | None, failed: Mapping[str, Any]
 ) -> bool:
-    """A finite run that learned nothing: final loss >= l0 - margin, or accuracy within a margin of chance."""
+    """A finite run that learned nothing: final loss >= l0 - margin, or accuracy within a margin of chance.
+
+    `min_acc` (optional) raises the bar for proxy tasks whose tuned runs are near-perfect: a run that ends
+    below it learned nothing useful, even if it beat chance (a BatchNorm ResNet at a huge LR often
+    neither diverges nor learns). It is part of the printed criterion wherever it is set.
+    """
     if final_loss >= l0 - float(failed.get("loss_margin", 0.0)):
         return True
-    if final_acc is not None and chance_acc is not None:
-        return final_acc <= chance_acc + float(failed.get("acc_margin", 0.0))
-    return False
+    if final_acc is None:
+        return False
+    min_acc = failed.get("min_acc")
+    if min_acc is not None and final_acc < float(min_acc):
+        return True
+    return chance_acc is not None and final_acc <= chance_acc + float(failed.get("acc_margin", 0.0))
 
 
 def lr_sensitivity(lrs: Iterable[float], final_losses: Iterable[float], init_losses: Iterable[float]) -> float:

@@ -194,8 +194,9 @@ def eta_max_vs_warmup(eta: pd.DataFrame, keys: list[str], out: Path) -> Path | s
             a = s.groupby("warmup_steps")["eta_max"].agg(
                 geo=lambda v: float(np.exp(np.log(v).mean())), lo="min", hi="max").reset_index()
             shift = 1 + 0.03 * (k - (len(lines) - 1) / 2)  # keep coinciding lines and bars apart
-            ax.errorbar(a["warmup_steps"] * shift, a["geo"], marker=markers[k % len(markers)], capsize=3,
-                        yerr=[(a["geo"] - a["lo"]).clip(lower=0), (a["hi"] - a["geo"]).clip(lower=0)],
+            ax.errorbar((a["warmup_steps"] * shift).to_numpy(), a["geo"].to_numpy(), marker=markers[k % len(markers)],
+                        capsize=3, yerr=[(a["geo"] - a["lo"]).clip(lower=0).to_numpy(),
+                                         (a["hi"] - a["geo"]).clip(lower=0).to_numpy()],
                         label=str(name), alpha=0.85)
         ax.set(xscale="symlog", yscale="log", xlabel="warmup steps", ylabel="eta_max")
         ticks = sorted(g["warmup_steps"].unique())

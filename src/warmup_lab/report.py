@@ -26,7 +26,7 @@ from warmup_lab.errors import ConfigError, exit_on_user_error
 from warmup_lab.metrics import lr_sensitivity
 
 # The config values a report pivots on (trainer.key_values); a "setting" is all of them but LR and seed.
-SETTING_KEYS = ("task", "model", "norm", "optimizer", "warmup", "decay", "warmup_steps", "train_steps", "batch_size")
+SETTING_KEYS = runs.SETTING_KEYS
 TABLE_KEYS = ("task", "model", "norm", "optimizer", "warmup", "decay", "train_steps", "batch_size")  # one table each
 ETA_FILE, ETA_SUMMARY_FILE, SEARCH_FILE = "eta_max.csv", "eta_max_summary.csv", "search.json"
 # Columns of a search's eta_max.csv that are results, not setting keys.
@@ -153,7 +153,9 @@ def criteria(df: pd.DataFrame) -> str:
             f"Spike: loss > {val('spike.ratio')} x median of the previous {val('spike.window')} losses "
             f"(burn-in {val('spike.burn_in')}). Divergence: non-finite loss, or {limit} for "
             f"{val('divergence.patience')} consecutive steps. Failed to train: final loss >= l0 - "
-            f"{val('failed.loss_margin')}, or final accuracy <= chance + {val('failed.acc_margin')}._")
+            f"{val('failed.loss_margin')}, or final accuracy <= chance + {val('failed.acc_margin')}"
+            + ("" if val("failed.min_acc") in ("?", "None") else f", or final accuracy < {val('failed.min_acc')}")
+            + "._")
 
 
 # -- tables ----------------------------------------------------------------------------------------

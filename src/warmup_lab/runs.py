@@ -29,6 +29,10 @@ COMPLETED, DIVERGED, FAILED, ERROR = "completed", "diverged", "failed_to_train",
 FINISHED_STATUSES = (COMPLETED, DIVERGED, FAILED)
 STABLE_STATUSES = (COMPLETED,)  # what "trains stably" means for the max-stable-LR search
 
+# The summary fields that identify a setting (trainer.key_values minus target LR and seed): reports pivot
+# on them and the max-stable-LR search labels its rows with them.
+SETTING_KEYS = ("task", "model", "norm", "optimizer", "warmup", "decay", "warmup_steps", "train_steps", "batch_size")
+
 # Keys that name, place or display a run but cannot change its result.
 HASH_EXCLUDED = ("hydra", "out", "runs_root", "name", "logger", "experiment_name", "threads")
 HASH_EXCLUDED_NESTED = (("train", "progress"),)

@@ -204,9 +204,11 @@ class MaxStableLRSweeper(Sweeper):
         report = self._report(settings, searches, rounds)
         runs.atomic_write_text(out_dir / SEARCH_FILE, json.dumps(runs._json_safe(report), indent=2, default=str) + "\n")
         keys = list(dict.fromkeys(_key(k) for s in report["settings"] for k in s["overrides"]))
+        resolved = [_setting_values(s) for s in report["settings"]]
+        keys += [k for k in runs.SETTING_KEYS if k not in keys and any(k in r for r in resolved)]
         rows, agg_rows = [], []
-        for s in report["settings"]:
-            cols = {"setting": s["setting"], **{_key(k): v for k, v in s["overrides"].items()}}
+        for s, values in zip(report["settings"], resolved):
+            cols = {"setting": s["setting"], **values, **{_key(k): v for k, v in s["overrides"].items()}}
             rows += [{**cols, "seed": r["seed"], **{c: r[c] for c in RESULT_COLUMNS}} for r in s["seeds"]]
             agg_rows.append({**cols, **{c: s["aggregate"][c] for c in AGGREGATE_COLUMNS}})
         for name, header, data in ((CSV_FILE, ["setting", *keys, "seed", *RESULT_COLUMNS], rows),
@@ -233,6 +235,17 @@ class MaxStableLRSweeper(Sweeper):
             lines.append(f"{i:>3} {'all':>5} {fmt(a['median']):>9} {'':>9} {'':>6}  median; geomean {fmt(a['geomean'])}, "
                          f"spread {a['spread_res']} x resolution")
         return "\n".join(lines)
+
+
+def _setting_values(setting: Dict[str, Any]) -> Dict[str, Any]:
+    """The resolved setting (task, model, warmup shape and length, ...) read from one of its probes' summaries,
+    so that rows of different arms or presets stay distinguishable in a report."""
+    for seed in setting["seeds"]:
+        for probe in seed.get("probes", []):
+            summary = runs.read_summary(Path(probe["run_dir"])) if probe.get("run_dir") else None
+            if summary and "task" in summary:
+                return {k: summary.get(k) for k in runs.SETTING_KEYS}
+    return {}
 
 
 def _count(searches: Dict[Any, search.LRSearch], rounds: int) -> str:
