@@ -34,7 +34,7 @@ report:
 	$(PY) scripts/sweep.py $(EXPERIMENT) --scale $(SCALE) --report-only
 
 bench:
-	$(PY) scripts/bench.py
+	OMP_NUM_THREADS=1 $(PY) scripts/bench.py --threads 1
 
 clean:
 	rm -rf outputs multirun .pytest_cache

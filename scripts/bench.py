@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """`make bench`: samples/s of the trainer next to a plain PyTorch loop, same model, batch and data.
 
-Both loops run in this one process, interleaved (plain, trainer, plain, trainer, ...), on a freshly
+Both loops run in this one process, interleaved in a rotating order, on a freshly
 built task each time so they start from the same weights. The plain loop is the minimum: batch,
 forward, backward, optimizer step. The trainer adds what it exists for: the LR schedule, grad-norm,
 loss.item(), the spike/divergence/catapult detectors, per-step rows, the progress bar off, and (in the
 `+wandb` row) an offline W&B mirror. Ratio = plain / trainer time per sample (1.00 = no overhead).
-Usage: bench.py [--steps N] [--repeats R] [--device cpu|cuda|auto] [--threads T]
+Usage: bench.py [--steps-scale X] [--repeats R] [--device cpu|cuda|auto] [--threads T]
 """
 
 from __future__ import annotations
@@ -34,9 +34,11 @@ from warmup_lab.paths import CONF_DIR  # noqa: E402
 from warmup_lab.tasks import build_task  # noqa: E402
 from warmup_lab.trainer import Run, resolve_device, seed_everything  # noqa: E402
 
+# (overrides, steps): enough steps that one measurement takes several seconds on a CPU.
 CASES = {
-    "resnet20 / shapes 32x32 / SGD": ["task=shapes", "data.size=32", "model=resnet20", "optimizer=sgd", "optimizer.lr=0.1"],
-    "transformer / reverse / AdamW": ["task=reverse", "optimizer=adamw", "optimizer.lr=1e-3"],
+    "resnet20 / shapes 32x32 / SGD": (["task=shapes", "data.size=32", "model=resnet20", "optimizer=sgd",
+                                       "optimizer.lr=0.1"], 40),
+    "transformer / reverse / AdamW": (["task=reverse", "optimizer=adamw", "optimizer.lr=1e-3"], 300),
 }
 
 
@@ -88,27 +90,30 @@ def trainer(cfg, logger_name: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps-scale", type=float, default=1.0, help="multiply every case's step count")
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = str(resolve_device(args.device))
-    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} steps={args.steps} "
-          f"repeats={args.repeats} (median samples/s)")
-    print(f"{'case':34s} {'plain':>10s} {'trainer':>10s} {'ratio':>6s} {'+wandb':>10s} {'ratio':>6s}")
-    for name, overrides in CASES.items():
-        cfg = make_cfg(overrides, args.steps, device)
+    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} repeats={args.repeats}; "
+          f"samples/s, median (best) of the repeats; ratio = plain / trainer")
+    print(f"{'case':32s} {'steps':>5s} {'plain':>16s} {'trainer':>16s} {'ratio':>12s} {'+wandb':>16s} {'ratio':>12s}")
+    for name, (overrides, steps) in CASES.items():
+        steps = max(1, int(steps * args.steps_scale))
+        cfg = make_cfg(overrides, steps, device)
         plain(cfg, warmup=3)  # first-call costs (allocator, kernels) out of the measurement
         p, t, w = [], [], []
-        for _ in range(args.repeats):
-            p.append(plain(cfg, warmup=0))
-            t.append(trainer(cfg, "none"))
-            w.append(trainer(cfg, "wandb"))
+        modes = [(p, lambda: plain(cfg, warmup=0)), (t, lambda: trainer(cfg, "none")), (w, lambda: trainer(cfg, "wandb"))]
+        for rep in range(args.repeats):
+            for out, measure in modes[rep % 3:] + modes[: rep % 3]:  # rotate: no mode always runs first
+                out.append(measure())
         mp, mt, mw = statistics.median(p), statistics.median(t), statistics.median(w)
-        print(f"{name:34s} {mp:10.1f} {mt:10.1f} {mp / mt:6.3f} {mw:10.1f} {mp / mw:6.3f}", flush=True)
+        bp, bt, bw = max(p), max(t), max(w)
+        print(f"{name:32s} {steps:5d} {mp:8.1f} ({bp:5.0f}) {mt:8.1f} ({bt:5.0f}) {mp / mt:5.3f} ({bp / bt:5.3f})"
+              f" {mw:8.1f} ({bw:5.0f}) {mp / mw:5.3f} ({bp / bw:5.3f})", flush=True)
 
 
 if __name__ == "__main__":
