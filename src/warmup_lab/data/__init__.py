@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from warmup_lab.data.images import Batches, ImageData, augment, derive_seed, load_digits, load_shapes
+from warmup_lab.data.images import Batches, ImageData, augment, load_digits, load_shapes
+from warmup_lab.data.seeds import derive_seed
 from warmup_lab.errors import ConfigError
 
 IMAGE_DATA = ("cifar10", "digits", "shapes")

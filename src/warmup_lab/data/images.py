@@ -12,7 +12,6 @@ the package) and `shapes` (procedural, generated from `data.seed`). CIFAR-10 is 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from warmup_lab.data.seeds import generator
 from warmup_lab.errors import require
 
 
@@ -38,18 +38,6 @@ class ImageData:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed from a tuple, so (seed, epoch) and (seed, step) streams never coincide."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
-
-
-def _generator(device: torch.device, seed: int) -> torch.Generator:
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    return gen
 
 
 def normalise(x_train: torch.Tensor, x_test: torch.Tensor, mean: Any = None, std: Any = None
@@ -100,7 +88,7 @@ class Batches:
 
     def permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
-            gen = _generator(self.x.device, derive_seed("order", self.seed, epoch))
+            gen = generator(self.x.device, "order", self.seed, epoch)
             self._perm = torch.randperm(len(self.x), generator=gen, device=self.x.device)
             self._epoch = epoch
         return self._perm
@@ -111,7 +99,7 @@ class Batches:
         idx = self.permutation(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
         x, y = self.x[idx], self.y[idx]
         if self.augment and (self.pad > 0 or self.flip):
-            x = augment(x, _generator(x.device, derive_seed("augment", self.seed, int(step))), self.pad, self.flip)
+            x = augment(x, generator(x.device, "augment", self.seed, int(step)), self.pad, self.flip)
         return x, y
 
 

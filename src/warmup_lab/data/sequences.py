@@ -7,28 +7,17 @@ pure function of (seed, step): resuming at step t gives exactly the batches an u
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable
 
 import torch
 
+from warmup_lab.data.seeds import derive_seed, generator
 from warmup_lab.errors import require
 
 IGNORE = -100  # cross_entropy's ignore_index: positions without a target
 Batch = tuple[torch.Tensor, torch.Tensor]  # (inputs (B, T) long, targets (B, T) long)
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed from a tuple such as ("copy-train", seed, step); distinct tuples, unrelated streams."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
-
-
-def generator(device: torch.device, *parts: Any) -> torch.Generator:
-    """A generator on `device`, so per-step batches are drawn there without host copies."""
-    return torch.Generator(device=device).manual_seed(derive_seed(*parts))
 
 
 @dataclass
