@@ -134,8 +134,9 @@ def main() -> int:
         root = REPO / "sweeps" / name
         if not args.report_only:
             failed += run_experiment(name, presets, args.launcher, args.overrides)
-        code = subprocess.call([sys.executable, "-m", "warmup_lab.report", str(root), "--out",
-                                str(REPO / "results" / name), "--experiment", name], cwd=REPO)
+        # Repo-relative paths, so the committed report.md names `sweeps/<name>`, not this machine's path.
+        code = subprocess.call([sys.executable, "-m", "warmup_lab.report", str(root.relative_to(REPO)), "--out",
+                                f"results/{name}", "--experiment", name], cwd=REPO)
         failed += code != 0
     print(f"sweep {args.experiment}: {time.time() - began:.0f}s wall, {failed} step(s) failed", flush=True)
     return 1 if failed else 0
