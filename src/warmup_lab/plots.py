@@ -7,6 +7,7 @@ data is absent, so the report says why a figure is missing instead of failing.
 from __future__ import annotations
 
 import math
+import textwrap
 import re
 from pathlib import Path
 from typing import Iterable
@@ -204,7 +205,7 @@ def eta_max_vs_warmup(eta: pd.DataFrame, keys: list[str], out: Path) -> Path | s
         ax.xaxis.set_minor_locator(ticker.NullLocator())
         values = values if isinstance(values, tuple) else (values,)
         name = ", ".join(f"{k}={v}" for k, v in zip(other, values))
-        ax.set_title(f"eta_max vs warmup length{': ' + name if name else ''}\n(geometric mean; bars: min..max over seeds)",
-                     fontsize=9)
+        head = textwrap.fill(f"eta_max vs warmup length{': ' + name if name else ''}", width=70)
+        ax.set_title(f"{head}\n(geometric mean; bars: min..max over seeds)", fontsize=9)
         ax.legend(fontsize=8, title="shape" if shape else None)
     return _save(fig, out / "eta_max_vs_warmup.png")

@@ -305,7 +305,11 @@ def eta_setting_keys(eta: pd.DataFrame) -> list[str]:
         vals = set(eta[col].dropna().astype(str).str.lower())
         return bool(vals) and vals <= {"true", "false"}
 
-    return [c for c in eta.columns if c not in ETA_RESULT_COLS and not c.startswith(("eta_max", "n_")) and not flag(c)]
+    keys = [c for c in eta.columns if c not in ETA_RESULT_COLS and not c.startswith(("eta_max", "n_")) and not flag(c)]
+    resolved = [c for c in keys if c in SETTING_KEYS]
+    # Searches over the real trainer record each setting's resolved values (task, warmup, warmup_steps, ...);
+    # those identify it, and its raw overrides (`warmup_setting=linear@15`, labels) would only split it.
+    return resolved or keys
 
 
 def aggregate_eta(eta: pd.DataFrame) -> pd.DataFrame:
