@@ -11,7 +11,7 @@ While it runs, a line every few seconds says how many runs are done, diverged an
 from __future__ import annotations
 
 import argparse
-import itertools
+import math
 import os
 import subprocess
 import sys
@@ -52,12 +52,11 @@ def grid_size(preset: str, extra: list[str]) -> int | None:
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={preset}", *extra], return_hydra_config=True)
     sweeper = cfg.hydra.sweeper
-    if "max_stable_lr" in str(sweeper.get("_target_", "")).lower() or "MaxStableLR" in str(sweeper.get("_target_", "")):
+    if str(sweeper.get("_target_", "")).endswith("MaxStableLRSweeper"):
         return None
     params = dict(sweeper.get("params") or {})
-    parser = OverridesParser.create()
-    sweeps = [o for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + extra) if o.is_sweep_override()]
-    return len(list(itertools.product(*[list(o.sweep_string_iterator()) for o in sweeps]))) if sweeps else 1
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + extra)
+    return math.prod(len(list(o.sweep_string_iterator())) for o in parsed if o.is_sweep_override())
 
 
 def count(root: Path) -> dict[str, int]:
