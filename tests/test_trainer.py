@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import FAST, make_cfg, run_cli
 from warmup_lab import runs
@@ -179,3 +180,23 @@ def test_cli_run_names_its_directory_by_config_hash_and_bad_input_is_one_line(tm
     assert bad.returncode != 0
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "optimizer.lr" in lines[0] and "-1" in lines[0], bad.stderr
+
+
+def test_grad_clip_logs_the_norm_before_clipping_and_clips_the_update(tmp_path):
+    from warmup_lab.loggers import NullLogger
+    from warmup_lab.trainer import Run
+
+    base = ["task=modadd", "optimizer=sgd", "optimizer.lr=0.5", "optimizer.momentum=0.0",
+            "optimizer.weight_decay=0.0", "schedule=none_constant", *FAST, "train.steps=1"]
+    moved, logged = {}, {}
+    for name, extra in (("free", []), ("clipped", ["train.grad_clip=1e-3"])):
+        (tmp_path / name).mkdir()
+        run = Run(make_cfg([*base, *extra]), tmp_path / name)
+        before = torch.cat([p.detach().flatten().clone() for p in run.params])
+        run.execute(NullLogger())
+        after = torch.cat([p.detach().flatten() for p in run.params])
+        moved[name] = float((after - before).norm())
+        logged[name] = float(next(csv.DictReader((tmp_path / name / "metrics.csv").open()))["grad_norm"])
+    assert logged["clipped"] == pytest.approx(logged["free"]) and logged["free"] > 1e-3  # norm before clipping
+    assert moved["free"] == pytest.approx(0.5 * logged["free"], rel=1e-4)                 # plain SGD: lr * |g|
+    assert moved["clipped"] == pytest.approx(0.5 * 1e-3, rel=1e-3)                       # clipped: lr * max_norm

@@ -194,7 +194,10 @@ class Run:
             loss = task.loss(model, task.batch(step))
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+            if clip == math.inf:  # the norm alone: clip_grad_norm_ would also scale every gradient by 1.0
+                grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+            else:
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
             opt.step()
             loss_value, grad_value = loss.item(), grad_norm.item()
             spike, diverged = self.monitor.update(step, loss_value)
