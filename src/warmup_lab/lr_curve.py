@@ -13,6 +13,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from warmup_lab.cli import check_argv
 from warmup_lab.errors import exit_on_user_error
 from warmup_lab.paths import CONF_DIR
 from warmup_lab.schedules import Schedule, build_schedule
@@ -91,4 +92,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_argv()  # one line for an unknown group option, before Hydra's multi-line one
     main()

@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from warmup_lab import runs  # noqa: F401 - registers the ${hash:} resolver used by conf/train.yaml
+from warmup_lab.cli import check_argv
 from warmup_lab.errors import exit_on_user_error
 from warmup_lab.paths import CONF_DIR
 
@@ -39,4 +40,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_argv()  # one line for an unknown group option, before Hydra's multi-line one
     main()

@@ -14,6 +14,7 @@ import math
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,15 @@ class Run:
         path = self.run_dir / runs.CHECKPOINT_FILE
         if not path.exists():
             return False
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as err:  # noqa: BLE001 - any unreadable checkpoint: keep it, start over
+            kept = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+            path.rename(kept)
+            warnings.warn(f"unreadable checkpoint {path} ({type(err).__name__}); kept as {kept.name}, "
+                          "restarting this run from step 0")
+            self.metrics.truncate(0)
+            return False
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr.load_state_dict(state["lr"])

@@ -1,0 +1,42 @@
+"""Bad input on the command line: one line naming the value and the options, a non-zero exit."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import FAST, make_cfg, run_cli
+from warmup_lab.cli import check_group_choices
+from warmup_lab.errors import ConfigError
+from warmup_lab.trainer import train
+
+
+def test_known_choices_sweeps_and_plugin_groups_pass():
+    check_group_choices(["schedule=linear_cosine,wsd", "task=digits", "experiment=warmup_ablation/resnet",
+                         "hydra/launcher=joblib", "optimizer.lr=1e-3", "-m", "seed=0,1", "+arm=resnet_sgd"])
+
+
+def test_an_unknown_choice_names_the_value_and_the_options():
+    with pytest.raises(ConfigError, match=r"schedule='nope' is invalid: one of .*linear_cosine.*conf/schedule/"):
+        check_group_choices(["schedule=linear_cosine,nope"])
+
+
+@pytest.mark.parametrize("module", ["warmup_lab.train", "warmup_lab.lr_curve"])
+def test_the_cli_prints_one_line_and_exits_2(tmp_path, module):
+    proc = run_cli(module, ["schedule=nope"], cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "schedule='nope'" in lines[0] and "linear_cosine" in lines[0], proc.stderr
+
+
+def test_a_corrupt_checkpoint_is_kept_aside_and_the_run_restarts(tmp_path):
+    cfg = make_cfg(["task=modadd", *FAST])
+    whole = train(cfg, tmp_path / "whole")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    (run_dir / "metrics.csv").write_text("step,loss,lr,grad_norm,spike\n0,9,0,1,0\n")
+    with pytest.warns(UserWarning, match="unreadable checkpoint"):
+        summary = train(cfg, run_dir)
+    assert summary["final_train_loss"] == whole["final_train_loss"] and summary["resumed_from"] is None
+    assert (run_dir / "metrics.csv").read_text() == (tmp_path / "whole" / "metrics.csv").read_text()
+    assert [p.name.startswith("checkpoint.pt.corrupt-") for p in run_dir.iterdir()].count(True) == 1
