@@ -108,7 +108,8 @@ def main() -> None:
         p, t, w = [], [], []
         modes = [(p, lambda: plain(cfg, warmup=0)), (t, lambda: trainer(cfg, "none")), (w, lambda: trainer(cfg, "wandb"))]
         for rep in range(args.repeats):
-            for out, measure in modes[rep % 3:] + modes[: rep % 3]:  # rotate: no mode always runs first
+            k = rep % len(modes)
+            for out, measure in modes[k:] + modes[:k]:  # rotate: no mode always runs first
                 out.append(measure())
         mp, mt, mw = statistics.median(p), statistics.median(t), statistics.median(w)
         bp, bt, bw = max(p), max(t), max(w)

@@ -7,8 +7,8 @@ data is absent, so the report says why a figure is missing instead of failing.
 from __future__ import annotations
 
 import math
-import textwrap
 import re
+import textwrap
 from pathlib import Path
 from typing import Iterable
 

@@ -27,7 +27,7 @@ from warmup_lab.metrics import lr_sensitivity
 
 # The config values a report pivots on (trainer.key_values); a "setting" is all of them but LR and seed.
 SETTING_KEYS = runs.SETTING_KEYS
-TABLE_KEYS = ("task", "model", "norm", "optimizer", "warmup", "decay", "train_steps", "batch_size")  # one table each
+TABLE_KEYS = tuple(k for k in SETTING_KEYS if k != "warmup_steps")  # one table each; length is its rows
 ETA_FILE, ETA_SUMMARY_FILE, SEARCH_FILE = "eta_max.csv", "eta_max_summary.csv", "search.json"
 # Columns of a search's eta_max.csv that are results, not setting keys.
 ETA_RESULT_COLS = {"eta_max", "lo", "hi", "n_probes", "non_monotone", "bounded", "seed", "resolution", "probes",

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from warmup_lab.data.sequences import Batch, SequenceData, generator
+from warmup_lab.data.seeds import generator
+from warmup_lab.data.sequences import Batch, SequenceData
 from warmup_lab.errors import DataMissingError, require
 
 TRAIN_FRACTION = 0.9
