@@ -27,8 +27,10 @@ def read_text(path: str | None) -> str:
     return file.read_text(encoding="utf-8")
 
 
-def charlm(path: str | None, block_size: int, seed: int, batch_size: int, device: torch.device) -> SequenceData:
-    text = read_text(path)
+def charlm(path: str | None, block_size: int, seed: int, batch_size: int, device: torch.device,
+           corpus: tuple[str, dict] | None = None) -> SequenceData:
+    """LM data from the file at `path`, or from `corpus` = (text, provenance) when given (data/pysource.py)."""
+    text, source = corpus if corpus is not None else (read_text(path), {"path": str(path)})
     require(block_size >= 1, "data.block_size", block_size, "an integer >= 1")
     chars = sorted(set(text))
     stoi = {c: i for i, c in enumerate(chars)}
@@ -48,4 +50,4 @@ def charlm(path: str | None, block_size: int, seed: int, batch_size: int, device
         return chunk[:, :-1], chunk[:, 1:]
 
     return SequenceData("charlm", len(chars), block_size, len(chars), batch, test, n_train,
-                        {"path": str(path), "n_chars": len(ids)})
+                        {**source, "n_chars": len(ids)})

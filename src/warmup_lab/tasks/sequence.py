@@ -32,9 +32,11 @@ def build_data(cfg: DictConfig, device: torch.device) -> SequenceData:
     if name in ("copy", "reverse"):
         return copy_reverse(name, int(d.length), int(d.vocab), int(d.n_test), int(d.seed), seed, bs, device)
     if name == "charlm":
+        from warmup_lab.data.pysource import corpus_text
         from warmup_lab.data.text import charlm
 
-        return charlm(d.get("path"), int(d.block_size), seed, bs, device)
+        corpus = corpus_text(str(d.corpus), int(d.max_chars)) if d.get("corpus") else None
+        return charlm(d.get("path"), int(d.block_size), seed, bs, device, corpus)
     raise ConfigError("data", name, f"one of {', '.join(DATASETS)} for a sequence task")
 
 
