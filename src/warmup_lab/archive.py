@@ -1,0 +1,64 @@
+"""Per-step curves of a whole sweep in one small file, so committed results redraw without re-training.
+
+A sweep's run directories (`metrics.csv` each) stay on the machine that ran them; `results/<experiment>/`
+keeps `runs.csv` (one row per run summary) and `curves.csv.gz`: every run's per-step training loss, LR
+and spike flag, keyed by the run's `config_hash` (the column that ties it to its `runs.csv` row).
+Values are written to 6 significant digits, which is below what a figure can show.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+import pandas as pd
+
+from warmup_lab import runs
+
+CURVES_FILE = "curves.csv.gz"
+RUN_KEY = "config_hash"
+CURVE_COLS = ("step", "loss", "lr", "spike")
+
+
+def _read_metrics(run_path: str | Path) -> pd.DataFrame | None:
+    try:
+        m = pd.read_csv(Path(run_path) / runs.METRICS_FILE)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+    return m[[c for c in CURVE_COLS if c in m]]
+
+
+class Curves:
+    """Per-step curves by run: read from the run directories (`run_path`) or from an archive file."""
+
+    def __init__(self, table: pd.DataFrame | None = None):
+        self.by_run = {} if table is None else {str(k): g.drop(columns=RUN_KEY).reset_index(drop=True)
+                                                for k, g in table.groupby(RUN_KEY, sort=False)}
+
+    def get(self, row: pd.Series) -> pd.DataFrame | None:
+        """The curve of one runs.csv row: from the archive when it has the run, else the run's metrics.csv."""
+        key = str(row.get(RUN_KEY, ""))
+        if key in self.by_run:
+            return self.by_run[key]
+        path = row.get("run_path")
+        return None if not isinstance(path, str) else _read_metrics(path)
+
+    @classmethod
+    def read(cls, path: Path | str) -> Curves:
+        return cls(pd.read_csv(path, dtype={RUN_KEY: str}))
+
+
+def write_curves(res: pd.DataFrame, out: Path | str) -> Path | None:
+    """Write `out/curves.csv.gz` from the runs of `res` (runs.csv rows); None when no run has a metrics.csv."""
+    frames: list[pd.DataFrame] = []
+    curves = Curves()
+    for _, row in res.iterrows():
+        m = curves.get(row)
+        if m is not None and len(m):
+            frames.append(m.assign(**{RUN_KEY: str(row[RUN_KEY])}))
+    if not frames:
+        return None
+    path = Path(out) / CURVES_FILE
+    table = pd.concat(frames, ignore_index=True)
+    table = table[[RUN_KEY, *[c for c in CURVE_COLS if c in table]]]
+    table.to_csv(path, index=False, float_format="%.6g", compression={"method": "gzip", "mtime": 0})
+    return path
+
