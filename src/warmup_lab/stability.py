@@ -5,7 +5,7 @@ status, and the sweeper, the report and the figures all call these functions on 
 
 API (names other code relies on; columns may be added, never renamed):
   CRITERIA, DEFAULT_CRITERIA        criterion(name) -> Criterion(name, text, ...): "plain",
-                                    "loss_frac_<f>", "near_best_<k>"; `text` is the one-line definition
+                                    "loss_frac_<f>", "near_best_<k>", "not_diverged"; `text` = one-line definition
   probes_from_runs(df, keys=None)   run summaries (report.load_runs rows) -> probe rows (keys, seed, lr, ...)
   judge(probes, criteria, keys)     one row per (probe, criterion) with a bool `stable`
   eta_max_of(lrs, stable) -> dict   the rule for one (setting, seed): eta_max, lo, hi, censored, non_monotone
@@ -56,7 +56,10 @@ class Criterion:
 
 
 def criterion(name: str) -> Criterion:
-    """"plain", "loss_frac_<f>" (0 < f < 1) or "near_best_<k>" (k >= 1): one line names the fix otherwise."""
+    """"plain", "loss_frac_<f>" (0 < f < 1), "near_best_<k>" (k >= 1) or the looser "not_diverged"."""
+    if name == "not_diverged":
+        return Criterion(name, "not_diverged", None, "not_diverged: finished without diverging (looser than plain: "
+                                                     "a run that learned nothing counts as stable)")
     if name == "plain":
         return Criterion(name, "plain", None, "plain: status `completed` (not diverged; final train loss < l0 - "
                                               "loss_margin, and the preset's held-out bar if it opted in)")
@@ -68,7 +71,8 @@ def criterion(name: str) -> Criterion:
         return Criterion(name, "near_best", value,
                          f"{name}: plain, and final train loss <= {value:g} x the best final train loss of "
                          "the same setting (over all its runs: every LR, every seed)")
-    raise ValueError(f"criterion={name!r}: use plain, loss_frac_<f> with 0 < f < 1, or near_best_<k> with k >= 1")
+    raise ValueError(f"criterion={name!r}: use plain, loss_frac_<f> with 0 < f < 1, near_best_<k> with k >= 1, "
+                     "or not_diverged")
 
 
 DEFAULT_CRITERIA = ("plain", "loss_frac_0.5", "near_best_2")
@@ -120,6 +124,8 @@ def judge(probes: pd.DataFrame, criteria: Sequence[str] = DEFAULT_CRITERIA,
         c = criterion(name)
         if c.kind == "plain":
             stable = plain
+        elif c.kind == "not_diverged":
+            stable = probes["status"].isin([runs.COMPLETED, runs.FAILED])
         elif c.kind == "loss_frac":
             stable = plain & (final <= c.value * l0)
         else:
@@ -211,7 +217,12 @@ def _exp(x: float, low_bound: float, high_bound: float) -> tuple[float, str]:
         return low_bound, "below"
     if x == np.inf:
         return high_bound, "above"
-    return (math.exp(x), "") if math.isfinite(x) else (math.nan, "")
+    return (_lr(math.exp(x)), "") if math.isfinite(x) else (math.nan, "")
+
+
+def _lr(x: float) -> float:
+    """10 significant digits, as the search grid writes LRs: exp(log(lr)) gives back lr exactly."""
+    return float(f"{x:.10g}")
 
 
 def eta_max_summary(per_seed: pd.DataFrame, keys: Sequence[str] | None = None, level: float = CI_LEVEL,
@@ -252,9 +263,9 @@ def ratio(a: pd.DataFrame, b: pd.DataFrame, level: float = CI_LEVEL, n_boot: int
         reps = _boot_medians(vb, n_boot, rng) - _boot_medians(va, n_boot, rng)
     lo, hi = _interval(reps, level)
     resolved = bool(not math.isnan(lo) and (lo > 0 or hi < 0))
-    return {"n_seeds": len(vb), "n_seeds_baseline": len(va), "ratio": math.exp(est) if not math.isnan(est) else math.nan,
-            "ci_low": math.exp(lo) if not math.isnan(lo) else math.nan,
-            "ci_high": math.exp(hi) if not math.isnan(hi) else math.nan, "ci_level": level, "resolved": resolved}
+    back = lambda x: math.nan if math.isnan(x) else _lr(math.exp(x))  # noqa: E731
+    return {"n_seeds": len(vb), "n_seeds_baseline": len(va), "ratio": back(est), "ci_low": back(lo),
+            "ci_high": back(hi), "ci_level": level, "resolved": resolved}
 
 
 def compare(per_seed: pd.DataFrame, keys: Sequence[str] | None = None, vary: Sequence[str] = ("warmup", "warmup_steps"),
@@ -265,7 +276,9 @@ def compare(per_seed: pd.DataFrame, keys: Sequence[str] | None = None, vary: Seq
     keys = list(keys) if keys is not None else setting_keys(per_seed)
     baseline = baseline if baseline is not None else {"warmup_steps": 0}
     fixed = [k for k in keys if k not in vary]
-    rows = []
+    rows: list[dict[str, Any]] = []
+    if not set(baseline) <= set(per_seed.columns):
+        return pd.DataFrame(rows, columns=[*keys, *COMPARE_COLUMNS])
     for values, g in _groups(per_seed, [*fixed, "criterion"]):
         is_base = np.logical_and.reduce([pd.to_numeric(g[k], errors="coerce").eq(v) if isinstance(v, (int, float))
                                          else g[k].astype(str).eq(str(v)) for k, v in baseline.items()])
@@ -359,15 +372,19 @@ def _label(keys: Sequence[str], values: Sequence[Any]) -> str:
 
 
 # -- files -----------------------------------------------------------------------------------------
+VARY = ("warmup", "warmup_steps")
+
+
 def tables(probes: pd.DataFrame, keys: Sequence[str] | None = None, criteria: Sequence[str] = DEFAULT_CRITERIA,
-           level: float = CI_LEVEL, n_boot: int = N_BOOT, rng_seed: int = RNG_SEED) -> dict[str, pd.DataFrame]:
-    """Every eta_max table of one set of probes, by file name."""
+           level: float = CI_LEVEL, n_boot: int = N_BOOT, rng_seed: int = RNG_SEED,
+           vary: Sequence[str] = VARY) -> dict[str, pd.DataFrame]:
+    """Every eta_max table of one set of probes, by file name (`vary`: the keys compare() varies)."""
     keys = list(keys) if keys is not None else setting_keys(probes)
     judged = judge(probes, criteria, keys)
     per_seed = eta_max_per_seed(judged, keys)
     return {ETA_FILE: per_seed, SUMMARY_FILE: eta_max_summary(per_seed, keys, level, n_boot, rng_seed),
             P_STABLE_FILE: p_stable(judged, keys),
-            COMPARE_FILE: compare(per_seed, keys, level=level, n_boot=n_boot, rng_seed=rng_seed)}
+            COMPARE_FILE: compare(per_seed, keys, vary, level=level, n_boot=n_boot, rng_seed=rng_seed)}
 
 
 def write_tables(out_dir: Path, frames: dict[str, pd.DataFrame]) -> dict[str, Path]:
