@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from warmup_lab.search import LRSearch, aggregate, grid_lr, predicted_probes
+from warmup_lab.search import LRSearch, disagreement_lrs, grid_lr, predicted_probes
+from warmup_lab.stability import eta_max_of
 
 RES = 2**0.25
 
@@ -47,13 +48,14 @@ def test_monotone_threshold_found_within_resolution_in_predicted_probes(thr, kw)
 
 
 def test_probe_count_formula_by_hand():
-    # defaults: grid step 2**0.25, bracket x4 = 8 steps, bisection of 8 steps = 3 probes, 1 check probe
-    assert predicted_probes(0.01) == 3 + 3 + 1  # 1e-3 s, 4e-3 s, 1.6e-2 u
-    assert predicted_probes(0.05) == 4 + 3 + 1  # ... 6.4e-2 u
-    assert predicted_probes(1e-4) == 3 + 3 + 1  # 1e-3 u, 2.5e-4 u, 6.25e-5 s
-    assert predicted_probes(1e-3) == 2 + 3 + 1  # 1e-3 s, 4e-3 u
+    # defaults: grid step 2**0.25, bracket x4 = 8 steps, bisection of 8 steps = 3 probes, then 1 check
+    # probe one grid step above the first unstable LR, unless that LR was probed already
+    assert predicted_probes(0.01) == 3 + 3 + 1  # 1e-3 s, 4e-3 s, 1.6e-2 u; bisect 12 s 14 u 13 s; check 15
+    assert predicted_probes(0.05) == 4 + 3 + 0  # ... 6.4e-2 u (k=24); bisect 20 22 23; check 24 = probed
+    assert predicted_probes(1e-4) == 3 + 3 + 0  # 1e-3 u, 2.5e-4 u, 6.25e-5 s; bisect -12 -14 -13; -12 probed
+    assert predicted_probes(1e-3) == 2 + 3 + 0  # 1e-3 s, 4e-3 u; bisect 4 2 1 u; check 2 = probed
     assert predicted_probes(100.0) == math.ceil(53 / 8) + 1  # stable up to the top of the range
-    assert predicted_probes(1e-7) == math.ceil(40 / 8) + 1 + 1  # unstable down to min_lr, + check
+    assert predicted_probes(1e-7) == math.ceil(40 / 8) + 1 + 1  # unstable down to min_lr, + check above it
 
 
 def test_probes_lie_on_a_reproducible_grid():
@@ -62,17 +64,42 @@ def test_probes_lie_on_a_reproducible_grid():
     assert all(p["lr"] == grid_lr(1e-3, RES, round(math.log(p["lr"] / 1e-3, RES))) for p in a["probes"])
 
 
-def test_non_monotone_stable_above_is_flagged_and_reported():
-    r = run(lambda lr: lr <= 0.01 or lr >= 0.05)  # the check probe at 4x the top lands in the stable band
+def test_check_probe_sits_just_above_the_first_unstable_lr_and_sees_non_monotonicity():
+    # thr 0.01: lo = lr(13) = 9.5e-3, hi = lr(14) = 1.13e-2; the check is lr(15) = 1.35e-2, stable here
+    r = run(lambda lr: lr <= 0.01 or 0.0125 <= lr <= 0.014)
     assert r["non_monotone"] and thr_ok(r["eta_max"], 0.01)
-    assert [p["lr"] for p in r["non_monotone_probes"]] == [p["lr"] for p in r["probes"][-1:]]
-    assert r["non_monotone_probes"][0]["stable"] is True
+    assert r["probes"][-1]["lr"] == pytest.approx(grid_lr(1e-3, RES, 15)) and r["probes"][-1]["stable"]
+    assert r["non_monotone_probes"] == r["probes"][-1:]
 
 
 def test_non_monotone_with_nothing_stable_below():
-    r = run(lambda lr: 3e-3 <= lr <= 5e-3)  # unstable from 1e-3 down to min_lr, stable at 4e-3
-    assert r["below_min"] and r["eta_max"] is None and r["non_monotone"]
-    assert r["non_monotone_probes"][0]["lr"] == pytest.approx(4e-3)
+    r = run(lambda lr: 1.3e-6 <= lr <= 1.5e-6)  # unstable from 1e-3 down to min_lr; the check above is stable
+    assert r["below_min"] and r["censored"] == "below" and r["eta_max"] is None and r["non_monotone"]
+    assert r["non_monotone_probes"][0]["lr"] == pytest.approx(r["hi"] * RES)
+
+
+def test_search_result_is_the_stability_rule_on_its_probes():
+    for objective in (lambda lr: lr <= 0.02, lambda lr: lr <= 0.01 or 0.0125 <= lr <= 0.014, lambda lr: False):
+        r = run(objective)
+        rule = eta_max_of([p["lr"] for p in r["probes"]], [p["stable"] for p in r["probes"]])
+        assert (r["eta_max"], r["censored"], r["non_monotone"]) == (
+            None if math.isnan(rule["eta_max"]) else rule["eta_max"], rule["censored"], rule["non_monotone"])
+
+
+def test_disagreeing_seeds_are_probed_at_each_others_edges():
+    a, b = run(lambda lr: lr <= 0.01), run(lambda lr: lr <= 0.03)
+    extra = disagreement_lrs([a, b])
+    assert extra[0] and extra[1] and all(a["lo"] <= lr <= b["hi"] for lr in extra[0] + extra[1])
+    assert disagreement_lrs([a, run(lambda lr: lr <= 0.01)]) == [[], []]  # agreeing seeds: no extra probe
+    s = LRSearch()
+    while (lr := s.next_lr()) is not None:
+        s.record(lr, lr <= 0.01)
+    s.probe_also(extra[0])
+    asked = []
+    while (lr := s.next_lr()) is not None:
+        asked.append(lr)
+        s.record(lr, lr <= 0.01)
+    assert asked == extra[0] and s.result()["eta_max"] == a["eta_max"]
 
 
 def thr_ok(eta, thr, res=RES):
@@ -101,18 +128,3 @@ def test_record_must_answer_the_pending_probe():
         s.record(0.5, True)
     with pytest.raises(ValueError):
         LRSearch(start_lr=100.0)
-
-
-def test_aggregate_over_seeds():
-    results = {seed: run(lambda lr, t=t: lr <= t) for seed, t in enumerate([0.01, 0.02, 0.04])}
-    results[3] = run(lambda lr: lr <= 0.01 or lr >= 0.05)
-    a = aggregate(results)
-    vals = [r["eta_max"] for r in results.values()]
-    assert a["per_seed"] == dict(enumerate(vals)) and a["n_values"] == 4
-    assert a["median"] == pytest.approx(sorted(vals)[1] / 2 + sorted(vals)[2] / 2)
-    assert a["geomean"] == pytest.approx(math.prod(vals) ** 0.25)
-    assert (a["min"], a["max"]) == (min(vals), max(vals))
-    assert a["spread_res"] == pytest.approx(math.log(max(vals) / min(vals), RES)) and a["spread_res"] == 8
-    assert a["non_monotone"] and a["n_below_min"] == 0 and a["all_done"]
-    b = aggregate([run(lambda lr: lr <= 0.01), run(lambda lr: False)])
-    assert b["n_values"] == 1 and b["n_below_min"] == 1 and b["median"] == b["min"]

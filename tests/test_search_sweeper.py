@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from warmup_lab import runs
+from warmup_lab import runs, stability
 from warmup_lab.search import predicted_probes
 
 APP = '''
@@ -92,18 +92,21 @@ def test_basic_launcher_defaults_and_rerun_reuses(app):
     assert "round 1: 4 probes" in first.stdout and "searches done 4/4" in first.stdout
     report, rows, agg = load(app)
     check_probes(report)
-    assert report["criterion"]["stable_statuses"] == ["completed"]
+    assert report["criterion"]["search"] == "plain"
     assert [s["overrides"] for s in report["settings"]] == [{"threshold": "0.01"}, {"threshold": "0.05"}]
     for setting in report["settings"]:
         thr = float(setting["overrides"]["threshold"])
         for res in setting["seeds"]:
             assert thr / 2**0.25 < res["eta_max"] <= thr < res["hi"] and res["done"] and not res["non_monotone"]
-            assert res["n_probes"] == predicted_probes(thr)
-        assert setting["aggregate"]["spread_res"] == 0 and setting["aggregate"]["n_values"] == 2
-    assert list(rows[0]) == ["setting", "threshold", "seed", "eta_max", "lo", "hi", "n_probes", "n_errors",
-                             "non_monotone", "below_min", "above_max", "done"]
-    assert [(r["threshold"], r["seed"]) for r in rows] == [("0.01", "0"), ("0.01", "1"), ("0.05", "0"), ("0.05", "1")]
-    assert [a["threshold"] for a in agg] == ["0.01", "0.05"] and agg[0]["median"] == rows[0]["eta_max"]
+            assert res["n_probes"] == predicted_probes(thr)  # seeds agree: no cross-seed probe
+        plain = [a for a in setting["summary"] if a["criterion"] == "plain"][0]
+        assert plain["n_seeds"] == 2 and plain["estimate"] == setting["seeds"][0]["eta_max"] == plain["ci_low"]
+    assert list(rows[0]) == ["setting", "threshold", *stability.ETA_COLUMNS]
+    plain_rows = [r for r in rows if r["criterion"] == "plain"]
+    assert [(r["threshold"], r["seed"]) for r in plain_rows] == [("0.01", "0"), ("0.01", "1"), ("0.05", "0"), ("0.05", "1")]
+    plain_agg = [a for a in agg if a["criterion"] == "plain"]
+    assert [a["threshold"] for a in plain_agg] == ["0.01", "0.05"]
+    assert float(plain_agg[0]["estimate"]) == float(plain_rows[0]["eta_max"])
     calls = (app / "calls.log").read_text()
     outputs = {f: (app / "sweep" / f).read_bytes() for f in ("search.json", "eta_max.csv", "eta_max_summary.csv")}
     sweep(app)  # the same command again: every probe is already finished
@@ -117,6 +120,7 @@ def test_joblib_launcher_parallel_with_error_probes(app):
                  "hydra.sweeper.check_above=0", *COARSE)
     assert "Joblib.Parallel" in proc.stdout + proc.stderr
     report, rows, _ = load(app)
+    rows = [r for r in rows if r["criterion"] == "plain"]
     check_probes(report)
     low, high = (s["seeds"][0] for s in report["settings"])
     kw = dict(start_lr=0.01, resolution=2, check_above=0)
@@ -124,7 +128,7 @@ def test_joblib_launcher_parallel_with_error_probes(app):
     # threshold 0.1, but runs above 0.05 crash: retried once, then counted unstable and flagged
     assert high["eta_max"] == 0.04 and high["errors_as_unstable"] == [0.16, 0.08] and high["n_errors"] == 4
     assert high["n_probes"] == predicted_probes(0.04, **kw) + 2
-    assert [r["n_errors"] for r in rows] == ["0", "4"]
+    assert [r["eta_max"] for r in rows] == ["0.02", "0.04"]  # the tables count a kept error as unstable
 
 
 def test_submitit_local_launcher(app):
@@ -133,8 +137,9 @@ def test_submitit_local_launcher(app):
     report, rows, agg = load(app)
     check_probes(report)
     assert list((app / "sweep" / ".submitit").iterdir())
-    assert [(r["threshold"], r["eta_max"], r["hi"], r["n_probes"]) for r in rows] == [("0.03", "0.02", "0.04", "3")]
-    assert agg[0]["all_done"] == "True"
+    assert [(r["threshold"], r["eta_max"], r["hi"], r["n_probes"]) for r in rows if r["criterion"] == "plain"] == [
+        ("0.03", "0.02", "0.04", "3")]
+    assert report["settings"][0]["seeds"][0]["done"]
 
 
 def test_lr_override_is_a_config_error(app):
@@ -151,7 +156,7 @@ def test_real_trainer_two_settings(tmp_path):
     # coarse: x4 resolution from 0.01; at 20 steps nothing learns yet, so here "stable" = did not diverge
     search = ["hydra.sweeper.seeds=[0]", "hydra.sweeper.start_lr=0.01", "hydra.sweeper.resolution=4",
               "hydra.sweeper.bracket_factor=16", "hydra.sweeper.check_above=0", "hydra.sweeper.max_rounds=4",
-              "hydra.sweeper.stable_statuses=[completed,failed_to_train]", f"hydra.sweeper.out_dir={tmp_path / 'search'}"]
+              "hydra.sweeper.criterion=not_diverged", f"hydra.sweeper.out_dir={tmp_path / 'search'}"]
     cmd = [sys.executable, "-m", "warmup_lab.train", "-m", "hydra/sweeper=max_stable_lr",
            "schedule=linear_cosine,none_constant", f"runs_root={tmp_path / 'runs'}", *tiny, *search]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
@@ -167,3 +172,20 @@ def test_real_trainer_two_settings(tmp_path):
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("skip:") == len(probes)
     assert json.loads((tmp_path / "search" / "search.json").read_text()) == report
+
+
+def test_empty_seeds_is_one_line_error(app):
+    proc = sweep(app, "hydra.sweeper.seeds=[]", check=False)
+    assert proc.returncode == 2 and not (app / "calls.log").exists()
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "hydra.sweeper.seeds" in lines[0] and "at least one seed" in lines[0]
+
+
+def test_csv_columns_are_setting_keys_only(app):
+    (app / "config.yaml").write_text(CONFIG + "logger: {group: x}\nthreads: null\nruns_root: r\ntrain: {progress: true}\n")
+    sweep(app, "logger.group=y", "threads=1", "runs_root=elsewhere", "train.progress=false", *COARSE)
+    out = app / "sweep"
+    for name in (stability.ETA_FILE, stability.SUMMARY_FILE, stability.P_STABLE_FILE):
+        header = next(csv.reader((out / name).open()))
+        assert header[:2] == ["setting", "threshold"], (name, header)
+        assert not {"logger.group", "threads", "runs_root", "train.progress"} & set(header)

@@ -1,7 +1,7 @@
-"""The measurements of a run, defined once (DESIGN.md section 2).
+"""The live measurements of a run, defined once (docs/definitions.md).
 
-The trainer feeds losses in as they happen; the max-stable-LR search and the reports read the same
-definitions back (statuses in runs.py, LR sensitivity here). Every detector is plain Python state that
+The trainer feeds losses in as they happen and writes the plain-rule status; the criteria, eta_max and
+their statistics over seeds live in warmup_lab.stability, which reads the summaries back. Every detector is plain Python state that
 round-trips through `state_dict()`, so a resumed run detects exactly what an uninterrupted one would.
 """
 
@@ -11,39 +11,74 @@ import math
 import statistics
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from warmup_lab.errors import require
 
 
 @dataclass
 class SpikeDetector:
-    """A spike: a finite loss above `ratio` x the median of the previous `window` finite losses."""
+    """Spike events (docs/definitions.md#spike-event): a run of consecutive spike steps is ONE event.
+
+    A step is a spike when its finite loss exceeds `ratio` x its reference. The reference is the median
+    of the previous `window` non-spike finite losses, or l0 (the first loss) while that window fills, so
+    the first steps are watched too (the largest spikes come first). The reference is floored at
+    `floor` x l0 and at `abs_floor`, which keeps minibatch jitter near zero loss out. Spike steps do not
+    enter the window: a sustained excursion stays one event until the loss is back under the bar.
+    """
 
     ratio: float = 2.0
     window: int = 20
-    burn_in: int = 10
+    floor: float = 0.05
+    abs_floor: float = 0.0
+    l0: float | None = None
     history: list[float] = field(default_factory=list)
     events: list[dict[str, float]] = field(default_factory=list)
+    open_event: dict[str, float] | None = None
+
+    def reference(self) -> float:
+        assert self.l0 is not None
+        ref = statistics.median(self.history) if len(self.history) >= self.window else self.l0
+        return max(ref, self.floor * self.l0, self.abs_floor)
 
     def update(self, step: int, loss: float) -> bool:
         if not math.isfinite(loss):
             return False
-        spike = False
-        if step >= self.burn_in and len(self.history) >= min(self.window, max(self.burn_in, 1)):
-            median = statistics.median(self.history)
-            if median > 0 and loss > self.ratio * median:
-                self.events.append({"step": step, "loss": loss, "ratio": loss / median})
-                spike = True
+        if self.l0 is None:
+            self.l0 = loss
+            self.history.append(loss)
+            return False
+        ref = self.reference()
+        if ref > 0 and loss > self.ratio * ref:
+            event = self.open_event
+            if event is None:
+                event = self.open_event = {"start": step, "length": 0, "peak_step": step, "peak_loss": loss,
+                                           "peak_ratio": loss / ref}
+            event["length"] += 1
+            if loss / ref > event["peak_ratio"]:
+                event.update(peak_step=step, peak_loss=loss, peak_ratio=loss / ref)
+            return True
+        self._close()
         self.history.append(loss)
         del self.history[: -self.window]
-        return spike
+        return False
+
+    def _close(self) -> None:
+        if self.open_event is not None:
+            self.events.append(self.open_event)
+            self.open_event = None
+
+    def all_events(self) -> list[dict[str, float]]:
+        """Closed events, then the one still open at the last step (a run may end inside one)."""
+        return [dict(e) for e in self.events] + ([dict(self.open_event)] if self.open_event else [])
 
     def stats(self) -> dict[str, Any]:
+        events = self.all_events()
         return {
-            "spike_count": len(self.events),
-            "max_spike_ratio": max((e["ratio"] for e in self.events), default=0.0),
-            "first_spike_step": self.events[0]["step"] if self.events else None,
+            "spike_events": len(events),
+            "spike_steps": sum(int(e["length"]) for e in events),
+            "max_spike_ratio": max((e["peak_ratio"] for e in events), default=0.0),
+            "first_spike_step": events[0]["start"] if events else None,
         }
 
 
@@ -131,9 +166,13 @@ class Monitor:
         spike, div, cat = detect["spike"], detect["divergence"], detect["catapult"]
         require(float(spike["ratio"]) > 1, "detect.spike.ratio", spike["ratio"], "must be > 1")
         require(int(spike["window"]) >= 1, "detect.spike.window", spike["window"], "must be >= 1")
+        require("burn_in" not in spike, "detect.spike.burn_in", spike.get("burn_in"),
+                "no longer exists: the first steps are watched against l0; drop it (detect.spike.floor sets the noise floor)")
         require(float(div["factor"]) > 1, "detect.divergence.factor", div["factor"], "must be > 1")
         require(int(div["patience"]) >= 1, "detect.divergence.patience", div["patience"], "must be >= 1")
-        self.spikes = SpikeDetector(float(spike["ratio"]), int(spike["window"]), int(spike["burn_in"]))
+        check_failed_rule(detect.get("failed") or {})
+        self.spikes = SpikeDetector(float(spike["ratio"]), int(spike["window"]), float(spike.get("floor", 0.05)),
+                                    float(spike.get("abs_floor", 0.0)))
         ceiling = div.get("ceiling")
         self.divergence = DivergenceDetector(
             float(div["factor"]), int(div["patience"]), None if ceiling is None else float(ceiling)
@@ -164,34 +203,30 @@ class Monitor:
         self.catapults = CatapultDetector(**state["catapults"])
 
 
-def failed_to_train(
-    final_loss: float, l0: float, final_acc: float | None, chance_acc: float | None, failed: Mapping[str, Any]
-) -> bool:
-    """A finite run that learned nothing: final loss >= l0 - margin, or accuracy within a margin of chance.
+def check_failed_rule(failed: Mapping[str, Any]) -> None:
+    """`detect.failed`: a loss margin, and held-out metrics only as an explicit, explained opt-in."""
+    for old in ("min_acc", "acc_margin"):
+        require(failed.get(old) is None, f"detect.failed.{old}", failed.get(old),
+                "held-out accuracy no longer judges stability by default; drop it, or opt in with "
+                "detect.failed.heldout: {min_acc: X, why: '<reason>'}")
+    heldout = failed.get("heldout")
+    if heldout is not None:
+        require(heldout.get("min_acc") is not None, "detect.failed.heldout.min_acc", heldout.get("min_acc"),
+                "set the held-out accuracy bar, or drop detect.failed.heldout")
+        require(bool(str(heldout.get("why") or "").strip()), "detect.failed.heldout.why", heldout.get("why"),
+                "say why held-out accuracy may judge stability for this preset")
 
-    `min_acc` (optional) raises the bar for proxy tasks whose tuned runs are near-perfect: a run that ends
-    below it learned nothing useful, even if it beat chance (a BatchNorm ResNet at a huge LR often
-    neither diverges nor learns). It is part of the printed criterion wherever it is set.
+
+def failed_to_train(final_loss: float, l0: float, final_acc: float | None, failed: Mapping[str, Any]) -> bool:
+    """The plain rule (docs/definitions.md#failed-to-train): final train loss >= l0 - `loss_margin`.
+
+    Held-out accuracy joins only where a preset opts in with `failed.heldout: {min_acc, why}` (final
+    held-out accuracy below `min_acc` also fails); the stricter bars on the training loss are post-hoc
+    criteria in warmup_lab.stability, so one set of runs is judged under all of them.
     """
-    if final_loss >= l0 - float(failed.get("loss_margin", 0.0)):
+    if not math.isfinite(final_loss) or final_loss >= l0 - float(failed.get("loss_margin") or 0.0):
         return True
-    if final_acc is None:
+    heldout = failed.get("heldout")
+    if heldout is None or final_acc is None:
         return False
-    min_acc = failed.get("min_acc")
-    if min_acc is not None and final_acc < float(min_acc):
-        return True
-    return chance_acc is not None and final_acc <= chance_acc + float(failed.get("acc_margin", 0.0))
-
-
-def lr_sensitivity(lrs: Iterable[float], final_losses: Iterable[float], init_losses: Iterable[float]) -> float:
-    """Wortsman et al. 2023: mean over the LR range of min(final, init loss) minus the best final loss.
-
-    Non-finite final losses (diverged runs) count as the init loss, as the definition's min() implies.
-    The best loss is taken over the same capped values: identical to the paper's whenever some LR
-    trains, and 0 (not negative) when no LR in the range gets below its initial loss.
-    """
-    rows = list(zip(lrs, final_losses, init_losses))
-    if not rows:
-        return float("nan")
-    capped = [min(f, i) if math.isfinite(f) else i for _, f, i in rows]
-    return sum(capped) / len(capped) - min(capped)
+    return final_acc < float(heldout["min_acc"])

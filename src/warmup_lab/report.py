@@ -23,7 +23,7 @@ import pandas as pd
 
 from warmup_lab import runs
 from warmup_lab.errors import ConfigError, exit_on_user_error
-from warmup_lab.metrics import lr_sensitivity
+from warmup_lab.stability import lr_sensitivity
 
 # The config values a report pivots on (trainer.key_values); a "setting" is all of them but LR and seed.
 SETTING_KEYS = runs.SETTING_KEYS

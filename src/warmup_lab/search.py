@@ -1,4 +1,7 @@
-"""Maximum stable LR (DESIGN.md section 2): bracket, then bisect, over log-LR, for one setting and seed.
+"""Where to probe for the maximum stable LR: bracket, then bisect, over log-LR, for one setting and seed.
+
+The answer itself (eta_max from the probes) is warmup_lab.stability.eta_max_of, the one rule that the
+report and the figures apply too (docs/definitions.md#eta-max); this module only chooses the LRs.
 
 Pure Python on purpose (no Hydra, no torch): the Hydra sweeper drives many of these state machines in
 lock-step rounds, and tests drive them with synthetic objectives.
@@ -12,8 +15,9 @@ digit, so a re-run asks for the very same configs (same config hash, same run di
 from __future__ import annotations
 
 import math
-import statistics
-from typing import Any, Iterable
+from typing import Any, Sequence
+
+from warmup_lab.stability import eta_max_of
 
 BRACKET_FACTOR = 4.0
 RESOLUTION = 2**0.25
@@ -47,10 +51,11 @@ class LRSearch:
 
     `stable` is True/False, or None for an error probe (the run crashed: no result). An error probe is
     retried `error_retries` times at the same LR; if it still errs, it counts as unstable and the
-    result flags it (`errors_as_unstable`). After bisection, `check_above` extra probes at
-    top * bracket_factor**j (top = highest probed LR) look for stable runs above the threshold: a
-    pure bracket+bisect never sees non-monotonicity, since every probe it makes is consistent with
-    its final bracket.
+    result flags it (`errors_as_unstable`). After bisection, `check_above` extra probes at the grid
+    points just above the first unstable one (hi * resolution**j, skipping LRs already probed) look
+    where seeds disagree: a pure bracket+bisect never sees non-monotonicity, since every probe it
+    makes is consistent with its final bracket. `probe_also(lrs)` re-opens a finished search for
+    more probes (the sweeper's cross-seed checks).
     """
 
     def __init__(self, start_lr: float = 1e-3, bracket_factor: float = BRACKET_FACTOR,
@@ -121,10 +126,29 @@ class LRSearch:
             self._k = (self.lo + self.hi) // 2
             return
         self._phase = "check"
-        top = max(self.outcome)
         if self.hi is not None:  # nothing to check above max_lr when every probe was stable
-            self._checks = [top + j * self.m for j in range(1, self.check_above + 1) if top + j * self.m <= self.kmax]
+            self._checks = [k for k in range(self.hi + 1, self.hi + 1 + self.check_above)
+                            if k <= self.kmax and k not in self.outcome]
         self._next_check()
+
+    def probe_also(self, lrs: Sequence[float]) -> None:
+        """Queue extra probes at grid LRs not probed yet (a finished search re-opens; order kept)."""
+        ks = [self.index(lr) for lr in lrs]
+        new = [k for k in dict.fromkeys(ks) if k not in self.outcome and k not in self._checks
+               and self.kmin <= k <= self.kmax and k != self._k]
+        if not new:
+            return
+        self._checks += new
+        if self._k is None:
+            self._phase = "check"
+            self._next_check()
+
+    def index(self, lr: float) -> int:
+        """The grid index of `lr` (which must lie on the grid)."""
+        k = round(math.log(lr / self.start_lr) / math.log(self.resolution))
+        if not math.isclose(lr, grid_lr(self.start_lr, self.resolution, k), rel_tol=1e-9):
+            raise ValueError(f"lr={lr!r} is not on the search grid start_lr * resolution**k")
+        return k
 
     def _next_check(self) -> None:
         self._k = self._checks.pop(0) if self._checks else None
@@ -132,24 +156,27 @@ class LRSearch:
             self._phase = "done"
 
     # -- the answer --------------------------------------------------------------------------
+    def resolved_probes(self) -> list[dict[str, Any]]:
+        """Probes with an answer: errors a retry resolved are dropped, errors kept after retries are unstable."""
+        return [{**p, "stable": bool(p["stable"])} for p in self.probes
+                if p["stable"] is not None or p.get("error_as_unstable")]
+
     def result(self) -> dict[str, Any]:
-        """eta_max = lr(lo), the largest stable LR below the first unstable bracket point."""
+        """eta_max by stability.eta_max_of over this seed's resolved probes (None when censored below)."""
         lr = lambda k: None if k is None else grid_lr(self.start_lr, self.resolution, k)  # noqa: E731
-        odd = []  # probes that contradict a single threshold at eta_max
-        for p in self.probes:
-            if p["stable"] is None and not p.get("error_as_unstable"):
-                continue  # an error that a retry resolved
-            k = round(math.log(p["lr"] / self.start_lr) / math.log(self.resolution))
-            if (p["stable"] and (self.lo is None or k > self.lo)) or (not p["stable"] and self.lo is not None and k < self.lo):
-                odd.append(p)
+        probes = self.resolved_probes()
+        rule = eta_max_of([p["lr"] for p in probes], [p["stable"] for p in probes])
+        none = lambda v: None if v is None or math.isnan(v) else v  # noqa: E731
+        hi = none(rule["hi"])
         return {
-            "eta_max": lr(self.lo), "lo": lr(self.lo), "hi": lr(self.hi),
-            "below_min": self.lo is None and self.done,  # eta_max < hi = lowest LR of the range
-            "above_max": self.hi is None and self.done,  # eta_max >= lo = highest LR of the range
+            "eta_max": none(rule["eta_max"]), "lo": none(rule["lo"]), "hi": hi, "censored": rule["censored"],
+            "below_min": rule["censored"] == "below" and self.done,  # eta_max < hi = lowest LR probed
+            "above_max": rule["censored"] == "above" and self.done,  # eta_max >= lo = highest LR probed
             "done": self.done, "n_probes": len(self.probes),
             "n_errors": sum(p["stable"] is None for p in self.probes),
             "errors_as_unstable": [p["lr"] for p in self.probes if p.get("error_as_unstable")],
-            "non_monotone": bool(odd), "non_monotone_probes": odd,
+            "non_monotone": rule["non_monotone"],
+            "non_monotone_probes": [p for p in probes if p["stable"] and hi is not None and p["lr"] > hi],
             "probes": list(self.probes),
             "start_lr": self.start_lr, "resolution": self.resolution,
             "bracket_factor": self.resolution ** self.m, "min_lr": self.min_lr, "max_lr": self.max_lr,
@@ -157,17 +184,20 @@ class LRSearch:
         }
 
 
-def _bisect_count(gap: int, d: int) -> int:
-    """Bisection probes to shrink integer gap `gap` to 1 when the last stable index is lo + d."""
-    n = 0
-    while gap > 1:
-        mid = gap // 2
-        if d >= mid:
-            gap, d = gap - mid, d - mid
-        else:
-            gap = mid
-        n += 1
-    return n
+def disagreement_lrs(results: Sequence[dict[str, Any]]) -> list[list[float]]:
+    """Per seed: the other seeds' lo and hi it has not probed, inside [min lo, max hi] over seeds.
+
+    Where seeds of one setting disagree on the edge, each seed is probed where the others found theirs,
+    so P(stable | LR) there rests on every seed, not one. Seeds that agree add nothing.
+    """
+    edges = sorted({v for r in results for v in (r["lo"], r["hi"]) if v is not None})
+    if len(edges) <= 2:  # every seed found the same bracket (or the same censoring)
+        return [[] for _ in results]
+    out = []
+    for r in results:
+        probed = {p["lr"] for p in r["probes"]}
+        out.append([v for v in edges if not any(math.isclose(v, q, rel_tol=1e-9) for q in probed)])
+    return out
 
 
 def predicted_probes(threshold: float, start_lr: float = 1e-3, bracket_factor: float = BRACKET_FACTOR,
@@ -177,52 +207,39 @@ def predicted_probes(threshold: float, start_lr: float = 1e-3, bracket_factor: f
 
     With t the last stable grid index (lr(t) <= threshold < lr(t+1)), m the bracket step and the
     range [kmin, kmax]: bracket = (number of moves) + 1, bisection = ceil or floor of log2(gap)
-    (exactly log2(m) for the default m = 8 away from the bounds), plus the check probes that fit
-    below max_lr. Computed independently of LRSearch so that tests can hold one against the other.
+    (exactly log2(m) for the default m = 8 away from the bounds), plus the check probes at
+    t+2 .. t+1+check_above that are not probed yet and fit below max_lr. Computed independently of
+    LRSearch (sets of grid indices, not a state machine) so that tests can hold one against the other.
     """
     m, kmin, kmax = _grid(start_lr, bracket_factor, resolution, min_lr, max_lr)
     t = math.floor(math.log(threshold / start_lr) / math.log(resolution) + _EPS)
+    if t >= kmax:  # every bracket point stable, up to max_lr: no unstable LR, no check
+        return math.ceil(kmax / m) + 1
+    if t < kmin:  # every bracket point unstable, down to min_lr; checks just above the lowest
+        path = set(range(0, kmin, -m)) | {kmin}
+        return len(path) + _n_checks(kmin, path, kmax, check_above)
     if t >= 0:
-        if t >= kmax:  # every bracket point stable, up to max_lr
-            return math.ceil(kmax / m) + 1
         j = t // m + 1  # first unstable bracket point is min(j*m, kmax)
         lo, hi = (j - 1) * m, min(j * m, kmax)
-        top = hi
-        n = j + 1
+        path = set(range(0, lo + 1, m)) | {hi}
     else:
-        if t < kmin:  # every bracket point unstable, down to min_lr
-            return math.ceil(-kmin / m) + 1 + _n_checks(0, m, kmax, check_above)
         i = math.ceil(-t / m)  # first stable bracket point going down is -i*m
         lo, hi = max(-i * m, kmin), -(i - 1) * m
-        top = 0
-        n = i + 1
-    return n + _bisect_count(hi - lo, t - lo) + _n_checks(top, m, kmax, check_above)
+        path = set(range(0, hi - 1, -m)) | {lo}
+    probed = path | set(_bisect_points(lo, hi, t))
+    return len(probed) + _n_checks(t + 1, probed, kmax, check_above)
 
 
-def _n_checks(top: int, m: int, kmax: int, check_above: int) -> int:
-    return sum(top + j * m <= kmax for j in range(1, check_above + 1))
-
-
-def aggregate(results: dict[Any, dict[str, Any]] | Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Across seeds: per-seed eta_max, median, geometric mean, min, max, spread in resolution units.
-
-    Statistics use the seeds with a value; a seed whose eta_max lies below the range has none, and
-    `n_below_min` / `n_above_max` say how many seeds were censored by the range (don't ignore them).
-    """
-    items = dict(results) if isinstance(results, dict) else dict(enumerate(results))
-    values = {s: r["eta_max"] for s, r in items.items()}
-    got = [v for v in values.values() if v is not None]
-    res = next((r["resolution"] for r in items.values()), RESOLUTION)
-    out: dict[str, Any] = {
-        "per_seed": values, "n_seeds": len(items), "n_values": len(got),
-        "median": statistics.median(got) if got else None,
-        "geomean": float(f"{math.exp(statistics.fmean(math.log(v) for v in got)):.10g}") if got else None,
-        "min": min(got) if got else None, "max": max(got) if got else None,
-        "spread_res": round(math.log(max(got) / min(got)) / math.log(res), 6) if got else None,
-        "non_monotone": any(r["non_monotone"] for r in items.values()),
-        "n_below_min": sum(bool(r["below_min"]) for r in items.values()),
-        "n_above_max": sum(bool(r["above_max"]) for r in items.values()),
-        "n_errors": sum(r["n_errors"] for r in items.values()),
-        "all_done": all(r["done"] for r in items.values()),
-    }
+def _bisect_points(lo: int, hi: int, t: int) -> list[int]:
+    """The indices bisection probes between bracket points lo < hi when the last stable index is t."""
+    out = []
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        out.append(mid)
+        lo, hi = (mid, hi) if mid <= t else (lo, mid)
     return out
+
+
+def _n_checks(hi: int, probed: set[int], kmax: int, check_above: int) -> int:
+    """Check probes just above the first unstable index hi that are not already probed."""
+    return sum(k <= kmax and k not in probed for k in range(hi + 1, hi + 1 + check_above))

@@ -10,6 +10,7 @@ function of the step; detector, optimizer and RNG state are checkpointed).
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import random
@@ -246,12 +247,14 @@ class Run:
         l0 = self.monitor.l0 if self.monitor.l0 is not None else float("nan")
         if diverged:
             status = runs.DIVERGED
-        elif not math.isfinite(final_train) or failed_to_train(
-            final_train, l0, last_eval.get("eval_acc"), self.task.chance_acc, self.cfg.detect.failed
-        ):
+        elif failed_to_train(final_train, l0, last_eval.get("eval_acc"), self.cfg.detect.failed):
             status = runs.FAILED
         else:
             status = runs.COMPLETED
+        # peak_lr = the largest LR applied (max of metrics.csv `lr`, flushed by execute): an untuned
+        # multiplicative warmup never reaches the nominal peak that target_lr names.
+        with (self.run_dir / runs.METRICS_FILE).open(newline="") as fh:
+            peak_lr = max((float(r["lr"]) for r in csv.DictReader(fh)), default=float("nan"))
         finite_evals = [e for e in self.evals if math.isfinite(e.get("eval_loss", math.nan))]
         schedule_info = self.schedule.describe()
         summary: dict[str, Any] = {
@@ -264,13 +267,14 @@ class Run:
             "best_eval_loss": min((e["eval_loss"] for e in finite_evals), default=None),
             "best_eval_acc": max((e["eval_acc"] for e in self.evals if "eval_acc" in e), default=None),
             **self.monitor.stats(),
-            "spikes": self.monitor.spikes.events,
+            "spikes": self.monitor.spikes.all_events(),
             "sharpness": self.sharpness,
             "wall_s": wall,
             "samples_per_s": steps_per_s * self.task.batch_size,
             **key_values(self.cfg, schedule_info),
             "schedule": schedule_info,
-            "peak_lr": self.schedule.peak_lr,
+            "peak_lr": peak_lr,
+            "nominal_peak_lr": self.schedule.peak_lr,
             "lr_groups": self.lr.describe(),
             "chance_acc": self.task.chance_acc,
             "task_info": self.task.info,

@@ -4,12 +4,15 @@ Each round gathers the next probe of every unfinished search and hands them to t
 batch, so probes run in parallel under any launcher (basic, joblib, submitit local/SLURM). Every
 probe is an ordinary job with its own run dir and summary; a re-run asks for the same LRs (the
 search's log-grid), the jobs find their finished runs, and the search replays without training.
+
+When every seed of a setting is done and the seeds disagree on the edge, each seed is also probed at
+the other seeds' lo/hi (`cross_seed`, search.disagreement_lrs). The tables (eta_max per seed, the
+median over seeds with its bootstrap CI, P(stable | LR), ratios to no warmup) come from
+warmup_lab.stability over every probe, under each of `criteria`; `criterion` steers the search.
 """
 
 # No `from __future__ import annotations`: Hydra's plugin scanner executes this module before it is
 # in sys.modules, and dataclasses then cannot resolve string annotations.
-import csv
-import io
 import json
 import logging
 import sys
@@ -26,15 +29,16 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from warmup_lab import runs, search
+import pandas as pd
+
+from warmup_lab import runs, search, stability
 from warmup_lab.errors import EXIT_CONFIG, ConfigError
 
 log = logging.getLogger(__name__)
 
-SEARCH_FILE, CSV_FILE, SUMMARY_CSV_FILE = "search.json", "eta_max.csv", "eta_max_summary.csv"
-RESULT_COLUMNS = ["eta_max", "lo", "hi", "n_probes", "n_errors", "non_monotone", "below_min", "above_max", "done"]
-AGGREGATE_COLUMNS = ["n_seeds", "n_values", "median", "geomean", "min", "max", "spread_res", "non_monotone",
-                     "n_below_min", "n_above_max", "n_errors", "all_done"]
+SEARCH_FILE = "search.json"
+# Result fields copied from a probe's summary into search.json and the probe table.
+PROBE_FIELDS = ("init_loss", "final_train_loss", "final_eval_loss")
 
 
 @dataclass
@@ -52,7 +56,9 @@ class MaxStableLRSweeperConf:
     check_above: int = search.CHECK_ABOVE
     error_retries: int = search.ERROR_RETRIES
     max_rounds: int = 50
-    stable_statuses: Optional[List[str]] = None  # null = warmup_lab.runs.STABLE_STATUSES
+    criterion: str = "plain"  # steers the search (per run: plain | loss_frac_<f>); stability.criterion
+    criteria: List[str] = field(default_factory=lambda: list(stability.DEFAULT_CRITERIA))  # tables
+    cross_seed: bool = True  # probe each seed at the other seeds' edges where they disagree
     out_dir: Optional[str] = None  # where search.json/eta_max*.csv go; null = hydra.sweep.dir
 
 
@@ -80,8 +86,9 @@ class MaxStableLRSweeper(Sweeper):
                  lr_key: str = "optimizer.lr", seed_key: str = "seed", start_lr: float = 1e-3,
                  bracket_factor: float = search.BRACKET_FACTOR, resolution: float = search.RESOLUTION,
                  min_lr: float = search.MIN_LR, max_lr: float = search.MAX_LR, check_above: int = search.CHECK_ABOVE,
-                 error_retries: int = search.ERROR_RETRIES, max_rounds: int = 50,
-                 stable_statuses: Optional[Sequence[str]] = None, out_dir: Optional[str] = None) -> None:
+                 error_retries: int = search.ERROR_RETRIES, max_rounds: int = 50, criterion: str = "plain",
+                 criteria: Sequence[str] = stability.DEFAULT_CRITERIA, cross_seed: bool = True,
+                 out_dir: Optional[str] = None) -> None:
         super().__init__()
         if isinstance(params, DictConfig):
             params = OmegaConf.to_container(params, resolve=True)  # type: ignore[assignment]
@@ -91,7 +98,9 @@ class MaxStableLRSweeper(Sweeper):
         self.search_kw = dict(start_lr=start_lr, bracket_factor=bracket_factor, resolution=resolution,
                               min_lr=min_lr, max_lr=max_lr, check_above=check_above, error_retries=error_retries)
         self.max_rounds = int(max_rounds)
-        self.stable = tuple(stable_statuses) if stable_statuses is not None else runs.STABLE_STATUSES
+        self.criterion = str(criterion)
+        self.criteria = list(dict.fromkeys([self.criterion, *criteria]))
+        self.cross_seed = bool(cross_seed)
         self.out_dir = out_dir
         self.hydra_context: Optional[HydraContext] = None
         self.config: Optional[DictConfig] = None
@@ -118,28 +127,37 @@ class MaxStableLRSweeper(Sweeper):
         return settings
 
     def _outcome(self, ret: JobReturn) -> tuple[Optional[bool], Dict[str, Any]]:
-        """Stable/unstable from the job's summary.json; None (an error probe) when it has no result."""
+        """Stable/unstable under `criterion` from the job's summary.json; None (an error probe) when it has no result."""
         run_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir") if ret.hydra_cfg is not None else None
         summary = runs.read_summary(Path(run_dir)) if run_dir else None
         status = summary.get("status") if summary else None
-        info: Dict[str, Any] = {"status": status if status is not None else "no_summary", "run_dir": run_dir}
+        info: Dict[str, Any] = {"status": status if status is not None else "no_summary", "run_dir": run_dir,
+                                **{k: (summary or {}).get(k) for k in PROBE_FIELDS}}
         if ret.status == JobStatus.FAILED:
             try:
                 ret.return_value
             except Exception as err:  # noqa: BLE001 - the job's own exception, kept as text
                 info["job_error"] = f"{type(err).__name__}: {err}"
-        if status in self.stable:
-            return True, info
-        if status in runs.FINISHED_STATUSES:
-            return False, info
-        return None, info
+        if status not in runs.FINISHED_STATUSES:
+            return None, info
+        row = pd.DataFrame([{"status": status, **{k: _float(info[k]) for k in PROBE_FIELDS}}])
+        return bool(stability.judge(row, [self.criterion], keys=[])["stable"].iloc[0]), info
 
     # -- the sweep ---------------------------------------------------------------------------
     def sweep(self, arguments: List[str]) -> Any:
         """Bad settings end in one line on stderr and exit 2 (warmup_lab.errors), before any job runs."""
         try:
             search.LRSearch(**self.search_kw)
+            if not self.seeds:
+                raise ConfigError("hydra.sweeper.seeds", "[]", "give at least one seed, e.g. hydra.sweeper.seeds=[0,1,2,3,4]")
+            for name in self.criteria:
+                stability.criterion(name)
+            if stability.criterion(self.criterion).kind == "near_best":
+                raise ConfigError("hydra.sweeper.criterion", self.criterion,
+                                  "near_best needs every run of a setting; steer with plain or loss_frac_<f>")
             settings = self._settings(arguments)
+            if not settings:
+                raise ConfigError("hydra.sweeper.params", self.params or "{}", "the settings grid is empty; give each key at least one value")
         except ValueError as err:  # ConfigError is one
             print(f"error: hydra.sweeper: {err}", file=sys.stderr, flush=True)
             sys.exit(EXIT_CONFIG)
@@ -152,10 +170,11 @@ class MaxStableLRSweeper(Sweeper):
         OmegaConf.save(self.config, out_dir / "multirun.yaml")
         searches = {(i, seed): search.LRSearch(**self.search_kw) for i in range(len(settings)) for seed in self.seeds}
         print(f"[max_stable_lr] {len(settings)} settings x {len(self.seeds)} seeds = {len(searches)} searches; "
-              f"stable = status in {list(self.stable)}; out: {out_dir}", flush=True)
+              f"search criterion {stability.criterion(self.criterion).text}; out: {out_dir}", flush=True)
         returns: List[Sequence[JobReturn]] = []
-        job_idx, rounds = 0, 0
+        job_idx, rounds, crossed = 0, 0, set()
         while rounds < self.max_rounds:
+            crossed |= self._cross_seed(len(settings), searches, crossed)
             pending = [(key, s.next_lr()) for key, s in searches.items() if not s.done]
             if not pending:
                 break
@@ -181,47 +200,80 @@ class MaxStableLRSweeper(Sweeper):
         unfinished = sum(not s.done for s in searches.values())
         if unfinished:
             log.warning(f"max_rounds={self.max_rounds} reached with {unfinished} searches unfinished (done=False)")
-        self._write(out_dir, settings, searches, rounds)
-        print(self._table(settings, searches), flush=True)
+        tables = self._write(out_dir, settings, searches, rounds)
+        print(self._table(settings, searches, tables), flush=True)
         return returns
 
+    def _cross_seed(self, n_settings: int, searches: Dict[Any, search.LRSearch], crossed: set) -> set:
+        """Settings whose seeds are all done get, once, probes at the other seeds' edges."""
+        if not self.cross_seed or len(self.seeds) < 2:
+            return set()
+        now = set()
+        for i in range(n_settings):
+            group = [searches[(i, seed)] for seed in self.seeds]
+            if i in crossed or not all(s.done for s in group):
+                continue
+            for s, lrs in zip(group, search.disagreement_lrs([s.result() for s in group])):
+                s.probe_also(lrs)
+            now.add(i)
+        return now
+
     # -- outputs -----------------------------------------------------------------------------
-    def _report(self, settings: List[List[str]], searches: Dict[Any, search.LRSearch], rounds: int) -> Dict[str, Any]:
-        out = []
-        for i, setting in enumerate(settings):
-            results = {seed: searches[(i, seed)].result() for seed in self.seeds}
-            out.append({"setting": i, "overrides": dict(ov.split("=", 1) for ov in setting),
-                        "seeds": [{"seed": seed, **r} for seed, r in results.items()],
-                        "aggregate": search.aggregate(results)})
-        return {"criterion": {"stable_statuses": list(self.stable),
-                              "unstable_statuses": [s for s in runs.FINISHED_STATUSES if s not in self.stable],
-                              "error": f"no finished summary: retried {self.search_kw['error_retries']}x, then unstable"},
-                "search": {**self.search_kw, "lr_key": self.lr_key, "seed_key": self.seed_key, "seeds": self.seeds,
-                           "max_rounds": self.max_rounds},
-                "rounds": rounds, "settings": out}
+    def _probes(self, settings: List[List[str]], searches: Dict[Any, search.LRSearch]) -> tuple[pd.DataFrame, List[str]]:
+        """Every resolved probe as a stability probe row, and the setting keys that label it.
 
-    def _write(self, out_dir: Path, settings: List[List[str]], searches: Dict[Any, search.LRSearch], rounds: int) -> None:
-        report = self._report(settings, searches, rounds)
+        Keys: `setting` (the grid index), the resolved runs.SETTING_KEYS the probes' summaries carry,
+        and the overrides that can change a result (not logger, threads, runs_root, train.progress...).
+        """
+        values = [_setting_values([p for seed in self.seeds for p in searches[(i, seed)].probes])
+                  for i in range(len(settings))]
+        resolved = [k for k in runs.SETTING_KEYS if any(v.get(k) is not None for v in values)]
+        overrides = [dict(ov.split("=", 1) for ov in setting) for setting in settings]
+        extra = [k for k in dict.fromkeys(_key(k) for o in overrides for k in o)
+                 if k not in resolved and not _excluded(k)]
+        keys = ["setting", *resolved, *extra]
+        rows = []
+        for i, o in enumerate(overrides):
+            label = {"setting": i, **{k: values[i].get(k) for k in resolved}, **{_key(k): v for k, v in o.items()}}
+            for seed in self.seeds:
+                for p in searches[(i, seed)].resolved_probes():
+                    status = p["status"] if p["status"] in runs.FINISHED_STATUSES else stability.UNSTABLE
+                    rows.append({**{k: label.get(k) for k in keys}, "seed": seed, "lr": p["lr"], "status": status,
+                                 **{k: _float(p.get(k)) for k in PROBE_FIELDS}})
+        columns = [*keys, "seed", "lr", "status", *PROBE_FIELDS]
+        return pd.DataFrame(rows, columns=columns), keys
+
+    def _write(self, out_dir: Path, settings: List[List[str]], searches: Dict[Any, search.LRSearch],
+               rounds: int) -> Dict[str, pd.DataFrame]:
+        probes, keys = self._probes(settings, searches)
+        # compare() pairs settings that differ only in the warmup: the grid index and raw overrides vary too
+        vary = [k for k in keys if k not in runs.SETTING_KEYS or k in stability.VARY]
+        tables = stability.tables(probes, keys, self.criteria, vary=vary)
+        per_setting = {i: g.drop(columns="setting").to_dict("records")
+                       for i, g in tables[stability.SUMMARY_FILE].groupby("setting")}
+        report = {
+            "criterion": {"search": self.criterion, "text": stability.criterion(self.criterion).text,
+                          "tables": self.criteria,
+                          "error": f"no finished summary: retried {self.search_kw['error_retries']}x, then unstable"},
+            "search": {**self.search_kw, "lr_key": self.lr_key, "seed_key": self.seed_key, "seeds": self.seeds,
+                       "max_rounds": self.max_rounds, "cross_seed": self.cross_seed},
+            "rounds": rounds,
+            "settings": [{"setting": i, "overrides": dict(ov.split("=", 1) for ov in setting),
+                          "seeds": [{"seed": seed, **searches[(i, seed)].result()} for seed in self.seeds],
+                          "summary": per_setting.get(i, [])} for i, setting in enumerate(settings)],
+        }
         runs.atomic_write_text(out_dir / SEARCH_FILE, json.dumps(runs._json_safe(report), indent=2, default=str) + "\n")
-        keys = list(dict.fromkeys(_key(k) for s in report["settings"] for k in s["overrides"]))
-        resolved = [_setting_values(s) for s in report["settings"]]
-        keys += [k for k in runs.SETTING_KEYS if k not in keys and any(k in r for r in resolved)]
-        rows, agg_rows = [], []
-        for s, values in zip(report["settings"], resolved):
-            cols = {"setting": s["setting"], **values, **{_key(k): v for k, v in s["overrides"].items()}}
-            rows += [{**cols, "seed": r["seed"], **{c: r[c] for c in RESULT_COLUMNS}} for r in s["seeds"]]
-            agg_rows.append({**cols, **{c: s["aggregate"][c] for c in AGGREGATE_COLUMNS}})
-        for name, header, data in ((CSV_FILE, ["setting", *keys, "seed", *RESULT_COLUMNS], rows),
-                                   (SUMMARY_CSV_FILE, ["setting", *keys, *AGGREGATE_COLUMNS], agg_rows)):
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(data)
-            runs.atomic_write_text(out_dir / name, buf.getvalue())
+        stability.write_tables(out_dir, tables)
+        return tables
 
-    def _table(self, settings: List[List[str]], searches: Dict[Any, search.LRSearch]) -> str:
-        fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
-        lines = [f"criterion: stable = status in {list(self.stable)}; probes on a x{self.search_kw['resolution']:.4g} grid",
+    def _table(self, settings: List[List[str]], searches: Dict[Any, search.LRSearch],
+               tables: Dict[str, pd.DataFrame]) -> str:
+        fmt = lambda v: "-" if v is None or v != v else f"{v:.4g}"  # noqa: E731
+        summary = tables[stability.SUMMARY_FILE]
+        summary = summary[summary["criterion"] == self.criterion].set_index("setting")
+        lines = [f"criterion: {stability.criterion(self.criterion).text}; probes on a "
+                 f"x{self.search_kw['resolution']:.4g} grid; aggregate = median over seeds, "
+                 f"{stability.CI_LEVEL:.0%} bootstrap CI",
                  f"{'set':>3} {'seed':>5} {'eta_max':>9} {'hi':>9} {'probes':>6}  flags / overrides that vary"]
         varying = {ov for setting in settings for ov in setting if any(ov not in other for other in settings)}
         for i, setting in enumerate(settings):
@@ -231,20 +283,34 @@ class MaxStableLRSweeper(Sweeper):
                 flags += ["errors"] * bool(r["n_errors"]) + ["unfinished"] * (not r["done"])
                 lines.append(f"{i:>3} {seed!s:>5} {fmt(r['eta_max']):>9} {fmt(r['hi']):>9} {r['n_probes']:>6}  "
                              f"{','.join(flags) or 'ok'} {' '.join(ov for ov in setting if ov in varying)}")
-            a = search.aggregate({seed: searches[(i, seed)].result() for seed in self.seeds})
-            lines.append(f"{i:>3} {'all':>5} {fmt(a['median']):>9} {'':>9} {'':>6}  median; geomean {fmt(a['geomean'])}, "
-                         f"spread {a['spread_res']} x resolution")
+            if i in summary.index:
+                a = summary.loc[i]
+                lines.append(f"{i:>3} {'all':>5} {fmt(a['estimate']):>9} {'':>9} {a['n_probes']:>6}  median "
+                             f"[{fmt(a['ci_low'])}, {fmt(a['ci_high'])}], n={a['n_seeds']}"
+                             + (f", censored {a['censored_seeds']}" if a["censored_seeds"] else ""))
         return "\n".join(lines)
 
 
-def _setting_values(setting: Dict[str, Any]) -> Dict[str, Any]:
+def _excluded(key: str) -> bool:
+    """Overrides that name, place or display a run (runs.HASH_EXCLUDED): not setting keys."""
+    parts = tuple(key.split("."))
+    return parts[0] in runs.HASH_EXCLUDED or any(parts[: len(n)] == n for n in runs.HASH_EXCLUDED_NESTED)
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _setting_values(probes: List[Dict[str, Any]]) -> Dict[str, Any]:
     """The resolved setting (task, model, warmup shape and length, ...) read from one of its probes' summaries,
     so that rows of different arms or presets stay distinguishable in a report."""
-    for seed in setting["seeds"]:
-        for probe in seed.get("probes", []):
-            summary = runs.read_summary(Path(probe["run_dir"])) if probe.get("run_dir") else None
-            if summary and "task" in summary:
-                return {k: summary.get(k) for k in runs.SETTING_KEYS}
+    for probe in probes:
+        summary = runs.read_summary(Path(probe["run_dir"])) if probe.get("run_dir") else None
+        if summary and "task" in summary:
+            return {k: summary.get(k) for k in runs.SETTING_KEYS}
     return {}
 
 
