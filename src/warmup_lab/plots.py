@@ -1,16 +1,19 @@
-"""The report's figures: LR curves, loss curves with spikes, metric heatmaps, eta_max vs warmup length.
+"""The report's figures: eta_max vs warmup length, P(stable | LR), loss and LR curves, metric heatmaps.
 
-Headless (Agg) and small (dpi 100). Each function returns the PNG's path, or a one-line reason when its
-data is absent, so the report says why a figure is missing instead of failing.
+Every figure shows the spread, not one seed: per-seed points or thin per-seed curves beside the aggregate,
+censored eta_max values as arrows, n in every heatmap cell. Headless (Agg), 150 dpi. Each function returns
+a `Drawn`: the PNG's path (or the reason there is none, which the report prints instead of failing) and the
+values it drew, so a test can check a figure against the tables it claims to show. eta_max values come
+from `warmup_lab.stability` tables (one rule); per-step curves from `warmup_lab.archive.Curves`.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -21,41 +24,214 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from warmup_lab import runs  # noqa: E402
+from warmup_lab.archive import Curves  # noqa: E402
 
-DPI = 100
-MAX_CURVES = 5
-
-
-def note_or_link(result: Path | str) -> str:
-    """A Markdown image link for a figure, or the reason it was skipped."""
-    if isinstance(result, Path):
-        return f"![{result.stem}]({result.name})"
-    return f"_Figure skipped: {result}._"
+DPI = 150
+MAX_LRS = 3  # loss curves: columns of target LRs per figure
+SHAPE_KEYS = ("warmup", "warmup_steps")
 
 
-def _name(prefix: str, title: str) -> str:
-    text = re.sub(r"\b(task|optimizer|warmup)=", "", title)
-    return f"{prefix}_{re.sub(r'[^A-Za-z0-9.]+', '_', text).strip('_') or 'all'}.png"
+@dataclass
+class Drawn:
+    """A figure: its PNG (None when skipped, with `reason`) and the values it drew, one row per mark."""
+
+    path: Path | None
+    reason: str = ""
+    values: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def _panels(n: int, width: float = 4.6, height: float = 3.4) -> tuple[plt.Figure, list[plt.Axes]]:
-    cols = min(n, 3)
-    rows = math.ceil(n / cols)
+def skipped(reason: str) -> Drawn:
+    return Drawn(None, reason)
+
+
+def note_or_link(result: Drawn, caption: str = "") -> str:
+    """A Markdown image link with its caption below, or the reason the figure was skipped."""
+    if result.path is None:
+        return f"_Figure skipped: {result.reason}._"
+    return f"![{result.path.stem}]({result.path.name})" + (f"\n\n_{caption}_" if caption else "")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "_", re.sub(r"\b(task|optimizer|warmup)=", "", text)).strip("_") or "all"
+
+
+def _grid(rows: int, cols: int, width: float = 4.2, height: float = 3.2) -> tuple[plt.Figure, np.ndarray]:
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
-    flat = list(axes.ravel())
-    for ax in flat[n:]:
-        ax.set_visible(False)
-    return fig, flat[:n]
+    return fig, axes
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: plt.Figure, path: Path, values: pd.DataFrame) -> Drawn:
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
-    return path
+    return Drawn(path, values=values.reset_index(drop=True))
 
 
-def _spread(values: Iterable, k: int = MAX_CURVES) -> list:
+def _arms(df: pd.DataFrame, keys: Sequence[str]) -> tuple[list[str], list[tuple[tuple, pd.DataFrame]]]:
+    """Groups of `df` by the setting keys that vary besides warmup shape and length (one panel row each)."""
+    other = [k for k in keys if k not in SHAPE_KEYS and k in df and df[k].nunique(dropna=False) > 1]
+    if not other:
+        return [], [((), df)]
+    return other, [((v if isinstance(v, tuple) else (v,)), g) for v, g in df.groupby(other, sort=True)]
+
+
+def _arm_label(names: Sequence[str], values: Sequence[Any]) -> str:
+    return ", ".join(f"{v}" for _, v in zip(names, values)) or "all runs"
+
+
+def _setting(row: pd.Series) -> str:
+    """`none@0`, `linear@30`: how a warmup setting is written in a sweep."""
+    return f"{row['warmup']}@{float(row['warmup_steps']):g}"
+
+
+def _lr_axis(ax: plt.Axes, lrs: Sequence[float]) -> None:
+    ax.set_xscale("log")
+    ticks = sorted({float(x) for x in lrs if np.isfinite(x) and x > 0})
+    if 0 < len(ticks) <= 8:
+        ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks], fontsize=7)
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
+
+
+def _lr_y_axis(ax: plt.Axes, values: Sequence[float]) -> None:
+    ax.set_yscale("log")
+    ticks = sorted({float(v) for v in values if np.isfinite(v) and v > 0})
+    if 0 < len(ticks) <= 8:
+        ax.set_yticks(ticks, [f"{t:.3g}" for t in ticks], fontsize=7)
+        ax.yaxis.set_minor_locator(ticker.NullLocator())
+
+
+def _warmup_x(lengths: Sequence[float]) -> tuple[float, list[float]]:
+    """symlog threshold (the smallest positive T_w, so 0 sits one decade left of it) and the tick values."""
+    ticks = sorted({float(t) for t in lengths if np.isfinite(t)})
+    positive = [t for t in ticks if t > 0]
+    return (min(positive) if positive else 1.0), ticks
+
+
+# -- eta_max vs warmup length -----------------------------------------------------------------------
+def eta_max_vs_warmup(per_seed: pd.DataFrame, summary: pd.DataFrame, keys: Sequence[str],
+                      criteria: Sequence[str], out: Path) -> Drawn:
+    """eta_max per seed (dots) and its median over seeds with the bootstrap CI (bar), against warmup length.
+
+    A panel per (arm, criterion). A seed censored `below` (no stable LR in range) is a down arrow at the
+    first unstable LR (its eta_max is below it), one censored `above` (every LR stable) an up arrow at the
+    largest LR probed. A median that is itself a censored bound is drawn hollow. Rows of `per_seed` and
+    `summary` are warmup_lab.stability's eta_max.csv / eta_max_summary.csv.
+    """
+    if per_seed is None or per_seed.empty or "warmup_steps" not in per_seed:
+        return skipped("no eta_max table (a single target LR, or no finished runs)")
+    criteria = [c for c in criteria if c in set(per_seed["criterion"])]
+    names, arms = _arms(per_seed, keys)
+    fig, axes = _grid(len(arms), len(criteria))
+    drawn: list[dict[str, Any]] = []
+    for r, (arm_values, arm) in enumerate(arms):
+        sel = np.ones(len(summary), bool)
+        for k, v in zip(names, arm_values):
+            sel &= (summary[k] == v).to_numpy()
+        arm_summary = summary[sel]
+        thresh, ticks = _warmup_x(arm["warmup_steps"].astype(float))
+        for c, crit in enumerate(criteria):
+            ax = axes[r, c]
+            seeds = arm[arm["criterion"] == crit].sort_values(["warmup_steps", "seed"])
+            agg = arm_summary[arm_summary["criterion"] == crit].sort_values("warmup_steps")
+            arm_label = _arm_label(names, arm_values)
+            marks = _draw_seeds(ax, seeds, thresh, arm_label) + _draw_medians(ax, agg, crit, arm_label)
+            drawn += marks
+            ax.set_xscale("symlog", linthresh=thresh, linscale=0.5)
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=7)
+            ax.xaxis.set_minor_locator(ticker.NullLocator())
+            _lr_y_axis(ax, [d["y"] for d in marks])
+            ax.margins(x=0.12, y=0.15)
+            ax.set_xlabel("warmup steps T_w")
+            ax.set_ylabel("eta_max (target LR)")
+            ax.set_title(f"{arm_label}\n{crit}", fontsize=9)
+    handles = [plt.Line2D([], [], marker="o", ls="", color="0.5", ms=4, label="one seed"),
+               plt.Line2D([], [], marker="v", ls="", color="tab:red", label="censored: below"),
+               plt.Line2D([], [], marker="^", ls="", color="tab:blue", label="censored: above"),
+               plt.Line2D([], [], marker="D", color="black", label="median, CI")]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.suptitle("Maximum stable LR vs warmup length", fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return _save(fig, out / "eta_max_vs_warmup.png", pd.DataFrame(drawn))
+
+
+def _draw_seeds(ax: plt.Axes, seeds: pd.DataFrame, thresh: float, arm: str) -> list[dict[str, Any]]:
+    drawn = []
+    for tw, g in seeds.groupby("warmup_steps", sort=True):
+        n = len(g)
+        for i, (_, row) in enumerate(g.iterrows()):
+            offset = (i - (n - 1) / 2) * 0.06  # spread seeds sideways (in decades, or in units of T_w=0)
+            x = float(tw) * 10 ** offset if tw > 0 else offset * thresh * 2
+            kind = row["censored"] or "point"
+            y = float(row["hi"] if kind == "below" else row["eta_max"])
+            if not np.isfinite(y):
+                continue
+            if kind == "point":
+                ax.plot([x], [y], "o", color="0.45", ms=4, alpha=0.8, zorder=2)
+            else:
+                up = kind == "above"
+                ax.annotate("", xy=(x, y * (1.6 if up else 1 / 1.6)), xytext=(x, y),
+                            arrowprops=dict(arrowstyle="->", color="tab:blue" if up else "tab:red", lw=1.2))
+                ax.plot([x], [y], "^" if up else "v", color="tab:blue" if up else "tab:red", ms=5, zorder=3)
+            drawn.append({"criterion": row["criterion"], "warmup_steps": float(tw), "seed": row["seed"],
+                          "kind": kind, "y": y, "arm": arm})
+    return drawn
+
+
+def _draw_medians(ax: plt.Axes, agg: pd.DataFrame, crit: str, arm: str) -> list[dict[str, Any]]:
+    drawn = []
+    xs, ys = [], []
+    for _, row in agg.iterrows():
+        x, y = float(row["warmup_steps"]), float(row["estimate"])
+        if not np.isfinite(y):
+            continue
+        lo, hi = float(row["ci_low"]), float(row["ci_high"])
+        yerr = [[max(y - lo, 0) if np.isfinite(lo) else 0], [max(hi - y, 0) if np.isfinite(hi) else 0]]
+        hollow = bool(row.get("estimate_censored", ""))
+        ax.errorbar([x], [y], yerr=yerr, fmt="D", ms=6, color="black", mfc="white" if hollow else "black",
+                    capsize=4, lw=1.5, zorder=4)
+        xs.append(x)
+        ys.append(y)
+        drawn.append({"criterion": crit, "warmup_steps": x, "seed": None, "kind": "median", "y": y,
+                      "ci_low": lo, "ci_high": hi, "arm": arm})
+    if len(xs) > 1:
+        ax.plot(xs, ys, "-", color="black", lw=1, zorder=3)
+    return drawn
+
+
+# -- P(stable | LR) -----------------------------------------------------------------------------------
+def p_stable_vs_lr(ps: pd.DataFrame, keys: Sequence[str], criteria: Sequence[str], out: Path) -> Drawn:
+    """P(stable | LR) from every probe of every seed, a line per warmup setting; a panel per (arm, criterion).
+    Rows of `ps` are warmup_lab.stability's p_stable.csv; n (probes per point) is in each panel's title."""
+    if ps is None or ps.empty:
+        return skipped("no P(stable) table")
+    criteria = [c for c in criteria if c in set(ps["criterion"])]
+    names, arms = _arms(ps, keys)
+    fig, axes = _grid(len(arms), len(criteria))
+    drawn = []
+    markers = "osD^v<>P"
+    for r, (arm_values, arm) in enumerate(arms):
+        for c, crit in enumerate(criteria):
+            ax = axes[r, c]
+            g = arm[arm["criterion"] == crit].sort_values(["warmup_steps", "lr"])
+            for k, ((shape, tw), s) in enumerate(g.groupby(["warmup", "warmup_steps"], sort=False)):
+                label = f"{shape}@{float(tw):g}"
+                ax.plot(s["lr"], s["p_stable"], marker=markers[k % len(markers)], ms=4, lw=1.2, label=label,
+                        alpha=0.85)
+                drawn += [{"arm": _arm_label(names, arm_values), "criterion": crit, "setting": label, "lr": lr,
+                           "p_stable": p, "n": n} for lr, p, n in zip(s["lr"], s["p_stable"], s["n"])]
+            _lr_axis(ax, g["lr"])
+            ax.set_ylim(-0.05, 1.05)
+            n = sorted(set(g["n"].astype(int)))
+            ax.set_title(f"{_arm_label(names, arm_values)}\n{crit}, n={'/'.join(map(str, n))} per point", fontsize=9)
+            ax.set(xlabel="target LR", ylabel="P(stable)")
+            if ax.has_data():
+                ax.legend(fontsize=7, title="warmup", title_fontsize=7)
+    fig.suptitle("P(stable | LR) per warmup setting", fontsize=10)
+    return _save(fig, out / "p_stable_vs_lr.png", pd.DataFrame(drawn))
+
+
+# -- per-step curves ------------------------------------------------------------------------------------
+def _spread(values: Sequence[float], k: int) -> list[float]:
     """At most k values, evenly spaced over the sorted list (ends kept)."""
     vals = sorted(set(values))
     if len(vals) <= k:
@@ -63,149 +239,116 @@ def _spread(values: Iterable, k: int = MAX_CURVES) -> list:
     return [vals[i] for i in np.linspace(0, len(vals) - 1, k).round().astype(int)]
 
 
-def _metrics(run_path: str) -> pd.DataFrame | None:
-    path = Path(run_path) / runs.METRICS_FILE
-    try:
-        return pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError):
-        return None
+def _median_curve(curves: list[pd.DataFrame]) -> pd.Series:
+    """Median over seeds at each step, while at least half the seeds are still running."""
+    table = pd.concat([c.set_index("step")["loss"] for c in curves], axis=1)
+    alive = table.notna().sum(axis=1)
+    return table.median(axis=1, skipna=True)[alive >= max(1, math.ceil(len(curves) / 2))]
 
 
-def lr_curves(res: pd.DataFrame, title: str, out: Path, log_y: bool = False) -> Path | str:
-    """lr vs step, a panel per shape, one line per warmup length: of the first seed's runs, the one that ran
-    longest (a diverged run stops early), at the largest target LR among those."""
-    shapes = sorted(res["warmup"].astype(str).unique())
-    fig, axes = _panels(len(shapes))
-    drawn = 0
-    for ax, shape in zip(axes, shapes):
-        g = res[res["warmup"].astype(str) == shape]
-        g = g[g["seed"] == g["seed"].min()].sort_values(["steps_run", "target_lr"], ascending=False)
-        for tw in _spread(g["warmup_steps"]):
-            row = g[g["warmup_steps"] == tw].iloc[0]
-            m = _metrics(row["run_path"])
-            if m is None or "lr" not in m:
-                continue
-            ax.plot(m["step"], m["lr"], label=f"T_w={tw:g}, lr={row['target_lr']:.3g}")
-            drawn += 1
-        ax.set(title=f"warmup={shape}", xlabel="step", ylabel="lr")
-        if log_y:
+def loss_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path) -> Drawn:
+    """Training loss vs step of EVERY seed (thin) and their median (thick): a row per warmup setting, a
+    column per target LR (at most 3, spread over the grid). Dots: spike steps (consecutive dots = one
+    spike event); x: the step a run diverged at. y is log, capped at 10 x the largest l0."""
+    settings = res[list(SHAPE_KEYS)].drop_duplicates().sort_values("warmup_steps")
+    lrs = _spread(pd.to_numeric(res["target_lr"], errors="coerce").dropna(), MAX_LRS)
+    if settings.empty or not lrs:
+        return skipped("no finished runs")
+    top = 10 * np.nanmax(pd.to_numeric(res["init_loss"], errors="coerce").to_numpy(dtype=float), initial=1.0)
+    fig, axes = _grid(len(settings), len(lrs), width=3.6, height=2.5)
+    drawn = []
+    for r, (_, st) in enumerate(settings.iterrows()):
+        for c, lr in enumerate(lrs):
+            ax = axes[r, c]
+            g = res[(res["warmup"] == st["warmup"]) & (res["warmup_steps"] == st["warmup_steps"])
+                    & np.isclose(res["target_lr"].astype(float), lr)]
+            seeds = []
+            for _, row in g.sort_values("seed").iterrows():
+                m = curves.get(row)
+                if m is None or "loss" not in m:
+                    continue
+                loss = pd.to_numeric(m["loss"], errors="coerce").clip(upper=top)
+                ax.plot(m["step"], loss, lw=0.6, color="tab:blue", alpha=0.45)
+                if "spike" in m:
+                    hit = m["spike"].astype(float) > 0
+                    ax.plot(m["step"][hit], loss[hit], ".", color="tab:orange", ms=4)
+                if row["status"] == runs.DIVERGED:
+                    finite = loss[np.isfinite(loss)]
+                    ax.plot([m["step"].iloc[-1]], [finite.iloc[-1] if len(finite) else top], "x", color="tab:red",
+                            ms=6)
+                seeds.append(m.assign(loss=loss))
+                drawn.append({"setting": _setting(st), "lr": lr, "seed": row["seed"], "status": row["status"],
+                              "steps": len(m)})
+            if seeds:
+                med = _median_curve(seeds)
+                ax.plot(med.index, med.to_numpy(), lw=2, color="black")
             ax.set_yscale("log")
-        if ax.has_data():
-            ax.legend(fontsize=8)
+            ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+            ax.set_title(f"{_setting(st)}, lr={lr:.3g} (n={len(seeds)})", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if r == len(settings) - 1:
+                ax.set_xlabel("step", fontsize=8)
+            if c == 0:
+                ax.set_ylabel("train loss", fontsize=8)
     if not drawn:
         plt.close(fig)
-        return "no metrics.csv with an lr column in these runs"
-    fig.suptitle(f"LR schedules\n{title}", fontsize=9)
-    return _save(fig, out / _name("lr_curves", title))
+        return skipped("no per-step curves for these runs (no metrics.csv, no curves.csv.gz)")
+    fig.suptitle(f"Training loss, every seed: {title}", fontsize=10)
+    return _save(fig, out / f"loss_curves_{slug(title)}.png", pd.DataFrame(drawn))
 
 
-def loss_curves(res: pd.DataFrame, title: str, out: Path) -> Path | str:
-    """Training loss vs step, a panel per shape: first seed, median warmup length, one line per target LR.
-
-    Spikes (metrics.csv `spike`) are dots; a diverged run ends in an x. The y range is capped at
-    10 x the largest init loss so a divergence does not flatten every other curve.
-    """
-    shapes = sorted(res["warmup"].astype(str).unique())
-    fig, axes = _panels(len(shapes))
-    drawn = 0
-    for ax, shape in zip(axes, shapes):
-        g = res[(res["warmup"].astype(str) == shape)]
-        g = g[g["seed"] == g["seed"].min()]
-        lengths = sorted(g["warmup_steps"].unique())
-        tw = lengths[len(lengths) // 2]
-        g = g[g["warmup_steps"] == tw]
-        top = 10 * np.nanmax(pd.to_numeric(g["init_loss"], errors="coerce").to_numpy(dtype=float), initial=1.0)
-        for lr in _spread(g["target_lr"].dropna()):
-            row = g[g["target_lr"] == lr].iloc[0]
-            m = _metrics(row["run_path"])
-            if m is None or "loss" not in m:
-                continue
-            loss = pd.to_numeric(m["loss"], errors="coerce").clip(upper=top)
-            (line,) = ax.plot(m["step"], loss, lw=1, label=f"lr={lr:.3g} ({row['status']})")
-            drawn += 1
-            if "spike" in m:
-                hit = m["spike"].astype(float) > 0
-                ax.scatter(m["step"][hit], loss[hit], s=14, color=line.get_color(), zorder=3)
-            if row["status"] == runs.DIVERGED:
-                last = loss[np.isfinite(loss)]
-                y = last.iloc[-1] if len(last) else top
-                step = row.get("diverged_step")
-                step = m["step"].iloc[-1] if step is None or pd.isna(step) else step
-                ax.scatter([step], [y if np.isfinite(y) else top], marker="x", s=60, color=line.get_color(), zorder=4)
-        ax.set(title=f"warmup={shape}, T_w={tw:g}", xlabel="step", ylabel="train loss", yscale="log")
-        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-        ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
-        if ax.has_data():
-            ax.legend(fontsize=7)
+def lr_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path, log_y: bool = False) -> Drawn:
+    """LR vs step of each warmup setting at the largest target LR (the schedule does not depend on the
+    seed: one run per setting, the one that ran longest, as a diverged run stops early)."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    drawn = []
+    for (shape, tw), g in res.groupby(list(SHAPE_KEYS), sort=True):
+        g = g.assign(_lr=g["target_lr"].astype(float)).sort_values(["_lr", "steps_run"], ascending=False)
+        for _, row in g.iterrows():
+            m = curves.get(row)
+            if m is not None and "lr" in m:
+                ax.plot(m["step"], m["lr"], lw=1.3, label=f"{shape}@{float(tw):g}")
+                drawn.append({"setting": f"{shape}@{float(tw):g}", "lr": row["_lr"], "seed": row["seed"]})
+                break
     if not drawn:
         plt.close(fig)
-        return "no metrics.csv with a loss column in these runs"
-    fig.suptitle(f"Train loss (dots: spikes, x: divergence)\n{title}", fontsize=9)
-    return _save(fig, out / _name("loss_curves", title))
+        return skipped("no per-step curves with an lr column for these runs")
+    ax.set(xlabel="step", ylabel="learning rate", yscale="log" if log_y else "linear")
+    ax.set_title(f"LR schedules at target lr={drawn[0]['lr']:.3g}: {title}", fontsize=9)
+    ax.legend(fontsize=7, title="warmup", title_fontsize=7)
+    return _save(fig, out / f"lr_curves_{slug(title)}.png", pd.DataFrame(drawn))
 
 
-def heatmap(cells: pd.DataFrame, title: str, metric: str, out: Path) -> Path | str:
-    """Mean final metric over target LR (x) x warmup length (y); cells where a seed diverged are hatched."""
-    if cells["target_lr"].nunique() < 2 and cells["warmup_steps"].nunique() < 2:
-        return "a single target LR and warmup length: nothing to map"
+# -- heatmap -------------------------------------------------------------------------------------------
+def heatmap(cells: pd.DataFrame, title: str, metric: str, out: Path) -> Drawn:
+    """Mean final metric over target LR (x) x warmup length (y), with n (seeds) in every cell and the
+    number of diverged seeds; cells where a seed diverged are hatched."""
+    if cells.empty or (cells["target_lr"].nunique() < 2 and cells["warmup_steps"].nunique() < 2):
+        return skipped("a single target LR and warmup length: nothing to map")
     grid = cells.pivot_table(index="warmup_steps", columns="target_lr", values="mean", aggfunc="mean", dropna=False)
+    n = cells.pivot_table(index="warmup_steps", columns="target_lr", values="n", aggfunc="sum").reindex_like(grid)
     div = cells.pivot_table(index="warmup_steps", columns="target_lr", values="n_diverged", aggfunc="sum")
     div = div.reindex_like(grid).fillna(0)
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 + 0.9 * grid.shape[1]), 1.6 + 0.55 * grid.shape[0]))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.8 + 0.95 * grid.shape[1]), 1.8 + 0.6 * grid.shape[0]))
     cmap = plt.get_cmap("viridis" if "acc" in metric else "viridis_r").with_extremes(bad="lightgrey")
-    im = ax.imshow(np.ma.masked_invalid(grid.to_numpy(dtype=float)), cmap=cmap, aspect="auto", origin="lower")
-    for (i, j), v in np.ndenumerate(grid.to_numpy(dtype=float)):
-        d = div.iat[i, j]
-        text = ("-" if not np.isfinite(v) else f"{v:.3g}") + (f"\n×{int(d)} div" if d else "")
+    values = grid.to_numpy(dtype=float)
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, aspect="auto", origin="lower")
+    drawn = []
+    for (i, j), v in np.ndenumerate(values):
+        d, k = int(div.iat[i, j]), n.iat[i, j]
+        k = 0 if pd.isna(k) else int(k)
+        text = ("-" if not np.isfinite(v) else f"{v:.3g}") + f"\nn={k}" + (f", {d} div" if d else "")
         light = np.isfinite(v) and sum(cmap(im.norm(v))[:3]) > 1.8  # dark text on yellow cells
         box = dict(facecolor="white", alpha=0.8, lw=0, pad=1) if d else None
-        ax.text(j, i, text, ha="center", va="center", fontsize=7, color="red" if d else "black" if light else "white",
-                bbox=box)
+        ax.text(j, i, text, ha="center", va="center", fontsize=6.5,
+                color="red" if d else "black" if light else "white", bbox=box)
         if d:
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", edgecolor="red", lw=0))
-    ax.set_xticks(range(grid.shape[1]), [f"{c:.2g}" for c in grid.columns], fontsize=8)
-    ax.set_yticks(range(grid.shape[0]), [f"{r:g}" for r in grid.index], fontsize=8)
+        drawn.append({"warmup_steps": grid.index[i], "target_lr": grid.columns[j], "mean": v, "n": k, "n_diverged": d})
+    ax.set_xticks(range(grid.shape[1]), [f"{c:.3g}" for c in grid.columns], fontsize=7)
+    ax.set_yticks(range(grid.shape[0]), [f"{r:g}" for r in grid.index], fontsize=7)
     ax.set(xlabel="target LR", ylabel="warmup steps")
-    ax.set_title(title.replace(", warmup=", "\nwarmup="), fontsize=8)
+    ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, label=metric)
-    return _save(fig, out / _name("heatmap", title))
-
-
-def eta_max_vs_warmup(eta: pd.DataFrame, keys: list[str], out: Path) -> Path | str:
-    """eta_max (geometric mean over seeds, bars = min..max) vs warmup length, a line per shape.
-
-    `keys` are the setting columns; those besides shape and length that vary get a panel each."""
-    if eta is None or eta.empty or "eta_max" not in eta:
-        return "no eta_max (no search outputs and a single target LR)"
-    if "warmup_steps" not in eta:
-        return "the eta_max table has no warmup length column"
-    e = eta.assign(eta_max=pd.to_numeric(eta["eta_max"], errors="coerce"),
-                   warmup_steps=pd.to_numeric(eta["warmup_steps"], errors="coerce"))
-    e = e[(e["eta_max"] > 0) & e["warmup_steps"].notna()]
-    if e.empty:
-        return "no finite eta_max (no setting trained stably)"
-    shape = "warmup" if "warmup" in e else None
-    other = [c for c in keys if c not in ("seed", "warmup_steps", shape) and e[c].nunique(dropna=False) > 1]
-    groups = list(e.groupby(other)) if other else [((), e)]
-    fig, axes = _panels(len(groups), width=5.5, height=3.8)
-    markers = "osD^v<>"
-    for ax, (values, g) in zip(axes, groups):
-        lines = list(g.groupby(shape)) if shape else [("all", g)]
-        for k, (name, s) in enumerate(lines):
-            a = s.groupby("warmup_steps")["eta_max"].agg(
-                geo=lambda v: float(np.exp(np.log(v).mean())), lo="min", hi="max").reset_index()
-            shift = 1 + 0.03 * (k - (len(lines) - 1) / 2)  # keep coinciding lines and bars apart
-            ax.errorbar((a["warmup_steps"] * shift).to_numpy(), a["geo"].to_numpy(), marker=markers[k % len(markers)],
-                        capsize=3, yerr=[(a["geo"] - a["lo"]).clip(lower=0).to_numpy(),
-                                         (a["hi"] - a["geo"]).clip(lower=0).to_numpy()],
-                        label=str(name), alpha=0.85)
-        ax.set(xscale="symlog", yscale="log", xlabel="warmup steps", ylabel="eta_max")
-        ticks = sorted(g["warmup_steps"].unique())
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.xaxis.set_minor_locator(ticker.NullLocator())
-        values = values if isinstance(values, tuple) else (values,)
-        name = ", ".join(f"{k}={v}" for k, v in zip(other, values))
-        head = textwrap.fill(f"eta_max vs warmup length{': ' + name if name else ''}", width=70)
-        ax.set_title(f"{head}\n(geometric mean; bars: min..max over seeds)", fontsize=9)
-        ax.legend(fontsize=8, title="shape" if shape else None)
-    return _save(fig, out / "eta_max_vs_warmup.png")
+    return _save(fig, out / f"heatmap_{slug(title)}.png", pd.DataFrame(drawn))
