@@ -352,6 +352,7 @@ def lr_sensitivity_table(probes: pd.DataFrame, keys: Sequence[str] | None = None
     """
     keys = list(keys) if keys is not None else setting_keys(probes)
     rows, ref = [], (sorted(float(x) for x in grid) if grid is not None else None)
+    ref_label = "the grid"
     for values, g in _groups(probes, [*keys, "seed"]):
         lrs = sorted(set(g["lr"].astype(float)))
         if ref is not None and grid is not None:
@@ -362,10 +363,10 @@ def lr_sensitivity_table(probes: pd.DataFrame, keys: Sequence[str] | None = None
             g = g[g["lr"].map(lambda y: any(math.isclose(x, y, rel_tol=1e-9) for x in ref))]
             lrs = ref
         if ref is None:
-            ref = lrs
+            ref, ref_label = lrs, _label([*keys, "seed"], values)
         if len(lrs) != len(ref) or not all(math.isclose(x, y, rel_tol=1e-9) for x, y in zip(lrs, ref)):
-            raise GridMismatch(f"LR sensitivity compares settings on one fixed grid, but {_label(keys, values)} "
-                               f"has lrs {_grid_text(lrs)} and another setting {_grid_text(ref)}; run the same "
+            raise GridMismatch(f"LR sensitivity compares settings on one fixed grid, but {_label([*keys, 'seed'], values)} "
+                               f"has lrs {_grid_text(lrs)} and {ref_label} has {_grid_text(ref)}; run the same "
                                "log-spaced LR grid for every setting")
         g = g.sort_values("lr")
         final = pd.to_numeric(g[loss], errors="coerce") if loss in g else pd.Series(np.nan, index=g.index)
