@@ -4,18 +4,21 @@ The one module that owns them, and the files they are written to: the trainer wr
 status, and the sweeper, the report and the figures all call these functions on the same run summaries.
 
 API (names other code relies on; columns may be added, never renamed):
-  CRITERIA, DEFAULT_CRITERIA        criterion(name) -> Criterion(name, text, ...): "plain",
-                                    "loss_frac_<f>", "near_best_<k>", "not_diverged"; `text` = one-line definition
+  DEFAULT_CRITERIA                  ("plain", "loss_frac_0.5", "near_best_2")
+  criterion(name) -> Criterion      "plain", "loss_frac_<f>", "near_best_<k>", "not_diverged"; `.text` is the
+                                    one-line definition (criteria_text(names) joins them for a table)
   probes_from_runs(df, keys=None)   run summaries (report.load_runs rows) -> probe rows (keys, seed, lr, ...)
   judge(probes, criteria, keys)     one row per (probe, criterion) with a bool `stable`
   eta_max_of(lrs, stable) -> dict   the rule for one (setting, seed): eta_max, lo, hi, censored, non_monotone
   eta_max_per_seed(judged, keys)    ETA_COLUMNS       (eta_max.csv)
   eta_max_summary(per_seed, keys, level=0.9, n_boot=2000, rng_seed=0)   SUMMARY_COLUMNS (eta_max_summary.csv)
   p_stable(judged, keys)            P_STABLE_COLUMNS  (p_stable.csv)
-  compare(per_seed, keys, vary="warmup_steps", baseline=0, ...)   COMPARE_COLUMNS (eta_max_compare.csv)
+  compare(per_seed, keys, vary=VARY, baseline={"warmup_steps": 0})   COMPARE_COLUMNS (eta_max_compare.csv)
+  ratio(per_seed_a, per_seed_b) -> dict   eta_max(b) / eta_max(a) with its bootstrap CI and `resolved`
   lr_sensitivity(lrs, final, init)  one setting's value (Wortsman et al.)
   lr_sensitivity_table(probes, keys, grid=None)   raises GridMismatch when settings' LR grids differ
-  tables(probes, keys, criteria=DEFAULT_CRITERIA, ...) -> dict[file name, DataFrame]; write_tables(out, ...)
+  tables(probes, keys, criteria=DEFAULT_CRITERIA, ...) -> {file name: DataFrame}; write_tables(out_dir, tables);
+  read_table(path)                  a written table back, censoring flags as "" (not NaN)
 `keys` = the columns that identify a setting; default: those of runs.SETTING_KEYS present in the frame.
 """
 
@@ -42,13 +45,13 @@ P_STABLE_COLUMNS = ["criterion", "lr", "n", "n_stable", "p_stable"]
 COMPARE_COLUMNS = ["criterion", "baseline", "n_seeds", "n_seeds_baseline", "ratio", "ratio_censored", "ci_low",
                    "ci_high", "ci_level", "resolved", "ci_low_censored", "ci_high_censored"]
 CI_LEVEL, N_BOOT, RNG_SEED = 0.9, 2000, 0
-UNSTABLE = "error"  # status of a probe the search counted unstable after its retries (no summary)
+VARY = ("warmup", "warmup_steps")  # what compare() varies against its no-warmup baseline
 
 
 # -- criteria --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Criterion:
-    """A named stability criterion. `kind` plain | loss_frac | near_best; `value` its f or k."""
+    """A named stability criterion. `kind` plain | loss_frac | near_best | not_diverged; `value` its f or k."""
 
     name: str
     kind: str
@@ -77,7 +80,6 @@ def criterion(name: str) -> Criterion:
 
 
 DEFAULT_CRITERIA = ("plain", "loss_frac_0.5", "near_best_2")
-CRITERIA = {name: criterion(name) for name in DEFAULT_CRITERIA}
 
 
 def criteria_text(names: Iterable[str]) -> str:
@@ -87,11 +89,13 @@ def criteria_text(names: Iterable[str]) -> str:
 
 # -- probes ----------------------------------------------------------------------------------------
 def setting_keys(df: pd.DataFrame) -> list[str]:
+    """The runs.SETTING_KEYS columns a frame has (with a value somewhere): what identifies its settings."""
     return [k for k in runs.SETTING_KEYS if k in df.columns and df[k].notna().any()]
 
 
 def probes_from_runs(df: pd.DataFrame, keys: Sequence[str] | None = None) -> pd.DataFrame:
-    """Finished runs as probes: setting keys, `seed`, `lr` (= target_lr), status, losses."""
+    """Finished runs (report.load_runs rows) as probes: setting keys, `seed`, `lr` (= target_lr), status,
+    init_loss, final_train_loss, final_eval_loss. Runs that ended in `error` are not probes."""
     keys = list(keys) if keys is not None else setting_keys(df)
     done = df[df["status"].isin(runs.FINISHED_STATUSES)]
     out = done.reindex(columns=[*keys, "seed", "target_lr", "status", "init_loss", "final_train_loss",
@@ -281,7 +285,7 @@ def ratio(a: pd.DataFrame, b: pd.DataFrame, level: float = CI_LEVEL, n_boot: int
             "ci_low_censored": CENSOR_TEXT[lo_f], "ci_high_censored": CENSOR_TEXT[hi_f]}
 
 
-def compare(per_seed: pd.DataFrame, keys: Sequence[str] | None = None, vary: Sequence[str] = ("warmup", "warmup_steps"),
+def compare(per_seed: pd.DataFrame, keys: Sequence[str] | None = None, vary: Sequence[str] = VARY,
             baseline: dict[str, Any] | None = None, level: float = CI_LEVEL, n_boot: int = N_BOOT,
             rng_seed: int = RNG_SEED) -> pd.DataFrame:
     """Every setting against its baseline: the settings that share all keys but `vary`, and match
@@ -386,9 +390,6 @@ def _label(keys: Sequence[str], values: Sequence[Any]) -> str:
 
 
 # -- files -----------------------------------------------------------------------------------------
-VARY = ("warmup", "warmup_steps")
-
-
 def tables(probes: pd.DataFrame, keys: Sequence[str] | None = None, criteria: Sequence[str] = DEFAULT_CRITERIA,
            level: float = CI_LEVEL, n_boot: int = N_BOOT, rng_seed: int = RNG_SEED,
            vary: Sequence[str] = VARY) -> dict[str, pd.DataFrame]:
