@@ -1,4 +1,4 @@
-"""Spike, divergence and catapult detectors on crafted loss sequences (DESIGN.md section 2)."""
+"""Spike, divergence and catapult detectors on crafted loss sequences (docs/definitions.md)."""
 
 import math
 
@@ -11,31 +11,56 @@ from warmup_lab.metrics import (
     Monitor,
     SpikeDetector,
     failed_to_train,
-    lr_sensitivity,
 )
 
 DETECT = {
-    "spike": {"ratio": 2.0, "window": 5, "burn_in": 3},
+    "spike": {"ratio": 2.0, "window": 5, "floor": 0.05, "abs_floor": 0.0},
     "divergence": {"factor": 10.0, "patience": 3, "ceiling": None},
     "catapult": {"rise": 2.0, "recover": 1.2},
 }
 
 
-def test_spike_is_a_loss_above_ratio_times_the_median_of_the_window():
-    det = SpikeDetector(ratio=2.0, window=5, burn_in=3)
-    losses = [1.0, 1.0, 1.0, 1.0, 1.0, 2.5, 1.0, 1.9, 1.0]
+def spikes(losses, **kw):
+    det = SpikeDetector(**kw)
     flags = [det.update(t, x) for t, x in enumerate(losses)]
-    assert flags == [False] * 5 + [True, False, False, False]
-    assert det.events == [{"step": 5, "loss": 2.5, "ratio": 2.5}]
-    assert det.stats() == {"spike_count": 1, "max_spike_ratio": 2.5, "first_spike_step": 5}
+    return det, flags
 
 
-def test_no_spike_during_burn_in_and_non_finite_losses_are_not_in_the_window():
-    det = SpikeDetector(ratio=2.0, window=3, burn_in=4)
-    assert not any(det.update(t, x) for t, x in enumerate([1.0, 5.0, 1.0, 9.0]))
-    det.update(4, float("nan"))
-    assert all(math.isfinite(x) for x in det.history)
-    assert det.update(5, 30.0)  # median of (5, 1, 9) = 5 -> 30 > 10
+def test_a_step_1_excursion_is_a_spike_event_watched_against_l0():
+    # digits without warmup at a large LR: 2.8 -> 28 at step 1, long before any window could fill
+    det, flags = spikes([2.8, 28.0, 2.5, 2.4], ratio=2.0, window=20)
+    assert flags == [False, True, False, False]
+    assert det.events == [{"start": 1, "length": 1, "peak_step": 1, "peak_loss": 28.0, "peak_ratio": 10.0}]
+    assert det.stats() == {"spike_events": 1, "spike_steps": 1, "max_spike_ratio": 10.0, "first_spike_step": 1}
+
+
+def test_a_10_step_excursion_is_one_event_with_its_peak_and_length():
+    losses = [1.0] * 6 + [5.0, 6.0, 9.0, 7.0, 6.0, 5.0, 5.0, 4.0, 3.0, 2.5] + [1.0] * 5
+    det, flags = spikes(losses, ratio=2.0, window=5)
+    assert flags == [False] * 6 + [True] * 10 + [False] * 5
+    assert det.events == [{"start": 6, "length": 10, "peak_step": 8, "peak_loss": 9.0, "peak_ratio": 9.0}]
+    assert det.stats()["spike_events"] == 1 and det.stats()["spike_steps"] == 10
+
+
+def test_two_excursions_are_two_events_and_an_open_one_counts_at_the_end():
+    det, _ = spikes([1.0] * 5 + [3.0, 1.0, 1.0, 4.0, 4.5], ratio=2.0, window=3)
+    assert [e["start"] for e in det.all_events()] == [5, 8] and det.open_event is not None
+    assert det.stats()["spike_events"] == 2 and det.stats()["max_spike_ratio"] == 4.5
+
+
+def test_noise_floor_keeps_jitter_near_zero_loss_out():
+    tail = [0.01, 0.012, 0.009, 0.011, 0.01, 0.03, 0.01, 0.05, 0.01]  # 3x-5x the median, far below 0.05 x l0
+    _, flags = spikes([2.3, 1.0, 0.1] + tail, ratio=2.0, window=3, floor=0.05)
+    assert not any(flags)
+    _, flags = spikes([2.3, 1.0, 0.1] + tail, ratio=2.0, window=3, floor=0.0)
+    assert any(flags)
+    _, flags = spikes([2.3, 1.0, 0.1] + tail, ratio=2.0, window=3, floor=0.0, abs_floor=0.1)
+    assert not any(flags)
+
+
+def test_non_finite_losses_are_not_in_the_window():
+    det, _ = spikes([1.0, 1.0, 1.0, float("nan"), 1.0], ratio=2.0, window=3)
+    assert all(math.isfinite(x) for x in det.history) and not det.events
 
 
 def test_divergence_on_non_finite_loss_is_immediate():
@@ -103,28 +128,28 @@ def test_monitor_state_round_trip_detects_the_same_as_an_uninterrupted_run():
 
 
 def test_monitor_rejects_bad_thresholds_naming_the_field():
-    bad = {**DETECT, "spike": {"ratio": 0.5, "window": 5, "burn_in": 3}}
+    bad = {**DETECT, "spike": {"ratio": 0.5, "window": 5}}
     with pytest.raises(ConfigError, match=r"detect\.spike\.ratio=0\.5"):
         Monitor(bad)
+    with pytest.raises(ConfigError, match=r"detect\.spike\.burn_in=10 .*no longer exists"):
+        Monitor({**DETECT, "spike": {"ratio": 2.0, "window": 5, "burn_in": 10}})
 
 
-def test_failed_to_train_by_loss_or_by_chance_accuracy():
-    margins = {"acc_margin": 0.02, "loss_margin": 0.0}
-    assert failed_to_train(2.31, 2.30, 0.5, 0.1, margins)           # loss not below l0
-    assert failed_to_train(1.50, 2.30, 0.11, 0.1, margins)          # accuracy at chance
-    assert not failed_to_train(1.50, 2.30, 0.40, 0.1, margins)
-    assert not failed_to_train(1.50, 2.30, None, None, margins)     # LM: loss only
-    bar = {**margins, "min_acc": 0.5}
-    assert failed_to_train(1.50, 2.30, 0.28, 0.1, bar)              # beat chance, still below the bar
-    assert not failed_to_train(1.50, 2.30, 0.60, 0.1, bar)
+def test_held_out_accuracy_judges_only_where_a_preset_opts_in_with_a_reason():
+    with pytest.raises(ConfigError, match=r"detect\.failed\.min_acc=0\.5 .*heldout"):
+        Monitor({**DETECT, "failed": {"loss_margin": 0.0, "min_acc": 0.5}})
+    with pytest.raises(ConfigError, match=r"detect\.failed\.heldout\.why"):
+        Monitor({**DETECT, "failed": {"loss_margin": 0.0, "heldout": {"min_acc": 0.5, "why": ""}}})
+    Monitor({**DETECT, "failed": {"loss_margin": 0.0, "heldout": {"min_acc": 0.5, "why": "near-perfect when tuned"}}})
 
 
-def test_lr_sensitivity_matches_its_definition():
-    lrs, init = [1e-3, 1e-2, 1e-1, 1.0], [2.3] * 4
-    final = [1.0, 0.5, 3.0, float("nan")]
-    # mean(min(final, init)) - best final = mean(1.0, 0.5, 2.3, 2.3) - 0.5
-    assert lr_sensitivity(lrs, final, init) == pytest.approx((1.0 + 0.5 + 2.3 + 2.3) / 4 - 0.5)
-
-
-def test_lr_sensitivity_is_zero_not_negative_when_no_lr_trains():
-    assert lr_sensitivity([1e-3, 1e-2], [2.4, 2.5], [2.3, 2.3]) == pytest.approx(0.0)
+def test_failed_to_train_is_the_plain_rule_on_training_loss():
+    plain = {"loss_margin": 0.0, "heldout": None}
+    assert failed_to_train(2.31, 2.30, 0.9, plain)                 # loss not below l0
+    assert failed_to_train(float("nan"), 2.30, None, plain)        # no finite final loss
+    assert not failed_to_train(1.50, 2.30, 0.11, plain)            # chance accuracy does not judge: loss fell
+    assert failed_to_train(2.25, 2.30, 0.9, {"loss_margin": 0.1})  # a margin raises the bar on the loss
+    opted = {"loss_margin": 0.0, "heldout": {"min_acc": 0.5, "why": "tuned runs reach 0.96"}}
+    assert failed_to_train(1.50, 2.30, 0.28, opted)                # beat chance, below the preset's held-out bar
+    assert not failed_to_train(1.50, 2.30, 0.60, opted)
+    assert not failed_to_train(1.50, 2.30, None, opted)            # no held-out accuracy (LM): loss only

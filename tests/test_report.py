@@ -12,14 +12,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from warmup_lab import metrics, runs
+from warmup_lab import runs, stability
 from warmup_lab.report import build_report, main
 
 SHAPES, LENGTHS, LRS, SEEDS = ("constant", "linear"), (10, 50), (1e-3, 1e-2, 1e-1), (0, 1)
 STEPS = 30
-DETECT = {"spike": {"ratio": 2.0, "window": 20, "burn_in": 10},
+DETECT = {"spike": {"ratio": 2.0, "window": 20, "floor": 0.05, "abs_floor": 0.0},
           "divergence": {"factor": 10.0, "patience": 3, "ceiling": None},
-          "catapult": {"rise": 2.0, "recover": 1.2}, "failed": {"acc_margin": 0.02, "loss_margin": 0.0}}
+          "catapult": {"rise": 2.0, "recover": 1.2}, "failed": {"loss_margin": 0.0, "heldout": None}}
 
 
 def outcome(shape: str, tw: int, lr: float, seed: int) -> str:
@@ -59,9 +59,10 @@ def write_run(root: Path, shape: str, tw: int, lr: float, seed: int) -> Path:
     summary = {
         "status": status, "steps_run": n, "diverged_step": 20 if status == runs.DIVERGED else None,
         "init_loss": init, "final_train_loss": final, "final_eval_loss": final, "final_eval_acc": acc,
-        "best_eval_acc": acc, "spike_count": sum(spike), "max_spike_ratio": 3.0 if sum(spike) else 0.0,
+        "best_eval_acc": acc, "spike_events": sum(spike), "max_spike_ratio": 3.0 if sum(spike) else 0.0,
         "first_spike_step": 15 if sum(spike) else None, "catapult_count": 1 if lr == 1e-2 and seed == 0 else 0,
-        "spikes": [{"step": 15, "loss": losses[15], "ratio": 3.0}] if sum(spike) else [],
+        "spikes": [{"start": 15, "length": 1, "peak_step": 15, "peak_loss": losses[15], "peak_ratio": 3.0}]
+        if sum(spike) else [],
         "wall_s": 1.5, "samples_per_s": 1000.0, "task": "digits", "model": "resnet20", "norm": "none",
         "optimizer": "adamw", "warmup": shape, "decay": "cosine", "warmup_steps": tw, "target_lr": lr,
         "seed": seed, "train_steps": STEPS, "batch_size": 64, "chance_acc": 0.1,
@@ -114,10 +115,13 @@ def test_report_tables_numbers_and_figures(sweep: Path, tmp_path: Path, capsys: 
     md = (out / "report.md").read_text()
     for section in ("## Runs", "## Final metric over target LR x warmup length", "## Maximum stable LR (eta_max)",
                     "## Divergence and failure rates", "## Loss spikes and catapults", "## LR sensitivity",
-                    "## LR and loss curves", "did not finish", "RuntimeError: boom"):
+                    "## Figures", "did not finish", "RuntimeError: boom", "### P(stable | LR)",
+                    "### Each warmup vs no warmup"):
         assert section in md
-    assert "25 runs (24 finished)" in md and "loss > 2 x median of the previous 20" in md
-    assert md.count("_Criteria: stable = status `completed`") == 5
+    assert "25 runs (24 finished)" in md and "loss > 2 x the median of the previous 20" in md
+    assert md.count("_Status (the plain rule") == 3
+    for name in stability.DEFAULT_CRITERIA:  # every criterion's definition printed beside the eta_max tables
+        assert stability.criterion(name).text in md
 
     # A known accuracy cell: linear, T_w=10, lr=1e-2, mean over both seeds.
     cells = pd.read_csv(out / "table_final_metric.csv")
@@ -133,20 +137,31 @@ def test_report_tables_numbers_and_figures(sweep: Path, tmp_path: Path, capsys: 
     assert rates.loc[("linear", 50), "failed_rate"] == pytest.approx(2 / 6)
 
     spikes = pd.read_csv(out / "table_spikes.csv").set_index(["warmup", "warmup_steps"])
-    assert spikes.loc[("linear", 10), "mean_spike_count"] == pytest.approx(2 / 6)
+    assert spikes.loc[("linear", 10), "mean_spike_events"] == pytest.approx(2 / 6)
     assert spikes.loc[("linear", 10), "mean_catapult_count"] == pytest.approx(1 / 6)
 
-    eta = pd.read_csv(out / "table_eta_max.csv").set_index(["warmup", "warmup_steps", "seed"])
-    assert eta.loc[("constant", 10, 0), "eta_max"] == 1e-2 and eta.loc[("constant", 10, 0), "bounded"]
-    assert eta.loc[("linear", 50, 0), "eta_max"] == 1e-1 and not eta.loc[("linear", 50, 0), "bounded"]
-    assert eta.loc[("linear", 50, 1), "eta_max"] == 1e-2 and eta.loc[("linear", 50, 1), "non_monotone"]
-    assert not eta.loc[("linear", 50, 0), "non_monotone"]
-    agg = pd.read_csv(out / "table_eta_max_summary.csv").set_index(["warmup", "warmup_steps"])
-    assert agg.loc[("linear", 50), "eta_max_geomean"] == pytest.approx(math.sqrt(1e-1 * 1e-2))
+    eta = stability.read_table(out / stability.ETA_FILE).set_index(["criterion", "warmup", "warmup_steps", "seed"])
+    assert eta.loc[("plain", "constant", 10, 0), ["eta_max", "hi", "censored"]].tolist() == [1e-2, 1e-1, ""]
+    assert eta.loc[("plain", "linear", 50, 0), ["eta_max", "censored"]].tolist() == [1e-1, "above"]
+    # seed 1 fails at 1e-3 and 1e-1: the failure below every stable LR is flagged, not taken as the edge
+    row = eta.loc[("plain", "linear", 50, 1)]
+    assert (row["eta_max"], row["hi"], row["censored"], row["n_unstable_below"]) == (1e-2, 1e-1, "", 1)
+    assert row["non_monotone"] and not eta.loc[("plain", "linear", 50, 0), "non_monotone"]
+    # a stricter bar moves eta_max: constant/10 at lr 1e-3 ends at 2.3 - 2 x 0.51 = 1.28 > 0.5 x l0 (too slow)
+    assert eta.loc[("loss_frac_0.5", "constant", 10, 0), ["eta_max", "n_unstable_below"]].tolist() == [1e-2, 1]
+    agg = stability.read_table(out / stability.SUMMARY_FILE).set_index(["criterion", "warmup", "warmup_steps"])
+    both = agg.loc[("plain", "linear", 50)]  # a censored seed is counted, listed and enters at its bound
+    assert (both["n_seeds"], both["n_censored_below"], both["n_censored_above"]) == (2, 0, 1)
+    assert both["censored_seeds"] == "0:above" and both["estimate_censored"] == "above"
+    assert both["estimate"] == pytest.approx(math.sqrt(1e-2 * 1e-1))  # >= the midpoint of 0.01 and the bound 0.1
+    assert agg.loc[("plain", "constant", 10), ["estimate", "ci_low", "ci_high"]].tolist() == [1e-2, 1e-2, 1e-2]
+    assert ">= 0.0316 [0.01, >= 0.1] n=2 (censored 0:above)" in md
+    ps = pd.read_csv(out / stability.P_STABLE_FILE).set_index(["criterion", "warmup", "warmup_steps", "lr"])
+    assert ps.loc[("plain", "linear", 50, 1e-3), ["n", "n_stable", "p_stable"]].tolist() == [2, 1, 0.5]
 
-    sens = pd.read_csv(out / "table_lr_sensitivity.csv").set_index(["warmup", "warmup_steps"])
+    sens = pd.read_csv(out / stability.SENSITIVITY_FILE).set_index(["warmup", "warmup_steps"])
     fin = df[df.status != "error"]
-    per_seed = [metrics.lr_sensitivity(g.target_lr, g.final_train_loss, g.init_loss)
+    per_seed = [stability.lr_sensitivity(g.target_lr, g.final_eval_loss, g.init_loss)
                 for _, g in fin[(fin.warmup == "constant") & (fin.warmup_steps == 10)].groupby("seed")]
     assert sens.loc[("constant", 10), "sensitivity"] == pytest.approx(sum(per_seed) / 2)
     assert sens.loc[("constant", 10), "n_lrs"] == 3
@@ -158,22 +173,12 @@ def test_report_tables_numbers_and_figures(sweep: Path, tmp_path: Path, capsys: 
         assert f"]({name})" in md
 
 
-def test_reads_search_eta_max_csv(sweep: Path, tmp_path: Path) -> None:
-    rows = [{"schedule.warmup": s, "schedule.warmup_steps": tw, "seed": seed, "eta_max": 0.01 * (1 + tw / 50),
-             "lo": 0.01, "hi": 0.02, "n_probes": 6, "non_monotone": s == "linear" and seed == 1, "below_min": False, "above_max": False,
-             "done": True, "n_errors": 0, "resolution": 1.189, "range": "[1e-05, 1.0]"}
-            for s in SHAPES for tw in LENGTHS for seed in SEEDS]
-    pd.DataFrame(rows).to_csv(sweep / "eta_max.csv", index=False)
-    (sweep / "search.json").write_text(json.dumps({"resolution": "2^(1/4)", "probes": [1, 2]}))
+def test_lr_sensitivity_on_different_grids_is_refused_with_the_reason(sweep: Path, tmp_path: Path) -> None:
+    write_run(sweep, "constant", 10, 1e-4, 0)  # one seed of one setting gets an LR the others lack
     out = build_report([sweep], tmp_path / "out")
     md = (out / "report.md").read_text()
-    assert "From the max-stable-LR search (`eta_max.csv`): resolution=2^(1/4)" in md
-    eta = pd.read_csv(out / "table_eta_max.csv")
-    assert {"warmup", "warmup_steps", "seed", "eta_max"} <= set(eta.columns) and len(eta) == 8
-    agg = pd.read_csv(out / "table_eta_max_summary.csv").set_index(["warmup", "warmup_steps"])
-    assert agg.loc[("linear", 50), "eta_max_geomean"] == pytest.approx(0.02)
-    assert agg.loc[("linear", 50), "any_non_monotone"] and not agg.loc[("constant", 10), "any_non_monotone"]
-    assert (out / "eta_max_vs_warmup.png").stat().st_size > 5000
+    assert "_Skipped: LR sensitivity compares settings on one fixed grid" in md
+    assert not (out / stability.SENSITIVITY_FILE).exists()
 
 
 def test_single_lr_skips_lr_figures_cleanly(tmp_path: Path) -> None:
@@ -182,7 +187,7 @@ def test_single_lr_skips_lr_figures_cleanly(tmp_path: Path) -> None:
         write_run(root, shape, 10, 1e-2, 0)
     out = build_report([root], tmp_path / "out")
     md = (out / "report.md").read_text()
-    assert "_No eta_max: no search outputs and a single target LR._" in md
+    assert "_No eta_max: a single target LR._" in md
     assert "_Figure skipped: no eta_max" in md and "_Skipped: needs at least two target LRs" in md
     assert (out / "lr_curves_digits_adamw.png").exists()
 

@@ -72,10 +72,15 @@ def test_check_probe_sits_just_above_the_first_unstable_lr_and_sees_non_monotoni
     assert r["non_monotone_probes"] == r["probes"][-1:]
 
 
-def test_non_monotone_with_nothing_stable_below():
+def test_unstable_below_every_stable_lr_is_flagged_not_an_edge():
     r = run(lambda lr: 1.3e-6 <= lr <= 1.5e-6)  # unstable from 1e-3 down to min_lr; the check above is stable
-    assert r["below_min"] and r["censored"] == "below" and r["eta_max"] is None and r["non_monotone"]
-    assert r["non_monotone_probes"][0]["lr"] == pytest.approx(r["hi"] * RES)
+    lowest = r["range"][0]
+    # hi is the next probed LR above: the bracket point 3.9e-6, not bisected (the search took it as unstable)
+    assert r["eta_max"] == pytest.approx(lowest * RES) and r["hi"] == pytest.approx(1e-3 / 4**4)
+    assert r["non_monotone"] and not r["below_min"] and r["censored"] == ""
+    assert [p["lr"] for p in r["non_monotone_probes"]] == [lowest]
+    r = run(lambda lr: False)
+    assert r["below_min"] and r["censored"] == "below" and r["eta_max"] is None and r["hi"] == lowest
 
 
 def test_search_result_is_the_stability_rule_on_its_probes():

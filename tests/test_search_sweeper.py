@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from warmup_lab import runs, stability
@@ -189,3 +190,68 @@ def test_csv_columns_are_setting_keys_only(app):
         header = next(csv.reader((out / name).open()))
         assert header[:2] == ["setting", "threshold"], (name, header)
         assert not {"logger.group", "threads", "runs_root", "train.progress"} & set(header)
+
+
+KEYED_APP = '''
+from pathlib import Path
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from warmup_lab import runs
+
+@hydra.main(config_path=".", config_name="config", version_base="1.3")
+def main(cfg):
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    lr, ws = cfg.optimizer.lr, cfg.warmup_steps
+    threshold = 0.01 * (1 + ws / 5) * 1.5 ** cfg.seed  # seeds disagree: the search probes each at the others' edges
+    ok = lr <= threshold
+    final = 0.3 + 20 * lr if ok else float("nan")
+    runs.write_summary(run_dir, {"status": runs.COMPLETED if ok else runs.DIVERGED, "target_lr": lr, "seed": cfg.seed,
+                                 "task": "toy", "warmup": "linear" if ws else "none", "warmup_steps": ws,
+                                 "init_loss": 2.3, "final_train_loss": final, "final_eval_loss": final})
+
+if __name__ == "__main__":
+    main()
+'''
+KEYED_CONFIG = '''
+seed: 0
+warmup_steps: 0
+optimizer: {lr: 0.001}
+hydra:
+  sweep: {dir: sweep, subdir: "${hydra.job.override_dirname}"}
+  sweeper:
+    params: {warmup_steps: "0,15"}
+    seeds: [0, 1, 2]
+'''
+
+
+def test_sweeper_report_and_figure_get_the_same_eta_max_from_the_same_probes(tmp_path, monkeypatch):
+    from warmup_lab import plots
+    from warmup_lab.report import build_report
+
+    (tmp_path / "my_app.py").write_text(KEYED_APP)
+    (tmp_path / "config.yaml").write_text(KEYED_CONFIG)
+    proc = sweep(tmp_path)
+    assert "median [" in proc.stdout
+    drawn = []
+    real = plots.eta_max_vs_warmup
+    monkeypatch.setattr(plots, "eta_max_vs_warmup", lambda eta, keys, out: drawn.append(eta.copy()) or real(eta, keys, out))
+    out = build_report([tmp_path / "sweep"], tmp_path / "report")
+    cols = ["warmup_steps", "criterion", "seed", "eta_max", "lo", "hi", "censored", "n_probes", "non_monotone"]
+    by = ["criterion", "warmup_steps", "seed"]
+    from_sweeper = stability.read_table(tmp_path / "sweep" / stability.ETA_FILE)[cols].sort_values(by).reset_index(drop=True)
+    from_report = stability.read_table(out / stability.ETA_FILE)[cols].sort_values(by).reset_index(drop=True)
+    pd.testing.assert_frame_equal(from_sweeper, from_report, check_dtype=False)
+    plain = from_sweeper[from_sweeper["criterion"] == "plain"]
+    figure = drawn[0][cols].sort_values(by).reset_index(drop=True)
+    pd.testing.assert_frame_equal(plain.reset_index(drop=True), figure, check_dtype=False)
+    # the seeds disagreed, so each was probed at the others' edges: more probes than a lone search
+    report = json.loads((tmp_path / "sweep" / "search.json").read_text())
+    extra = [r["n_probes"] - predicted_probes(0.01 * (1 + int(s["overrides"]["warmup_steps"]) / 5) * 1.5 ** r["seed"])
+             for s in report["settings"] for r in s["seeds"]]
+    assert min(extra) >= 0 and sum(extra) > 0, extra
+    summary = stability.read_table(tmp_path / "sweep" / stability.SUMMARY_FILE)
+    report_summary = stability.read_table(out / stability.SUMMARY_FILE)
+    key = ["criterion", "warmup_steps"]
+    pd.testing.assert_frame_equal(summary.sort_values(key)[key + ["estimate", "ci_low", "ci_high", "n_probes"]].reset_index(drop=True),
+                                  report_summary.sort_values(key)[key + ["estimate", "ci_low", "ci_high", "n_probes"]].reset_index(drop=True),
+                                  check_dtype=False)

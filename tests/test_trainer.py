@@ -30,7 +30,8 @@ TASKS = {
 OPTIMIZERS = ["sgd", "adam", "adamw", "radam", "gi_adam"]
 SUMMARY_KEYS = {
     "status", "steps_run", "diverged_step", "final_train_loss", "final_eval_loss", "final_eval_acc",
-    "spike_count", "max_spike_ratio", "catapult_count", "wall_s", "samples_per_s",
+    "spike_events", "max_spike_ratio", "first_spike_step", "catapult_count", "wall_s", "samples_per_s",
+    "peak_lr", "nominal_peak_lr",
     "task", "model", "optimizer", "warmup", "warmup_steps", "target_lr", "seed",
 }
 # Fields that legitimately differ between an interrupted-and-resumed run and an uninterrupted one.
@@ -81,6 +82,14 @@ def test_a_huge_lr_diverges_and_stops_within_a_few_steps(tmp_path):
 def test_a_tiny_lr_is_failed_to_train_not_completed(tmp_path):
     cfg = make_cfg(["task=modadd", "optimizer=sgd", "optimizer.lr=1e-9", "schedule=none_constant", *FAST])
     assert train(cfg, tmp_path / "run")["status"] == runs.FAILED
+
+
+def test_peak_lr_is_the_largest_lr_applied_not_the_nominal_target(tmp_path):
+    cfg = make_cfg(["task=modadd", "optimizer=adam", "optimizer.lr=1e-3", "schedule=untuned_linear_cosine", *FAST,
+                    "train.steps=20"])
+    summary = train(cfg, tmp_path / "run")
+    applied = [float(r["lr"]) for r in csv.DictReader((tmp_path / "run" / "metrics.csv").open())]
+    assert summary["peak_lr"] == max(applied) < summary["target_lr"]  # the warmup multiplies a decay already under way
 
 
 def test_a_finished_run_is_skipped_not_redone(tmp_path, capsys):

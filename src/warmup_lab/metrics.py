@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 

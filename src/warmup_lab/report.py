@@ -1,11 +1,12 @@
 """The report: every run summary of one or more sweeps, as tidy tables, pivots and figures.
 
-Reads only local files (DESIGN.md section 7, pitfall 3): each run's summary.json (and, for the figures,
-metrics.csv), plus a max-stable-LR search's eta_max.csv where one exists. A corrupt or missing summary
-is skipped with a warning that names it, so one bad run never costs the report. Definitions (statuses,
-LR sensitivity) come from runs.py and metrics.py, so the report measures what the trainer measured.
+Reads only local files: each run's summary.json (and, for the figures, metrics.csv). A corrupt or
+missing summary is skipped with a warning that names it, so one bad run never costs the report. eta_max,
+its criteria and statistics come from warmup_lab.stability over the same summaries the max-stable-LR
+search read, so a grid sweep and a search give their answers by one rule (docs/definitions.md).
 
     python -m warmup_lab.report <sweep dirs...> [--out results/<experiment>] [--experiment NAME]
+        [--criteria plain loss_frac_0.5 near_best_2]
 """
 
 from __future__ import annotations
@@ -21,19 +22,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from warmup_lab import runs
+from warmup_lab import runs, stability
 from warmup_lab.errors import ConfigError, exit_on_user_error
-from warmup_lab.stability import lr_sensitivity
 
 # The config values a report pivots on (trainer.key_values); a "setting" is all of them but LR and seed.
 SETTING_KEYS = runs.SETTING_KEYS
 TABLE_KEYS = tuple(k for k in SETTING_KEYS if k != "warmup_steps")  # one table each; length is its rows
-ETA_FILE, ETA_SUMMARY_FILE, SEARCH_FILE = "eta_max.csv", "eta_max_summary.csv", "search.json"
-# Columns of a search's eta_max.csv that are results, not setting keys.
-ETA_RESULT_COLS = {"eta_max", "lo", "hi", "n_probes", "non_monotone", "bounded", "seed", "resolution", "probes",
-                   "status", "lower", "upper", "below_min", "above_max", "done", "errors_as_unstable",
-                   "non_monotone_probes", "start_lr", "bracket_factor", "min_lr", "max_lr", "range", "median",
-                   "geomean", "min", "max", "spread_res", "all_done", "per_seed", "source"}
 _NONFINITE = {"nan": math.nan, "NaN": math.nan, "inf": math.inf, "Infinity": math.inf,
               "-inf": -math.inf, "-Infinity": -math.inf}
 
@@ -137,9 +131,9 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "_", text.replace("task=", "").replace("optimizer=", "")).strip("_") or "all"
 
 
-# -- criteria --------------------------------------------------------------------------------------
-def criteria(df: pd.DataFrame) -> str:
-    """The detect config the runs used, printed with every table (DESIGN.md section 2)."""
+# -- what the runs were judged by ------------------------------------------------------------------
+def detect_text(df: pd.DataFrame) -> str:
+    """The live detectors' settings the runs used (docs/definitions.md), printed with every table."""
     def val(col: str) -> str:
         col = f"detect.{col}"
         if col not in df or df[col].isna().all():
@@ -149,13 +143,14 @@ def criteria(df: pd.DataFrame) -> str:
 
     ceiling = val("divergence.ceiling")
     limit = f"loss > {val('divergence.factor')} x l0" if ceiling in ("?", "None") else f"loss > {ceiling}"
-    return (f"_Criteria: stable = status `completed` (neither `diverged` nor `failed_to_train`). "
-            f"Spike: loss > {val('spike.ratio')} x median of the previous {val('spike.window')} losses "
-            f"(burn-in {val('spike.burn_in')}). Divergence: non-finite loss, or {limit} for "
-            f"{val('divergence.patience')} consecutive steps. Failed to train: final loss >= l0 - "
-            f"{val('failed.loss_margin')}, or final accuracy <= chance + {val('failed.acc_margin')}"
-            + ("" if val("failed.min_acc") in ("?", "None") else f", or final accuracy < {val('failed.min_acc')}")
-            + "._")
+    heldout = val("failed.heldout.min_acc")
+    return (f"_Status (the plain rule, written by the trainer): `diverged` = non-finite loss, or {limit} for "
+            f"{val('divergence.patience')} consecutive steps; `failed_to_train` = final train loss >= l0 - "
+            f"{val('failed.loss_margin')}"
+            + ("" if heldout in ("?", "None") else f", or held-out accuracy < {heldout} (opted in: "
+               f"{val('failed.heldout.why')})")
+            + f". Spike event: consecutive steps with loss > {val('spike.ratio')} x the median of the previous "
+            f"{val('spike.window')} losses (l0 while they fill), reference floored at {val('spike.floor')} x l0._")
 
 
 # -- tables ----------------------------------------------------------------------------------------
@@ -210,121 +205,101 @@ def rates(res: pd.DataFrame) -> pd.DataFrame:
 
 
 def spikes(res: pd.DataFrame) -> pd.DataFrame:
+    """Spike events (a run of consecutive spike steps is one) and catapults per setting, n beside them."""
     keys = group_keys(res) + ["warmup_steps"]
-    cols = {c: res[c] if c in res else np.nan for c in ("spike_count", "max_spike_ratio", "catapult_count")}
+    cols = {c: res[c] if c in res else np.nan for c in ("spike_events", "max_spike_ratio", "first_spike_step",
+                                                         "catapult_count")}
     g = res.assign(**{c: pd.to_numeric(v, errors="coerce") for c, v in cols.items()})
-    return g.groupby(keys).agg(n=("status", "size"), mean_spike_count=("spike_count", "mean"),
+    return g.groupby(keys).agg(n=("status", "size"), mean_spike_events=("spike_events", "mean"),
                                max_spike_ratio=("max_spike_ratio", "max"),
+                               earliest_spike_step=("first_spike_step", "min"),
                                mean_catapult_count=("catapult_count", "mean")).reset_index()
 
 
-def sensitivity(res: pd.DataFrame) -> pd.DataFrame:
-    """metrics.lr_sensitivity per (setting, seed) over its target-LR range, then mean over seeds."""
-    keys = group_keys(res) + ["warmup_steps"]
-    rows = []
-    ok = res.dropna(subset=["init_loss", "target_lr"])
-    for values, g in ok.groupby(keys + ["seed"]):
-        if g["target_lr"].nunique() < 2:
-            continue
-        g = g.sort_values("target_lr")
-        s = lr_sensitivity(g["target_lr"], g["final_train_loss"].astype(float), g["init_loss"].astype(float))
-        rows.append({**dict(zip(keys + ["seed"], values)), "lr_min": g["target_lr"].min(),
-                     "lr_max": g["target_lr"].max(), "n_lrs": g["target_lr"].nunique(), "sensitivity": s})
-    per_seed = pd.DataFrame(rows)
-    if per_seed.empty:
-        return per_seed
-    return per_seed.groupby(keys).agg(lr_min=("lr_min", "min"), lr_max=("lr_max", "max"), n_lrs=("n_lrs", "max"),
-                                      sensitivity=("sensitivity", "mean"), std=("sensitivity", "std"),
-                                      n_seeds=("sensitivity", "size")).reset_index()
+# -- eta_max, P(stable), comparisons, LR sensitivity (all from warmup_lab.stability) -----------------
+def _fmt(x: Any, censored: str = "") -> str:
+    """An LR or ratio, `<` / `>=` when censored (an upper / lower bound), `?` when undetermined."""
+    x = float(x)
+    if censored == "undetermined" or math.isnan(x):
+        return "?" if censored == "undetermined" else "-"
+    return {"below": "< ", "above": ">= "}.get(censored, "") + f"{x:.3g}"
 
 
-def derive_eta_max(res: pd.DataFrame) -> pd.DataFrame:
-    """eta_max per (setting, seed) from a grid: the largest completed target LR; flags non-monotone grids.
-
-    `bounded` = an unstable LR lies above eta_max (else eta_max is only a lower bound: the grid ends
-    stable); `non_monotone` = some unstable LR lies below a stable one (reported, not hidden);
-    `below_min` = no LR of the grid is stable (eta_max < the smallest, `hi`).
-    """
-    keys = group_keys(res) + ["warmup_steps"]
-    rows = []
-    for values, g in res.dropna(subset=["target_lr"]).groupby(keys + ["seed"]):
-        stable = g.groupby("target_lr")["status"].apply(lambda s: s.isin(runs.STABLE_STATUSES).all()).sort_index()
-        good, bad = stable.index[stable.values], stable.index[~stable.values]
-        eta = good.max() if len(good) else np.nan
-        above = bad[bad > eta] if len(good) else bad
-        rows.append({**dict(zip(keys + ["seed"], values)), "eta_max": eta,
-                     "lo": eta, "hi": above.min() if len(above) else np.nan, "n_probes": len(stable),
-                     "non_monotone": bool(len(good) and len(bad) and bad.min() < good.max()),
-                     "bounded": bool(len(above)), "below_min": not len(good)})
-    return pd.DataFrame(rows)
+def _estimate(row: pd.Series) -> str:
+    """`0.12 [0.1, 0.14] n=5`, censored values marked and the censored seeds listed."""
+    text = (f"{_fmt(row['estimate'], row['estimate_censored'])} [{_fmt(row['ci_low'], row['ci_low_censored'])}, "
+            f"{_fmt(row['ci_high'], row['ci_high_censored'])}] n={row['n_seeds']}")
+    return text + (f" (censored {row['censored_seeds']})" if row["censored_seeds"] else "")
 
 
-def _canonical(col: str) -> str:
-    """A search's override key (`schedule.warmup_steps`, `optimizer`) to the report's name for it."""
-    last = re.split(r"[.=/]", col)[-1]
-    return {"steps": "train_steps", "name": col.split(".")[0]}.get(last, last) if last in (
-        *SETTING_KEYS, "steps", "name") else col
+def _per_seed(row: pd.Series) -> str:
+    if row["censored"] == "below":
+        return _fmt(row["hi"], "below")
+    return _fmt(row["eta_max"], row["censored"]) + (" *" if row["non_monotone"] else "")
 
 
-def read_eta_outputs(dirs: Iterable[Path]) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, Any]]:
-    """The search's eta_max.csv rows (setting keys renamed to the report's), its summary and search.json."""
-    frames, summaries, meta = [], [], {}
-    for d in dirs:
-        for path in sorted(Path(d).rglob(ETA_FILE)):
-            try:
-                frames.append(pd.read_csv(path).assign(source=str(path.parent)))
-            except (OSError, ValueError, pd.errors.ParserError) as err:
-                warn(f"skipping {path}: {type(err).__name__}: {err}")
-        for path in sorted(Path(d).rglob(ETA_SUMMARY_FILE)):
-            try:
-                summaries.append(pd.read_csv(path))
-            except (OSError, ValueError, pd.errors.ParserError) as err:
-                warn(f"skipping {path}: {type(err).__name__}: {err}")
-        for path in sorted(Path(d).rglob(SEARCH_FILE)):
-            try:
-                data = json.loads(path.read_text())
-                meta.update({k: v for k, v in data.items() if isinstance(v, (str, int, float, bool))}
-                            if isinstance(data, dict) else {})
-            except (OSError, ValueError) as err:
-                warn(f"skipping {path}: {type(err).__name__}")
-    if not frames:
-        return pd.DataFrame(), None, meta
-    eta = pd.concat(frames, ignore_index=True)
-    if "eta_max" not in eta:
-        warn(f"ignoring {ETA_FILE}: no eta_max column")
-        return pd.DataFrame(), None, meta
-    keys = eta_setting_keys(eta)
-    eta = eta.rename(columns={c: _canonical(c) for c in keys})
-    summary = pd.concat(summaries, ignore_index=True) if summaries else None
-    return eta, summary, meta
+def _wide(frame: pd.DataFrame, index: list[str], cell: Any, criteria: Sequence[str]) -> pd.DataFrame:
+    """One row per `index`, a column per criterion (in the order given)."""
+    shown = frame.assign(_cell=frame.apply(cell, axis=1))
+    wide = shown.pivot_table(index=index, columns="criterion", values="_cell", aggfunc="first")
+    return wide.reindex(columns=[c for c in criteria if c in wide.columns]).rename_axis(columns=None).reset_index()
 
 
-def eta_setting_keys(eta: pd.DataFrame) -> list[str]:
-    """Every column that is not a search result (known names, eta_max*, n_*, true/false flags)."""
-    def flag(col: str) -> bool:
-        vals = set(eta[col].dropna().astype(str).str.lower())
-        return bool(vals) and vals <= {"true", "false"}
+def eta_section(res: pd.DataFrame, out: Path, criteria: Sequence[str]) -> tuple[list[str], dict[str, pd.DataFrame]]:
+    """eta_max per seed and over seeds under every criterion, P(stable | LR), ratios to no warmup."""
+    md = ["## Maximum stable LR (eta_max)", "", f"_Criteria: {stability.criteria_text(criteria)}_", "",
+          "Per seed, eta_max = the largest stable LR below the first unstable LR, probes sorted by LR "
+          "(docs/definitions.md#eta-max), the same rule for a grid and for the search's probes. Over seeds: "
+          f"the median (a censored seed enters at its bound and is flagged), {stability.CI_LEVEL:.0%} percentile bootstrap CI "
+          f"over seeds ({stability.N_BOOT} resamples, fixed RNG seed); `<`/`>=` = censored by the LR range.", ""]
+    probes = stability.probes_from_runs(res)
+    keys = stability.setting_keys(probes)
+    if probes["lr"].nunique() < 2:
+        return md + ["_No eta_max: a single target LR._", ""], {}
+    tables = stability.tables(probes, keys, criteria)
+    stability.write_tables(out, tables)
+    shown = [k for k in keys if k in ("warmup", "warmup_steps") or k in varying(probes, [k])]
+    summary, per_seed = tables[stability.SUMMARY_FILE], tables[stability.ETA_FILE]
+    md += ["### Over seeds: median [CI] n, a column per criterion", "",
+           _md(_wide(summary, shown, _estimate, criteria)), "",
+           "### Per seed (`*` = non-monotone: a stable LR above the first unstable one)", "",
+           _md(_wide(per_seed, [*shown, "seed"], _per_seed, criteria)), ""]
+    comp = tables[stability.COMPARE_FILE]
+    md += ["### Each warmup vs no warmup: ratio of eta_max medians", "",
+           f"Bootstrap over each side's seeds; `resolved` = the {stability.CI_LEVEL:.0%} CI excludes 1 "
+           "(otherwise the difference is not resolved by these seeds).", ""]
+    if comp.empty:
+        md += ["_No comparison: no setting with warmup_steps = 0 beside others._", ""]
+    else:
+        comp_shown = comp.assign(ratio=comp.apply(
+            lambda r: f"{_fmt(r['ratio'], r['ratio_censored'])} [{_fmt(r['ci_low'], r['ci_low_censored'])}, "
+                      f"{_fmt(r['ci_high'], r['ci_high_censored'])}]", axis=1))
+        cols = [*shown, "criterion", "baseline", "n_seeds", "n_seeds_baseline", "ratio", "resolved"]
+        md += [_md(comp_shown[[c for c in cols if c in comp_shown]]), ""]
+    ps = tables[stability.P_STABLE_FILE]
+    md += ["### P(stable | LR): n_stable/n over every probe of every seed", ""]
+    for name in criteria:
+        g = ps[ps["criterion"] == name]
+        cell = g.assign(_cell=g["n_stable"].astype(str) + "/" + g["n"].astype(str))
+        wide = cell.pivot_table(index=shown, columns="lr", values="_cell", aggfunc="first").rename_axis(columns=None)
+        wide.columns = [f"lr={c:.3g}" for c in wide.columns]
+        md += [f"{stability.criterion(name).text}", "", _md(wide.fillna("").reset_index()), ""]
+    return md, tables
 
-    keys = [c for c in eta.columns if c not in ETA_RESULT_COLS and not c.startswith(("eta_max", "n_")) and not flag(c)]
-    resolved = [c for c in keys if c in SETTING_KEYS]
-    # Searches over the real trainer record each setting's resolved values (task, warmup, warmup_steps, ...);
-    # those identify it, and its raw overrides (`warmup_setting=linear@15`, labels) would only split it.
-    return resolved or keys
 
-
-def aggregate_eta(eta: pd.DataFrame) -> pd.DataFrame:
-    """Over seeds: geometric mean (eta_max lives on a log scale), min, max, and any flags."""
-    keys = eta_setting_keys(eta)
-    e = eta.assign(log_eta=np.log(pd.to_numeric(eta["eta_max"], errors="coerce").where(lambda v: v > 0)))
-    agg: dict[str, Any] = {"n_seeds": ("eta_max", "size"), "eta_max_geomean": ("log_eta", "mean"),
-                           "eta_max_min": ("eta_max", "min"), "eta_max_max": ("eta_max", "max")}
-    for flag, how in (("non_monotone", "any"), ("bounded", "all"), ("below_min", "any"), ("above_max", "any")):
-        if flag in e:
-            e[flag] = e[flag].astype(str).str.lower().isin(("true", "1", "1.0"))
-            agg[f"{how}_{flag}"] = (flag, how)
-    out = e.groupby(keys, dropna=False).agg(**agg).reset_index() if keys else e.agg(**agg).T
-    out["eta_max_geomean"] = np.exp(out["eta_max_geomean"])
-    return out
+def sensitivity_section(res: pd.DataFrame, out: Path) -> list[str]:
+    md = ["## LR sensitivity", "", "Wortsman et al. 2023 (`warmup_lab.stability.lr_sensitivity`), on eval loss: "
+          "over one fixed LR grid shared by every setting, mean of min(final eval loss, l0) minus the best; "
+          "per seed, then mean over seeds.", ""]
+    probes = stability.probes_from_runs(res)
+    if probes.empty or probes["lr"].nunique() < 2:
+        return md + ["_Skipped: needs at least two target LRs per setting._", ""]
+    try:
+        sens = stability.lr_sensitivity_table(probes)
+    except stability.GridMismatch as err:
+        return md + [f"_Skipped: {err}._", ""]
+    sens.to_csv(out / stability.SENSITIVITY_FILE, index=False)
+    return md + [_md(sens), ""]
 
 
 # -- the report ------------------------------------------------------------------------------------
@@ -337,11 +312,29 @@ def experiment_name(df: pd.DataFrame, dirs: Sequence[Path]) -> str:
     return str(names[0]) if len(names) else Path(dirs[0]).resolve().name
 
 
-def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, experiment: str | None = None,
-                 log_lr: bool = False) -> Path:
-    """Write runs.csv, table_*.csv, report.md and the PNGs; returns the output folder."""
+def figures_section(res: pd.DataFrame, metric_tables: list[tuple[str, str, pd.DataFrame, pd.DataFrame]],
+                    eta_tables: dict[str, pd.DataFrame], out: Path, log_lr: bool = False) -> list[str]:
+    """Every figure of the report, in one place (plots.py draws; this picks what to draw)."""
     from warmup_lab import plots
 
+    md = ["## Figures", ""]
+    for title, metric, cells, _ in metric_tables:
+        md += [f"### {title} ({metric})", "", plots.note_or_link(plots.heatmap(cells, title, metric, out)), ""]
+    per_seed = eta_tables.get(stability.ETA_FILE, pd.DataFrame())
+    plain = per_seed[per_seed["criterion"] == "plain"] if not per_seed.empty else per_seed
+    md += ["### eta_max vs warmup length (plain rule)", "",
+           plots.note_or_link(plots.eta_max_vs_warmup(plain, stability.setting_keys(plain) if not plain.empty else [], out)), ""]
+    curve_keys = [k for k in group_keys(res) if k != "warmup"]  # one figure per group, a panel per shape
+    for keys_values, g in res.groupby(curve_keys, sort=True):
+        title = label(curve_keys, keys_values)
+        md += [f"### LR and loss curves: {title}", "", plots.note_or_link(plots.lr_curves(g, title, out, log_y=log_lr)),
+               "", plots.note_or_link(plots.loss_curves(g, title, out)), ""]
+    return md
+
+
+def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, experiment: str | None = None,
+                 log_lr: bool = False, criteria: Sequence[str] = stability.DEFAULT_CRITERIA) -> Path:
+    """Write runs.csv, the tables (CSV), report.md and the PNGs; returns the output folder."""
     dirs = [Path(d) for d in dirs]
     for d in dirs:
         if not d.is_dir():
@@ -353,10 +346,9 @@ def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, expe
     out = Path(out) if out is not None else Path("results") / experiment
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "runs.csv", index=False)
-    res, crit = results(df), criteria(df)
+    res, crit = results(df), detect_text(df)
     md = [f"# Report: {experiment}", "", f"Sweep dirs: {', '.join(f'`{d}`' for d in dirs)}", ""]
 
-    # Runs header
     wall = pd.to_numeric(df.get("wall_s"), errors="coerce").sum() if "wall_s" in df else 0.0
     md += ["## Runs", "", f"{len(df)} runs ({len(res)} finished), total wall time {wall:.1f} s.", "",
            _md(df["status"].value_counts().rename_axis("status").reset_index()), "",
@@ -364,42 +356,19 @@ def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, expe
     errors = df[~df["status"].isin(runs.FINISHED_STATUSES)]
     if not errors.empty:
         cols = [c for c in ("status", "config_hash", "steps_run", "error", "run_path") if c in errors]
-        md += ["### Runs that did not finish (not in the results below)", "", _md(errors[cols]), ""]
+        md += ["### Runs that did not finish (not in the results below; a search counted them unstable "
+               "after its retries)", "", _md(errors[cols]), ""]
 
-    # Final metric over target LR x warmup length
     md += ["## Final metric over target LR x warmup length", "", crit, "",
            "Mean over seeds (± std, n when more than one seed); `[k div]` = k seeds diverged.", ""]
-    tables = accuracy_tables(res)
-    if tables:
-        pd.concat([t[2] for t in tables], ignore_index=True).to_csv(out / "table_final_metric.csv", index=False)
-    for title, metric, cells, pivot in tables:
+    metric_tables = accuracy_tables(res)
+    if metric_tables:
+        pd.concat([t[2] for t in metric_tables], ignore_index=True).to_csv(out / "table_final_metric.csv", index=False)
+    for title, metric, _, pivot in metric_tables:
         md += [f"### {title} ({metric})", "", _md(pivot, index=True), ""]
-        md += [plots.note_or_link(plots.heatmap(cells, title, metric, out))]
-        md += [""]
 
-    # eta_max
-    md += ["## Maximum stable LR (eta_max)", "", crit, ""]
-    eta, eta_summary, meta = read_eta_outputs(dirs)
-    if not eta.empty:
-        md += ["From the max-stable-LR search (`eta_max.csv`)" + (
-            ": " + ", ".join(f"{k}={v}" for k, v in meta.items()) if meta else "") + ".", ""]
-    elif res["target_lr"].nunique() >= 2:
-        eta = derive_eta_max(res)
-        md += ["No search outputs: derived from the grid (largest target LR with status `completed`, per "
-               "seed; `bounded` = an unstable LR lies above it, else it is only a lower bound; "
-               "`non_monotone` = an unstable LR lies below a stable one; "
-               "`below_min` = no LR of the grid is stable).", ""]
-    if eta.empty:
-        md += ["_No eta_max: no search outputs and a single target LR._", ""]
-    else:
-        eta.drop(columns=["source"], errors="ignore").to_csv(out / "table_eta_max.csv", index=False)
-        agg = eta_summary if eta_summary is not None else aggregate_eta(eta)
-        agg.to_csv(out / "table_eta_max_summary.csv", index=False)
-        md += ["### Aggregate over seeds", "", _md(agg), "", "### Per seed", "",
-               _md(eta.drop(columns=["source"], errors="ignore")), ""]
-    md += [plots.note_or_link(plots.eta_max_vs_warmup(eta, eta_setting_keys(eta) if not eta.empty else [], out)), ""]
-
-    # Divergence rate, spikes, sensitivity
+    eta_md, eta_tables = eta_section(res, out, criteria)
+    md += eta_md
     md += ["## Divergence and failure rates", "", crit, ""]
     r = rates(res)
     r.to_csv(out / "table_rates.csv", index=False)
@@ -408,23 +377,8 @@ def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, expe
     s = spikes(res)
     s.to_csv(out / "table_spikes.csv", index=False)
     md += [_md(s), ""]
-    md += ["## LR sensitivity", "", crit, "",
-           "Wortsman et al. 2023 (`warmup_lab.metrics.lr_sensitivity`): over the target-LR range, mean of "
-           "min(final train loss, init loss) minus the best final train loss; per seed, then mean over seeds.", ""]
-    sens = sensitivity(res)
-    if sens.empty:
-        md += ["_Skipped: needs at least two target LRs per setting._", ""]
-    else:
-        sens.to_csv(out / "table_lr_sensitivity.csv", index=False)
-        md += [_md(sens), ""]
-
-    # Curves
-    md += ["## LR and loss curves", ""]
-    curve_keys = [k for k in group_keys(res) if k != "warmup"]  # one figure per group, a panel per shape
-    for keys_values, g in res.groupby(curve_keys, sort=True):
-        title = label(curve_keys, keys_values)
-        md += [f"### {title}", "", plots.note_or_link(plots.lr_curves(g, title, out, log_y=log_lr)), "",
-               plots.note_or_link(plots.loss_curves(g, title, out)), ""]
+    md += sensitivity_section(res, out)
+    md += figures_section(res, metric_tables, eta_tables, out, log_lr)
     (out / "report.md").write_text("\n".join(md).rstrip() + "\n")
     return out
 
@@ -436,8 +390,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="output folder (default results/<experiment>)")
     p.add_argument("--experiment", default=None, help="name (default: the summaries' experiment or the dir name)")
     p.add_argument("--log-lr", action="store_true", help="log-scale y axis for the LR curves")
+    p.add_argument("--criteria", nargs="+", default=list(stability.DEFAULT_CRITERIA),
+                   help="stability criteria, side by side (plain, loss_frac_<f>, near_best_<k>, not_diverged)")
     args = p.parse_args(argv)
-    out = build_report(args.dirs, args.out, args.experiment, log_lr=args.log_lr)
+    for name in args.criteria:
+        try:
+            stability.criterion(name)
+        except ValueError as err:
+            raise ConfigError("--criteria", name, str(err).split(": ", 1)[-1]) from None
+    out = build_report(args.dirs, args.out, args.experiment, log_lr=args.log_lr, criteria=args.criteria)
     print(f"report: {out / 'report.md'}")
     return 0
 

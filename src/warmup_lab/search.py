@@ -168,6 +168,9 @@ class LRSearch:
         rule = eta_max_of([p["lr"] for p in probes], [p["stable"] for p in probes])
         none = lambda v: None if v is None or math.isnan(v) else v  # noqa: E731
         hi = none(rule["hi"])
+        lowest = min((p["lr"] for p in probes if p["stable"]), default=None)
+        odd = [p for p in probes if (p["stable"] and hi is not None and p["lr"] > hi)  # stable above the edge
+               or (not p["stable"] and lowest is not None and p["lr"] < lowest)]  # unstable below every stable
         return {
             "eta_max": none(rule["eta_max"]), "lo": none(rule["lo"]), "hi": hi, "censored": rule["censored"],
             "below_min": rule["censored"] == "below" and self.done,  # eta_max < hi = lowest LR probed
@@ -176,7 +179,7 @@ class LRSearch:
             "n_errors": sum(p["stable"] is None for p in self.probes),
             "errors_as_unstable": [p["lr"] for p in self.probes if p.get("error_as_unstable")],
             "non_monotone": rule["non_monotone"],
-            "non_monotone_probes": [p for p in probes if p["stable"] and hi is not None and p["lr"] > hi],
+            "non_monotone_probes": odd,
             "probes": list(self.probes),
             "start_lr": self.start_lr, "resolution": self.resolution,
             "bracket_factor": self.resolution ** self.m, "min_lr": self.min_lr, "max_lr": self.max_lr,

@@ -4,18 +4,21 @@ The one module that owns them, and the files they are written to: the trainer wr
 status, and the sweeper, the report and the figures all call these functions on the same run summaries.
 
 API (names other code relies on; columns may be added, never renamed):
-  CRITERIA, DEFAULT_CRITERIA        criterion(name) -> Criterion(name, text, ...): "plain",
-                                    "loss_frac_<f>", "near_best_<k>", "not_diverged"; `text` = one-line definition
+  DEFAULT_CRITERIA                  ("plain", "loss_frac_0.5", "near_best_2")
+  criterion(name) -> Criterion      "plain", "loss_frac_<f>", "near_best_<k>", "not_diverged"; `.text` is the
+                                    one-line definition (criteria_text(names) joins them for a table)
   probes_from_runs(df, keys=None)   run summaries (report.load_runs rows) -> probe rows (keys, seed, lr, ...)
   judge(probes, criteria, keys)     one row per (probe, criterion) with a bool `stable`
   eta_max_of(lrs, stable) -> dict   the rule for one (setting, seed): eta_max, lo, hi, censored, non_monotone
   eta_max_per_seed(judged, keys)    ETA_COLUMNS       (eta_max.csv)
   eta_max_summary(per_seed, keys, level=0.9, n_boot=2000, rng_seed=0)   SUMMARY_COLUMNS (eta_max_summary.csv)
   p_stable(judged, keys)            P_STABLE_COLUMNS  (p_stable.csv)
-  compare(per_seed, keys, vary="warmup_steps", baseline=0, ...)   COMPARE_COLUMNS (eta_max_compare.csv)
+  compare(per_seed, keys, vary=VARY, baseline={"warmup_steps": 0})   COMPARE_COLUMNS (eta_max_compare.csv)
+  ratio(per_seed_a, per_seed_b) -> dict   eta_max(b) / eta_max(a) with its bootstrap CI and `resolved`
   lr_sensitivity(lrs, final, init)  one setting's value (Wortsman et al.)
   lr_sensitivity_table(probes, keys, grid=None)   raises GridMismatch when settings' LR grids differ
-  tables(probes, keys, criteria=DEFAULT_CRITERIA, ...) -> dict[file name, DataFrame]; write_tables(out, ...)
+  tables(probes, keys, criteria=DEFAULT_CRITERIA, ...) -> {file name: DataFrame}; write_tables(out_dir, tables);
+  read_table(path)                  a written table back, censoring flags as "" (not NaN)
 `keys` = the columns that identify a setting; default: those of runs.SETTING_KEYS present in the frame.
 """
 
@@ -34,20 +37,21 @@ from warmup_lab import runs
 
 ETA_FILE, SUMMARY_FILE, P_STABLE_FILE = "eta_max.csv", "eta_max_summary.csv", "p_stable.csv"
 COMPARE_FILE, SENSITIVITY_FILE = "eta_max_compare.csv", "lr_sensitivity.csv"
-ETA_COLUMNS = ["criterion", "seed", "eta_max", "lo", "hi", "censored", "n_probes", "non_monotone"]
+ETA_COLUMNS = ["criterion", "seed", "eta_max", "lo", "hi", "censored", "n_probes", "non_monotone", "n_unstable_below"]
 SUMMARY_COLUMNS = ["criterion", "n_seeds", "n_censored_below", "n_censored_above", "censored_seeds",
-                   "estimate", "estimate_censored", "ci_low", "ci_high", "ci_level", "n_probes"]
+                   "estimate", "estimate_censored", "ci_low", "ci_high", "ci_level", "n_probes",
+                   "ci_low_censored", "ci_high_censored"]
 P_STABLE_COLUMNS = ["criterion", "lr", "n", "n_stable", "p_stable"]
-COMPARE_COLUMNS = ["criterion", "baseline", "n_seeds", "n_seeds_baseline", "ratio", "ci_low", "ci_high",
-                   "ci_level", "resolved"]
+COMPARE_COLUMNS = ["criterion", "baseline", "n_seeds", "n_seeds_baseline", "ratio", "ratio_censored", "ci_low",
+                   "ci_high", "ci_level", "resolved", "ci_low_censored", "ci_high_censored"]
 CI_LEVEL, N_BOOT, RNG_SEED = 0.9, 2000, 0
-UNSTABLE = "error"  # status of a probe the search counted unstable after its retries (no summary)
+VARY = ("warmup", "warmup_steps")  # what compare() varies against its no-warmup baseline
 
 
 # -- criteria --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Criterion:
-    """A named stability criterion. `kind` plain | loss_frac | near_best; `value` its f or k."""
+    """A named stability criterion. `kind` plain | loss_frac | near_best | not_diverged; `value` its f or k."""
 
     name: str
     kind: str
@@ -76,7 +80,6 @@ def criterion(name: str) -> Criterion:
 
 
 DEFAULT_CRITERIA = ("plain", "loss_frac_0.5", "near_best_2")
-CRITERIA = {name: criterion(name) for name in DEFAULT_CRITERIA}
 
 
 def criteria_text(names: Iterable[str]) -> str:
@@ -86,11 +89,13 @@ def criteria_text(names: Iterable[str]) -> str:
 
 # -- probes ----------------------------------------------------------------------------------------
 def setting_keys(df: pd.DataFrame) -> list[str]:
+    """The runs.SETTING_KEYS columns a frame has (with a value somewhere): what identifies its settings."""
     return [k for k in runs.SETTING_KEYS if k in df.columns and df[k].notna().any()]
 
 
 def probes_from_runs(df: pd.DataFrame, keys: Sequence[str] | None = None) -> pd.DataFrame:
-    """Finished runs as probes: setting keys, `seed`, `lr` (= target_lr), status, losses."""
+    """Finished runs (report.load_runs rows) as probes: setting keys, `seed`, `lr` (= target_lr), status,
+    init_loss, final_train_loss, final_eval_loss. Runs that ended in `error` are not probes."""
     keys = list(keys) if keys is not None else setting_keys(df)
     done = df[df["status"].isin(runs.FINISHED_STATUSES)]
     out = done.reindex(columns=[*keys, "seed", "target_lr", "status", "init_loss", "final_train_loss",
@@ -98,6 +103,10 @@ def probes_from_runs(df: pd.DataFrame, keys: Sequence[str] | None = None) -> pd.
     out = out.dropna(subset=["lr"])
     for col in ("lr", "init_loss", "final_train_loss", "final_eval_loss"):
         out[col] = pd.to_numeric(out[col], errors="coerce")
+    for col in [*keys, "seed"]:  # 10.0 -> 10: a column of whole numbers (seeds, lengths) reads as such
+        num = pd.to_numeric(out[col], errors="coerce")
+        if len(out) and num.notna().all() and (num % 1 == 0).all():
+            out[col] = num.astype(int)
     return out.reset_index(drop=True)
 
 
@@ -136,11 +145,14 @@ def judge(probes: pd.DataFrame, criteria: Sequence[str] = DEFAULT_CRITERIA,
 
 # -- the eta_max rule ------------------------------------------------------------------------------
 def eta_max_of(lrs: Iterable[float], stable: Iterable[bool]) -> dict[str, Any]:
-    """eta_max = the largest stable LR below the first unstable LR (probes sorted by LR).
+    """eta_max = the largest stable LR below the first unstable LR above the smallest stable one.
 
-    An LR probed more than once is stable only if every probe of it was. `censored`: "below" = no
-    stable LR below the first unstable one (eta_max NaN; the truth is < hi), "above" = no unstable LR
-    (eta_max = lo = the largest LR probed; the truth is >= it). `non_monotone`: a stable LR above hi.
+    Probes sorted by LR; an LR probed more than once is stable only if every probe of it was. Unstable
+    LRs below every stable one are the "too slow for the bar" side (a loss-based bar fails a tiny LR
+    that has not trained yet), not an edge of stability: they are counted (`n_unstable_below`) and
+    flag `non_monotone`, as does a stable LR above hi. `censored`: "below" = no stable LR at all
+    (eta_max NaN; hi = the smallest LR probed), "above" = no unstable LR above the
+    smallest stable one (eta_max = lo = the largest LR probed; the truth is >= it).
     """
     by_lr: dict[float, bool] = {}
     n = 0
@@ -148,13 +160,17 @@ def eta_max_of(lrs: Iterable[float], stable: Iterable[bool]) -> dict[str, Any]:
         by_lr[float(lr)] = by_lr.get(float(lr), True) and bool(ok)
         n += 1
     order = sorted(by_lr)
-    first_bad = next((lr for lr in order if not by_lr[lr]), None)
-    good_below = [lr for lr in order if by_lr[lr] and (first_bad is None or lr < first_bad)]
-    lo = good_below[-1] if good_below else math.nan
+    good = [lr for lr in order if by_lr[lr]]
+    if not good:
+        return {"eta_max": math.nan, "lo": math.nan, "hi": order[0] if order else math.nan,
+                "censored": "below", "n_probes": n, "non_monotone": False, "n_unstable_below": len(order)}
+    below = sum(not by_lr[lr] for lr in order if lr < good[0])
+    first_bad = next((lr for lr in order if lr > good[0] and not by_lr[lr]), None)
+    lo = max(lr for lr in good if first_bad is None or lr < first_bad)
     hi = first_bad if first_bad is not None else math.nan
-    censored = "below" if not good_below else "above" if first_bad is None else ""
-    return {"eta_max": lo, "lo": lo, "hi": hi, "censored": censored, "n_probes": n,
-            "non_monotone": first_bad is not None and any(by_lr[lr] for lr in order if lr > first_bad)}
+    above = first_bad is not None and any(lr > first_bad for lr in good)
+    return {"eta_max": lo, "lo": lo, "hi": hi, "censored": "" if first_bad is not None else "above",
+            "n_probes": n, "non_monotone": bool(above or below), "n_unstable_below": below}
 
 
 def eta_max_per_seed(judged: pd.DataFrame, keys: Sequence[str] | None = None) -> pd.DataFrame:
@@ -166,109 +182,110 @@ def eta_max_per_seed(judged: pd.DataFrame, keys: Sequence[str] | None = None) ->
 
 
 # -- statistics over seeds -------------------------------------------------------------------------
-def _log_values(per_seed: pd.DataFrame) -> np.ndarray:
-    """log eta_max per seed, censored seeds at -inf (below) / +inf (above): their rank is exact, as every
-    seed shares the LR range, so a median (unlike a mean) needs no guess of where they lie."""
-    v = np.log(pd.to_numeric(per_seed["eta_max"], errors="coerce").to_numpy(dtype=float))
-    v[per_seed["censored"].eq("below").to_numpy()] = -np.inf
-    v[per_seed["censored"].eq("above").to_numpy()] = np.inf
-    return v
+# A censored seed enters at its bound (below: hi, the smallest LR probed; above: lo, the largest) with a
+# flag (-1 below, +1 above). Every seed shares the LR range, so the bound keeps its rank among the seeds,
+# and a median (unlike a mean) needs no guess of where it lies: it is censored only when its middle
+# value(s) are. Flags: 0 exact, -1 "<" (an upper bound), +1 ">=" (a lower bound), 2 undetermined.
+_TIE = 1e-9  # log-LR nudge that orders a censored bound beyond an exact value at the same LR
+CENSOR_TEXT = {0: "", -1: "below", 1: "above", 2: "undetermined"}
 
 
-def _medians(rows: np.ndarray) -> np.ndarray:
-    """Row-wise median of log values with +-inf allowed; NaN where the middle pair is -inf and +inf."""
-    s = np.sort(rows, axis=-1)
-    n = s.shape[-1]
+def _log_values(per_seed: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(log eta_max with censored seeds at their bound, flag per seed)."""
+    below, above = per_seed["censored"].eq("below").to_numpy(), per_seed["censored"].eq("above").to_numpy()
+    lr = pd.to_numeric(per_seed["eta_max"], errors="coerce").to_numpy(dtype=float)
+    lr[below] = pd.to_numeric(per_seed["hi"], errors="coerce").to_numpy(dtype=float)[below]
+    return np.log(lr), above.astype(int) - below.astype(int)
+
+
+def _medians(vals: np.ndarray, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise median of log values and its flag (see above)."""
+    order = np.argsort(vals + _TIE * flags, axis=-1, kind="stable")
+    v, f = np.take_along_axis(vals, order, -1), np.take_along_axis(flags, order, -1)
+    n = v.shape[-1]
     if n % 2:
-        return s[..., n // 2]
-    a, b = s[..., n // 2 - 1], s[..., n // 2]
-    with np.errstate(invalid="ignore"):
-        return np.where(a == b, a, (a + b) / 2)  # -inf + inf = NaN: undetermined
+        return v[..., n // 2], f[..., n // 2]
+    a, b, fa, fb = v[..., n // 2 - 1], v[..., n // 2], f[..., n // 2 - 1], f[..., n // 2]
+    flag = np.where((fa == 0) & (fb == 0), 0, np.where((fa <= 0) & (fb <= 0), -1, np.where((fa >= 0) & (fb >= 0), 1, 2)))
+    return (a + b) / 2, flag
 
 
-def _median(v: np.ndarray) -> float:
-    return float(_medians(np.asarray(v, dtype=float))) if len(v) else math.nan
-
-
-def _boot_medians(v: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+def _boot(vals: np.ndarray, flags: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Medians of `n_boot` resamples of the seeds (with replacement)."""
-    return _medians(v[rng.integers(0, len(v), size=(n_boot, len(v)))])
+    idx = rng.integers(0, len(vals), size=(n_boot, len(vals)))
+    return _medians(vals[idx], flags[idx])
 
 
-def _interval(reps: np.ndarray, level: float) -> tuple[float, float]:
-    """Percentile interval; replicates whose median is undetermined (NaN) are left out."""
-    reps = reps[~np.isnan(reps)]
+def _interval(reps: np.ndarray, flags: np.ndarray, level: float) -> tuple[float, int, float, int]:
+    """Percentile interval (low, its flag, high, its flag); undetermined replicates are left out."""
+    keep = (flags != 2) & ~np.isnan(reps)
+    reps, flags = reps[keep], flags[keep]
     if not len(reps):
-        return math.nan, math.nan
+        return math.nan, 2, math.nan, 2
+    order = np.argsort(reps + _TIE * flags, kind="stable")
+    reps, flags = reps[order], flags[order]
     a = (1 - level) / 2
-    return float(np.quantile(reps, a, method="inverted_cdf")), float(np.quantile(reps, 1 - a, method="inverted_cdf"))
-
-
-def _bounds(per_seed: pd.DataFrame) -> tuple[float, float]:
-    """The probed range's edges as seen by censored seeds: below -> their hi, above -> their lo."""
-    below = pd.to_numeric(per_seed.loc[per_seed["censored"].eq("below"), "hi"], errors="coerce")
-    above = pd.to_numeric(per_seed.loc[per_seed["censored"].eq("above"), "lo"], errors="coerce")
-    return (below.max() if len(below) else math.nan), (above.min() if len(above) else math.nan)
-
-
-def _exp(x: float, low_bound: float, high_bound: float) -> tuple[float, str]:
-    """Back to LR; an infinite log value becomes the range edge it is censored at, flagged."""
-    if x == -np.inf:
-        return low_bound, "below"
-    if x == np.inf:
-        return high_bound, "above"
-    return (_lr(math.exp(x)), "") if math.isfinite(x) else (math.nan, "")
+    i, j = max(math.ceil(a * len(reps)) - 1, 0), min(math.ceil((1 - a) * len(reps)) - 1, len(reps) - 1)
+    return float(reps[i]), int(flags[i]), float(reps[j]), int(flags[j])
 
 
 def _lr(x: float) -> float:
-    """10 significant digits, as the search grid writes LRs: exp(log(lr)) gives back lr exactly."""
-    return float(f"{x:.10g}")
+    """exp of a log-LR at 10 significant digits, as the search grid writes LRs (exp(log(lr)) == lr)."""
+    return math.nan if math.isnan(x) else float(f"{math.exp(x):.10g}")
 
 
 def eta_max_summary(per_seed: pd.DataFrame, keys: Sequence[str] | None = None, level: float = CI_LEVEL,
                     n_boot: int = N_BOOT, rng_seed: int = RNG_SEED) -> pd.DataFrame:
-    """Per (setting, criterion): the median of eta_max over seeds (on log-LR, censored seeds included at
-    their rank) and a percentile bootstrap interval over SEEDS (`n_boot` resamples, fixed `rng_seed`).
+    """Per (setting, criterion): the median of eta_max over seeds on log-LR (censored seeds at their bound,
+    flagged) and a percentile bootstrap interval over SEEDS (`n_boot` resamples, fixed `rng_seed`).
 
-    `estimate_censored` says when the median itself is a censored seed's bound (the estimate is then
-    "< estimate" or ">= estimate"); a CI edge at a censored seed is that range edge. With one seed the
-    interval is that seed's value: read `n_seeds`.
+    `estimate_censored` / `ci_low_censored` / `ci_high_censored`: "below" = the value is an upper bound
+    ("<"), "above" = a lower bound (">="), "undetermined" = censored both ways (value NaN). With one
+    seed the interval is that seed's value: read `n_seeds`.
     """
     keys = list(keys) if keys is not None else setting_keys(per_seed)
     rows = []
     for values, g in _groups(per_seed, [*keys, "criterion"]):
-        v = _log_values(g)
-        low_b, high_b = _bounds(g)
-        est, est_c = _exp(_median(v), low_b, high_b)
-        lo, hi = _interval(_boot_medians(v, n_boot, np.random.default_rng(rng_seed)), level)
+        v, f = _log_values(g)
+        est, est_f = _medians(v, f)
+        lo, lo_f, hi, hi_f = _interval(*_boot(v, f, n_boot, np.random.default_rng(rng_seed)), level)
         censored = g[g["censored"].ne("")]
         rows.append({**dict(zip([*keys, "criterion"], values)), "n_seeds": len(g),
                      "n_censored_below": int(g["censored"].eq("below").sum()),
                      "n_censored_above": int(g["censored"].eq("above").sum()),
                      "censored_seeds": " ".join(f"{s}:{c}" for s, c in zip(censored["seed"], censored["censored"])),
-                     "estimate": est, "estimate_censored": est_c, "ci_low": _exp(lo, low_b, high_b)[0],
-                     "ci_high": _exp(hi, low_b, high_b)[0], "ci_level": level,
-                     "n_probes": int(g["n_probes"].sum())})
+                     "estimate": _lr(float(est)) if est_f != 2 else math.nan, "estimate_censored": CENSOR_TEXT[int(est_f)],
+                     "ci_low": _lr(lo), "ci_high": _lr(hi), "ci_level": level, "n_probes": int(g["n_probes"].sum()),
+                     "ci_low_censored": CENSOR_TEXT[lo_f], "ci_high_censored": CENSOR_TEXT[hi_f]})
     return pd.DataFrame(rows, columns=[*keys, *SUMMARY_COLUMNS])
+
+
+def _ratio_flag(fb: np.ndarray, fa: np.ndarray) -> np.ndarray:
+    """Flag of log b - log a: b ">=" or a "<" make it ">="; both directions at once: undetermined."""
+    up = (fb == 1) | (fa == -1)
+    down = (fb == -1) | (fa == 1)
+    return np.where((fb == 2) | (fa == 2) | (up & down), 2, np.where(up, 1, np.where(down, -1, 0)))
 
 
 def ratio(a: pd.DataFrame, b: pd.DataFrame, level: float = CI_LEVEL, n_boot: int = N_BOOT,
           rng_seed: int = RNG_SEED) -> dict[str, Any]:
     """eta_max(b) / eta_max(a), medians over seeds, with a bootstrap CI resampling each side's seeds
-    independently. `resolved` = the interval excludes 1 (a censored side may make an edge infinite)."""
-    va, vb = _log_values(a), _log_values(b)
+    independently. `resolved` = the interval excludes 1, counting a censored edge only in the direction
+    its bound is safe (a ">=" low edge above 1, or a "<" high edge below 1)."""
+    (va, fa), (vb, fb) = _log_values(a), _log_values(b)
     rng = np.random.default_rng(rng_seed)
-    with np.errstate(invalid="ignore"):
-        est = _median(vb) - _median(va)
-        reps = _boot_medians(vb, n_boot, rng) - _boot_medians(va, n_boot, rng)
-    lo, hi = _interval(reps, level)
-    resolved = bool(not math.isnan(lo) and (lo > 0 or hi < 0))
-    back = lambda x: math.nan if math.isnan(x) else _lr(math.exp(x))  # noqa: E731
-    return {"n_seeds": len(vb), "n_seeds_baseline": len(va), "ratio": back(est), "ci_low": back(lo),
-            "ci_high": back(hi), "ci_level": level, "resolved": resolved}
+    (ma, mfa), (mb, mfb) = _medians(va, fa), _medians(vb, fb)
+    (ra, rfa), (rb, rfb) = _boot(va, fa, n_boot, rng), _boot(vb, fb, n_boot, rng)
+    est_f = int(_ratio_flag(mfb, mfa))
+    lo, lo_f, hi, hi_f = _interval(rb - ra, _ratio_flag(rfb, rfa), level)
+    resolved = bool((lo > 0 and lo_f in (0, 1)) or (hi < 0 and hi_f in (0, -1)))
+    return {"n_seeds": len(vb), "n_seeds_baseline": len(va),
+            "ratio": _lr(float(mb - ma)) if est_f != 2 else math.nan, "ratio_censored": CENSOR_TEXT[est_f],
+            "ci_low": _lr(lo), "ci_high": _lr(hi), "ci_level": level, "resolved": resolved,
+            "ci_low_censored": CENSOR_TEXT[lo_f], "ci_high_censored": CENSOR_TEXT[hi_f]}
 
 
-def compare(per_seed: pd.DataFrame, keys: Sequence[str] | None = None, vary: Sequence[str] = ("warmup", "warmup_steps"),
+def compare(per_seed: pd.DataFrame, keys: Sequence[str] | None = None, vary: Sequence[str] = VARY,
             baseline: dict[str, Any] | None = None, level: float = CI_LEVEL, n_boot: int = N_BOOT,
             rng_seed: int = RNG_SEED) -> pd.DataFrame:
     """Every setting against its baseline: the settings that share all keys but `vary`, and match
@@ -339,6 +356,7 @@ def lr_sensitivity_table(probes: pd.DataFrame, keys: Sequence[str] | None = None
     """
     keys = list(keys) if keys is not None else setting_keys(probes)
     rows, ref = [], (sorted(float(x) for x in grid) if grid is not None else None)
+    ref_label = "the grid"
     for values, g in _groups(probes, [*keys, "seed"]):
         lrs = sorted(set(g["lr"].astype(float)))
         if ref is not None and grid is not None:
@@ -349,10 +367,10 @@ def lr_sensitivity_table(probes: pd.DataFrame, keys: Sequence[str] | None = None
             g = g[g["lr"].map(lambda y: any(math.isclose(x, y, rel_tol=1e-9) for x in ref))]
             lrs = ref
         if ref is None:
-            ref = lrs
+            ref, ref_label = lrs, _label([*keys, "seed"], values)
         if len(lrs) != len(ref) or not all(math.isclose(x, y, rel_tol=1e-9) for x, y in zip(lrs, ref)):
-            raise GridMismatch(f"LR sensitivity compares settings on one fixed grid, but {_label(keys, values)} "
-                               f"has lrs {_grid_text(lrs)} and another setting {_grid_text(ref)}; run the same "
+            raise GridMismatch(f"LR sensitivity compares settings on one fixed grid, but {_label([*keys, 'seed'], values)} "
+                               f"has lrs {_grid_text(lrs)} and {ref_label} has {_grid_text(ref)}; run the same "
                                "log-spaced LR grid for every setting")
         g = g.sort_values("lr")
         final = pd.to_numeric(g[loss], errors="coerce") if loss in g else pd.Series(np.nan, index=g.index)
@@ -372,9 +390,6 @@ def _label(keys: Sequence[str], values: Sequence[Any]) -> str:
 
 
 # -- files -----------------------------------------------------------------------------------------
-VARY = ("warmup", "warmup_steps")
-
-
 def tables(probes: pd.DataFrame, keys: Sequence[str] | None = None, criteria: Sequence[str] = DEFAULT_CRITERIA,
            level: float = CI_LEVEL, n_boot: int = N_BOOT, rng_seed: int = RNG_SEED,
            vary: Sequence[str] = VARY) -> dict[str, pd.DataFrame]:
@@ -399,7 +414,7 @@ def write_tables(out_dir: Path, frames: dict[str, pd.DataFrame]) -> dict[str, Pa
 def read_table(path: Path) -> pd.DataFrame:
     """A table written by write_tables; `censored` read back as "" (not NaN) when uncensored."""
     df = pd.read_csv(path, keep_default_na=True)
-    for col in ("censored", "estimate_censored", "censored_seeds"):
+    for col in [c for c in df.columns if c.endswith("censored") or c == "censored_seeds"]:
         if col in df:
             df[col] = df[col].fillna("").astype(str)
     return df

@@ -237,7 +237,7 @@ class MaxStableLRSweeper(Sweeper):
             label = {"setting": i, **{k: values[i].get(k) for k in resolved}, **{_key(k): v for k, v in o.items()}}
             for seed in self.seeds:
                 for p in searches[(i, seed)].resolved_probes():
-                    status = p["status"] if p["status"] in runs.FINISHED_STATUSES else stability.UNSTABLE
+                    status = p["status"] if p["status"] in runs.FINISHED_STATUSES else runs.ERROR  # unstable
                     rows.append({**{k: label.get(k) for k in keys}, "seed": seed, "lr": p["lr"], "status": status,
                                  **{k: _float(p.get(k)) for k in PROBE_FIELDS}})
         columns = [*keys, "seed", "lr", "status", *PROBE_FIELDS]
