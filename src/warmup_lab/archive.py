@@ -9,11 +9,12 @@ Values are written to 6 significant digits, which is below what a figure can sho
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 import pandas as pd
 
 from warmup_lab import runs
 
-CURVES_FILE = "curves.csv.gz"
+CURVES_FILE, RUNS_FILE = "curves.csv.gz", "runs.csv"
 RUN_KEY = "config_hash"
 CURVE_COLS = ("step", "loss", "lr", "spike")
 
@@ -27,29 +28,33 @@ def _read_metrics(run_path: str | Path) -> pd.DataFrame | None:
 
 
 class Curves:
-    """Per-step curves by run: read from the run directories (`run_path`) or from an archive file."""
+    """Per-step curves by run: from the run's own metrics.csv when it is on this machine, else the archive."""
 
     def __init__(self, table: pd.DataFrame | None = None):
         self.by_run = {} if table is None else {str(k): g.drop(columns=RUN_KEY).reset_index(drop=True)
                                                 for k, g in table.groupby(RUN_KEY, sort=False)}
 
     def get(self, row: pd.Series) -> pd.DataFrame | None:
-        """The curve of one runs.csv row: from the archive when it has the run, else the run's metrics.csv."""
-        key = str(row.get(RUN_KEY, ""))
-        if key in self.by_run:
-            return self.by_run[key]
+        """The curve of one runs.csv row (None when neither the run directory nor the archive has it)."""
         path = row.get("run_path")
-        return None if not isinstance(path, str) else _read_metrics(path)
+        m = _read_metrics(path) if isinstance(path, str) else None
+        return m if m is not None else self.by_run.get(str(row.get(RUN_KEY, "")))
 
     @classmethod
     def read(cls, path: Path | str) -> Curves:
-        return cls(pd.read_csv(path, dtype={RUN_KEY: str}))
+        """The archive at `path`, or an empty one (curves then come from run directories only)."""
+        return cls(pd.read_csv(path, dtype={RUN_KEY: str})) if Path(path).is_file() else cls()
 
 
-def write_curves(res: pd.DataFrame, out: Path | str) -> Path | None:
-    """Write `out/curves.csv.gz` from the runs of `res` (runs.csv rows); None when no run has a metrics.csv."""
+def read_runs(dirs: Iterable[Path | str]) -> pd.DataFrame:
+    """The runs.csv of committed results folders (the report's input when no run directory is left)."""
+    frames = [pd.read_csv(Path(d) / RUNS_FILE, dtype={RUN_KEY: str}) for d in dirs if (Path(d) / RUNS_FILE).is_file()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def write_curves(res: pd.DataFrame, out: Path | str, curves: Curves) -> Path | None:
+    """Write `out/curves.csv.gz` for the runs of `res` (runs.csv rows) from `curves`; None when none has one."""
     frames: list[pd.DataFrame] = []
-    curves = Curves()
     for _, row in res.iterrows():
         m = curves.get(row)
         if m is not None and len(m):

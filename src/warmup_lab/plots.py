@@ -150,8 +150,10 @@ def eta_max_vs_warmup(per_seed: pd.DataFrame, summary: pd.DataFrame, keys: Seque
                plt.Line2D([], [], marker="D", color="black", label="median, CI")]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle("Maximum stable LR vs warmup length", fontsize=10)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return _save(fig, out / "eta_max_vs_warmup.png", pd.DataFrame(drawn))
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(out / "eta_max_vs_warmup.png", dpi=DPI)
+    plt.close(fig)
+    return Drawn(out / "eta_max_vs_warmup.png", values=pd.DataFrame(drawn))
 
 
 def _draw_seeds(ax: plt.Axes, seeds: pd.DataFrame, thresh: float, arm: str) -> list[dict[str, Any]]:
@@ -159,7 +161,7 @@ def _draw_seeds(ax: plt.Axes, seeds: pd.DataFrame, thresh: float, arm: str) -> l
     for tw, g in seeds.groupby("warmup_steps", sort=True):
         n = len(g)
         for i, (_, row) in enumerate(g.iterrows()):
-            offset = (i - (n - 1) / 2) * 0.06  # spread seeds sideways (in decades, or in units of T_w=0)
+            offset = -0.07 - (n - 1 - i) * 0.035  # seeds left of their T_w (in decades), the median on it
             x = float(tw) * 10 ** offset if tw > 0 else offset * thresh * 2
             kind = row["censored"] or "point"
             y = float(row["hi"] if kind == "below" else row["eta_max"])
@@ -167,11 +169,12 @@ def _draw_seeds(ax: plt.Axes, seeds: pd.DataFrame, thresh: float, arm: str) -> l
                 continue
             if kind == "point":
                 ax.plot([x], [y], "o", color="0.45", ms=4, alpha=0.8, zorder=2)
-            else:
+            else:  # an arrow from the bound towards where the truth lies
                 up = kind == "above"
-                ax.annotate("", xy=(x, y * (1.6 if up else 1 / 1.6)), xytext=(x, y),
-                            arrowprops=dict(arrowstyle="->", color="tab:blue" if up else "tab:red", lw=1.2))
-                ax.plot([x], [y], "^" if up else "v", color="tab:blue" if up else "tab:red", ms=5, zorder=3)
+                color, tip = ("tab:blue", y * 1.6) if up else ("tab:red", y / 1.6)
+                ax.plot([x, x], [y, tip], "-", color=color, lw=1.2, zorder=3)
+                ax.plot([x], [tip], "^" if up else "v", color=color, ms=5, zorder=3)
+                ax.plot([x], [y], "_", color=color, ms=7, zorder=3)
             drawn.append({"criterion": row["criterion"], "warmup_steps": float(tw), "seed": row["seed"],
                           "kind": kind, "y": y, "arm": arm})
     return drawn
@@ -283,6 +286,7 @@ def loss_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path) -> Dra
                 med = _median_curve(seeds)
                 ax.plot(med.index, med.to_numpy(), lw=2, color="black")
             ax.set_yscale("log")
+            ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
             ax.yaxis.set_minor_formatter(ticker.NullFormatter())
             ax.set_title(f"{_setting(st)}, lr={lr:.3g} (n={len(seeds)})", fontsize=8)

@@ -313,22 +313,43 @@ def experiment_name(df: pd.DataFrame, dirs: Sequence[Path]) -> str:
 
 
 def figures_section(res: pd.DataFrame, metric_tables: list[tuple[str, str, pd.DataFrame, pd.DataFrame]],
-                    eta_tables: dict[str, pd.DataFrame], out: Path, log_lr: bool = False) -> list[str]:
-    """Every figure of the report, in one place (plots.py draws; this picks what to draw)."""
-    from warmup_lab import plots
+                    eta_tables: dict[str, pd.DataFrame], out: Path, log_lr: bool = False,
+                    criteria: Sequence[str] = stability.DEFAULT_CRITERIA) -> list[str]:
+    """Every figure of the report, in one place (plots.py draws; this picks what to draw, with captions).
 
+    Per-step curves come from each run's metrics.csv when the run directory is here, else from
+    `out/curves.csv.gz`, which is rewritten from them: committed results redraw without re-training."""
+    from warmup_lab import archive, plots
+
+    curves = archive.Curves.read(out / archive.CURVES_FILE)
+    archive.write_curves(res, out, curves)
     md = ["## Figures", ""]
-    for title, metric, cells, _ in metric_tables:
-        md += [f"### {title} ({metric})", "", plots.note_or_link(plots.heatmap(cells, title, metric, out)), ""]
     per_seed = eta_tables.get(stability.ETA_FILE, pd.DataFrame())
-    plain = per_seed[per_seed["criterion"] == "plain"] if not per_seed.empty else per_seed
-    md += ["### eta_max vs warmup length (plain rule)", "",
-           plots.note_or_link(plots.eta_max_vs_warmup(plain, stability.setting_keys(plain) if not plain.empty else [], out)), ""]
-    curve_keys = [k for k in group_keys(res) if k != "warmup"]  # one figure per group, a panel per shape
+    summary = eta_tables.get(stability.SUMMARY_FILE, pd.DataFrame())
+    ps = eta_tables.get(stability.P_STABLE_FILE, pd.DataFrame())
+    keys = stability.setting_keys(per_seed) if not per_seed.empty else []
+    md += ["### eta_max vs warmup length", "", plots.note_or_link(
+        plots.eta_max_vs_warmup(per_seed, summary, keys, criteria, out),
+        "A panel per task family and criterion. Grey dots: eta_max of one seed; down arrow: a seed with no "
+        "stable LR in range, drawn at its first unstable LR; up arrow: every LR stable, drawn at the largest. "
+        f"Black: median over seeds with its {stability.CI_LEVEL:.0%} bootstrap CI (hollow: the median is a "
+        "censored bound). Criteria as in the eta_max tables above."), ""]
+    md += ["### P(stable | LR)", "", plots.note_or_link(
+        plots.p_stable_vs_lr(ps, keys, criteria, out),
+        "Share of runs (every seed) stable at each target LR, a line per warmup setting, n runs per point."), ""]
+    for title, metric, cells, _ in metric_tables:
+        md += [f"### {title}: final {metric}", "", plots.note_or_link(
+            plots.heatmap(cells, title, metric, out),
+            f"Mean final {metric} over seeds; n = seeds per cell; hatched: k seeds diverged."), ""]
+    curve_keys = [k for k in group_keys(res) if k != "warmup"]  # one figure per task family (and shape group)
     for keys_values, g in res.groupby(curve_keys, sort=True):
         title = label(curve_keys, keys_values)
-        md += [f"### LR and loss curves: {title}", "", plots.note_or_link(plots.lr_curves(g, title, out, log_y=log_lr)),
-               "", plots.note_or_link(plots.loss_curves(g, title, out)), ""]
+        md += [f"### Curves: {title}", "", plots.note_or_link(
+            plots.loss_curves(g, curves, title, out),
+            "Training loss of every seed (thin) and the median over seeds (thick, while half of them run); "
+            "orange dots: spike steps (consecutive dots are one spike event); red x: divergence."), "",
+            plots.note_or_link(plots.lr_curves(g, curves, title, out, log_y=log_lr),
+                               "The applied LR per warmup setting (the schedule does not depend on the seed)."), ""]
     return md
 
 
@@ -340,6 +361,10 @@ def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, expe
         if not d.is_dir():
             warn(f"{d} is not a directory")
     df = load_runs(dirs)
+    if df.empty:  # committed results (runs.csv + curves.csv.gz), no run directories: redraw from them
+        from warmup_lab.archive import read_runs
+
+        df = read_runs(dirs)
     if df.empty:
         raise NoRunsError(dirs)
     experiment = experiment or experiment_name(df, dirs)
@@ -378,7 +403,7 @@ def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, expe
     s.to_csv(out / "table_spikes.csv", index=False)
     md += [_md(s), ""]
     md += sensitivity_section(res, out)
-    md += figures_section(res, metric_tables, eta_tables, out, log_lr)
+    md += figures_section(res, metric_tables, eta_tables, out, log_lr, criteria)
     (out / "report.md").write_text("\n".join(md).rstrip() + "\n")
     return out
 

@@ -1,0 +1,137 @@
+"""Figures draw what the stability tables say, survive degenerate input, and redraw from committed files."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import make_cfg
+from warmup_lab import archive, plots, runs, stability
+from warmup_lab.report import build_report
+from warmup_lab.trainer import train
+
+LRS = (0.01, 0.02, 0.04, 0.08)
+CRITERIA = ("plain", "loss_frac_0.5")
+
+
+def probes(edges: dict[int, list[float]], lrs=LRS, task="toy") -> pd.DataFrame:
+    """Seed s of warmup length T_w is stable up to edges[T_w][s] (diverged above); ends at 0.3 x l0."""
+    rows = []
+    for tw, per_seed in edges.items():
+        for seed, edge in enumerate(per_seed):
+            for lr in lrs:
+                ok = lr <= edge
+                rows.append({"task": task, "warmup": "linear" if tw else "none", "warmup_steps": tw, "seed": seed,
+                             "lr": lr, "status": runs.COMPLETED if ok else runs.DIVERGED, "init_loss": 2.0,
+                             "final_train_loss": 0.6 if ok else math.nan, "final_eval_loss": 0.7 if ok else math.nan})
+    return pd.DataFrame(rows)
+
+
+def figure(p: pd.DataFrame, tmp_path: Path) -> tuple[plots.Drawn, dict[str, pd.DataFrame]]:
+    keys = stability.setting_keys(p)
+    tables = stability.tables(p, keys, CRITERIA)
+    drawn = plots.eta_max_vs_warmup(tables[stability.ETA_FILE], tables[stability.SUMMARY_FILE], keys, CRITERIA,
+                                    tmp_path)
+    return drawn, tables
+
+
+def test_the_figure_draws_the_eta_max_the_stability_module_computes(tmp_path):
+    # T_w=0: seed 2 has no stable LR (censored below); T_w=10: seed 0 is stable everywhere (censored above).
+    drawn, tables = figure(probes({0: [0.02, 0.04, 0.005], 10: [0.1, 0.04, 0.04]}), tmp_path)
+    assert drawn.path.is_file() and drawn.path.stat().st_size > 10_000
+    per_seed = tables[stability.ETA_FILE]
+    v = drawn.values
+    for _, row in per_seed.iterrows():
+        mark = v[(v.criterion == row.criterion) & (v.warmup_steps == row.warmup_steps) & (v.seed == row.seed)]
+        assert len(mark) == 1
+        kind = mark["kind"].iloc[0]
+        assert kind == (row.censored or "point")
+        assert mark["y"].iloc[0] == pytest.approx(row.hi if row.censored == "below" else row.eta_max)
+    summary = tables[stability.SUMMARY_FILE]
+    medians = v[v.kind == "median"].set_index(["criterion", "warmup_steps"])
+    for _, row in summary.iterrows():
+        assert medians.loc[(row.criterion, row.warmup_steps), "y"] == pytest.approx(row.estimate)
+    # the censored seeds are drawn (as arrows), never dropped
+    assert {"below", "above"} <= set(v.kind)
+
+
+@pytest.mark.parametrize("edges, lrs", [
+    ({0: [0.02]}, LRS),                      # one seed, one setting: one point
+    ({0: [0.001, 0.001], 10: [0.001]}, LRS),  # every seed censored below
+    ({0: [0.02, 0.001], 10: [0.05]}, (0.02,)),  # a single LR
+])
+def test_eta_max_figure_on_degenerate_input(edges, lrs, tmp_path):
+    drawn, tables = figure(probes(edges, lrs), tmp_path)
+    assert drawn.path is not None and drawn.path.is_file()
+    n_seeds = sum(len(s) for s in edges.values()) * len(CRITERIA)
+    assert (drawn.values.kind != "median").sum() == n_seeds
+
+
+def test_eta_max_figure_without_a_table_says_why(tmp_path):
+    drawn = plots.eta_max_vs_warmup(pd.DataFrame(), pd.DataFrame(), [], CRITERIA, tmp_path)
+    assert drawn.path is None and "no eta_max" in plots.note_or_link(drawn)
+
+
+def test_p_stable_figure_draws_the_table_and_a_single_lr(tmp_path):
+    p = probes({0: [0.02, 0.04, 0.005], 10: [0.1, 0.04, 0.04]})
+    keys = stability.setting_keys(p)
+    ps = stability.p_stable(stability.judge(p, CRITERIA, keys), keys)
+    drawn = plots.p_stable_vs_lr(ps, keys, CRITERIA, tmp_path)
+    assert drawn.path.is_file()
+    assert sorted(drawn.values["p_stable"]) == sorted(ps["p_stable"])
+    one = ps[ps["lr"] == 0.02]
+    assert plots.p_stable_vs_lr(one, keys, CRITERIA, tmp_path).path.is_file()
+
+
+def test_heatmap_shows_n_per_cell_and_skips_one_cell(tmp_path):
+    cells = pd.DataFrame({"warmup_steps": [0, 0, 10, 10], "target_lr": [0.1, 0.2, 0.1, 0.2],
+                          "mean": [0.9, np.nan, 0.95, 0.5], "n": [5, 5, 3, 5], "n_diverged": [0, 5, 0, 1]})
+    drawn = plots.heatmap(cells, "task=toy", "final_eval_acc", tmp_path)
+    assert drawn.path.is_file() and drawn.values["n"].tolist() == [5, 5, 3, 5]
+    assert plots.heatmap(cells.iloc[:1], "task=toy", "final_eval_acc", tmp_path).path is None
+
+
+def test_loss_curves_draw_every_seed_from_an_archive_alone(tmp_path):
+    res = pd.DataFrame([{"warmup": "none", "warmup_steps": 0, "target_lr": 0.1, "seed": s, "status": st,
+                         "init_loss": 2.0, "steps_run": n, "config_hash": f"h{s}", "run_path": str(tmp_path / "gone")}
+                        for s, (st, n) in enumerate([(runs.COMPLETED, 30), (runs.COMPLETED, 30), (runs.DIVERGED, 4)])])
+    table = pd.concat([pd.DataFrame({"config_hash": f"h{s}", "step": range(n), "loss": np.linspace(2, 0.5, n),
+                                     "lr": 0.1, "spike": [1 if t == 2 else 0 for t in range(n)]})
+                       for s, n in enumerate([30, 30, 4])])
+    curves = archive.Curves(table)
+    drawn = plots.loss_curves(res, curves, "task=toy", tmp_path)
+    assert drawn.path.is_file() and drawn.values["seed"].tolist() == [0, 1, 2]
+    assert plots.lr_curves(res, curves, "task=toy", tmp_path).path.is_file()
+    assert plots.loss_curves(res, archive.Curves(), "task=toy", tmp_path).path is None  # nothing to draw
+
+
+def test_committed_results_redraw_every_figure_without_the_runs(tmp_path):
+    sweep = tmp_path / "sweeps" / "toy"
+    for tw in (0, 2):
+        for lr in (1e-3, 3e-2):
+            for seed in (0, 1):
+                cfg = make_cfg(["task=reverse", "schedule=linear_constant", f"schedule.warmup_steps={tw}",
+                                f"optimizer.lr={lr}", f"seed={seed}", "train.steps=6", "train.batch_size=8",
+                                "train.eval_every=0", "train.eval_batches=1", "train.checkpoint_every=0",
+                                "train.progress=false", "logger=none", "experiment_name=toy",
+                                f"runs_root={sweep}"])
+                train(cfg)
+    out = tmp_path / "results" / "toy"
+    build_report([sweep], out, criteria=CRITERIA)
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert archive.CURVES_FILE in first and "eta_max_vs_warmup.png" in first
+    shutil.rmtree(tmp_path / "sweeps")  # a fresh clone: results/ only, no run directory, no re-training
+    build_report([out], out, criteria=CRITERIA)
+    again = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(again) == set(first)
+    for name in (stability.ETA_FILE, stability.SUMMARY_FILE, stability.P_STABLE_FILE, archive.CURVES_FILE):
+        assert again[name] == first[name], name
+    md = (out / "report.md").read_text()
+    assert "Figure skipped" not in md
+    for png in (n for n in first if n.endswith(".png")):
+        assert f"]({png})" in md
