@@ -84,20 +84,13 @@ def _setting(row: pd.Series) -> str:
     return f"{row['warmup']}@{float(row['warmup_steps']):g}"
 
 
-def _lr_axis(ax: plt.Axes, lrs: Sequence[float]) -> None:
-    ax.set_xscale("log")
-    ticks = sorted({float(x) for x in lrs if np.isfinite(x) and x > 0})
-    if 0 < len(ticks) <= 8:
-        ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks], fontsize=7)
-        ax.xaxis.set_minor_locator(ticker.NullLocator())
-
-
-def _lr_y_axis(ax: plt.Axes, values: Sequence[float]) -> None:
-    ax.set_yscale("log")
+def _log_ticks(ax: plt.Axes, which: str, values: Sequence[float]) -> None:
+    """Log scale on axis `which` ("x" or "y"), labelled at the values drawn (LR grids are few and round)."""
+    getattr(ax, f"set_{which}scale")("log")
     ticks = sorted({float(v) for v in values if np.isfinite(v) and v > 0})
     if 0 < len(ticks) <= 8:
-        ax.set_yticks(ticks, [f"{t:.3g}" for t in ticks], fontsize=7)
-        ax.yaxis.set_minor_locator(ticker.NullLocator())
+        getattr(ax, f"set_{which}ticks")(ticks, [f"{t:.3g}" for t in ticks], fontsize=7)
+        getattr(ax, f"{which}axis").set_minor_locator(ticker.NullLocator())
 
 
 def _warmup_x(lengths: Sequence[float]) -> tuple[float, list[float]]:
@@ -139,7 +132,7 @@ def eta_max_vs_warmup(per_seed: pd.DataFrame, summary: pd.DataFrame, keys: Seque
             ax.set_xscale("symlog", linthresh=thresh, linscale=0.5)
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=7)
             ax.xaxis.set_minor_locator(ticker.NullLocator())
-            _lr_y_axis(ax, [d["y"] for d in marks])
+            _log_ticks(ax, "y", [d["y"] for d in marks])
             ax.margins(x=0.12, y=0.15)
             ax.set_xlabel("warmup steps T_w")
             ax.set_ylabel("eta_max (target LR)")
@@ -222,7 +215,7 @@ def p_stable_vs_lr(ps: pd.DataFrame, keys: Sequence[str], criteria: Sequence[str
                         alpha=0.85)
                 drawn += [{"arm": _arm_label(names, arm_values), "criterion": crit, "setting": label, "lr": lr,
                            "p_stable": p, "n": n} for lr, p, n in zip(s["lr"], s["p_stable"], s["n"])]
-            _lr_axis(ax, g["lr"])
+            _log_ticks(ax, "x", g["lr"])
             ax.set_ylim(-0.05, 1.05)
             n = sorted(set(g["n"].astype(int)))
             ax.set_title(f"{_arm_label(names, arm_values)}\n{crit}, n={'/'.join(map(str, n))} per point", fontsize=9)
