@@ -67,16 +67,13 @@ def _save(fig: plt.Figure, path: Path, values: pd.DataFrame) -> Drawn:
     return Drawn(path, values=values.reset_index(drop=True))
 
 
-def _arms(df: pd.DataFrame, keys: Sequence[str]) -> tuple[list[str], list[tuple[tuple, pd.DataFrame]]]:
-    """Groups of `df` by the setting keys that vary besides warmup shape and length (one panel row each)."""
+def _arms(df: pd.DataFrame, keys: Sequence[str]) -> tuple[list[str], list[tuple[tuple, str, pd.DataFrame]]]:
+    """Groups of `df` by the setting keys that vary besides warmup shape and length (one panel row each),
+    with a label naming the group's task and optimizer and the values that set it apart."""
     other = [k for k in keys if k not in SHAPE_KEYS and k in df and df[k].nunique(dropna=False) > 1]
-    if not other:
-        return [], [((), df)]
-    return other, [((v if isinstance(v, tuple) else (v,)), g) for v, g in df.groupby(other, sort=True)]
-
-
-def _arm_label(names: Sequence[str], values: Sequence[Any]) -> str:
-    return ", ".join(f"{v}" for _, v in zip(names, values)) or "all runs"
+    groups = [((v if isinstance(v, tuple) else (v,)), g) for v, g in df.groupby(other, sort=True)] if other else [((), df)]
+    shown = [k for k in ("task", "optimizer") if k in df and k not in other] + other
+    return other, [(v, " + ".join(str(g[k].iloc[0]) for k in shown) or "all runs", g) for v, g in groups]
 
 
 def _setting(row: pd.Series) -> str:
@@ -116,7 +113,7 @@ def eta_max_vs_warmup(per_seed: pd.DataFrame, summary: pd.DataFrame, keys: Seque
     names, arms = _arms(per_seed, keys)
     fig, axes = _grid(len(arms), len(criteria))
     drawn: list[dict[str, Any]] = []
-    for r, (arm_values, arm) in enumerate(arms):
+    for r, (arm_values, arm_label, arm) in enumerate(arms):
         sel = np.ones(len(summary), bool)
         for k, v in zip(names, arm_values):
             sel &= (summary[k] == v).to_numpy()
@@ -126,7 +123,6 @@ def eta_max_vs_warmup(per_seed: pd.DataFrame, summary: pd.DataFrame, keys: Seque
             ax = axes[r, c]
             seeds = arm[arm["criterion"] == crit].sort_values(["warmup_steps", "seed"])
             agg = arm_summary[arm_summary["criterion"] == crit].sort_values("warmup_steps")
-            arm_label = _arm_label(names, arm_values)
             marks = _draw_seeds(ax, seeds, thresh, arm_label) + _draw_medians(ax, agg, crit, arm_label)
             drawn += marks
             ax.set_xscale("symlog", linthresh=thresh, linscale=0.5)
@@ -201,11 +197,11 @@ def p_stable_vs_lr(ps: pd.DataFrame, keys: Sequence[str], criteria: Sequence[str
     if ps is None or ps.empty:
         return skipped("no P(stable) table")
     criteria = [c for c in criteria if c in set(ps["criterion"])]
-    names, arms = _arms(ps, keys)
+    _, arms = _arms(ps, keys)
     fig, axes = _grid(len(arms), len(criteria))
     drawn = []
     markers = "osD^v<>P"
-    for r, (arm_values, arm) in enumerate(arms):
+    for r, (_, arm_label, arm) in enumerate(arms):
         for c, crit in enumerate(criteria):
             ax = axes[r, c]
             g = arm[arm["criterion"] == crit].sort_values(["warmup_steps", "lr"])
@@ -213,12 +209,12 @@ def p_stable_vs_lr(ps: pd.DataFrame, keys: Sequence[str], criteria: Sequence[str
                 label = f"{shape}@{float(tw):g}"
                 ax.plot(s["lr"], s["p_stable"], marker=markers[k % len(markers)], ms=4, lw=1.2, label=label,
                         alpha=0.85)
-                drawn += [{"arm": _arm_label(names, arm_values), "criterion": crit, "setting": label, "lr": lr,
+                drawn += [{"arm": arm_label, "criterion": crit, "setting": label, "lr": lr,
                            "p_stable": p, "n": n} for lr, p, n in zip(s["lr"], s["p_stable"], s["n"])]
             _log_ticks(ax, "x", g["lr"])
             ax.set_ylim(-0.05, 1.05)
             n = sorted(set(g["n"].astype(int)))
-            ax.set_title(f"{_arm_label(names, arm_values)}\n{crit}, n={'/'.join(map(str, n))} per point", fontsize=9)
+            ax.set_title(f"{arm_label}\n{crit}, n={'/'.join(map(str, n))} per point", fontsize=9)
             ax.set(xlabel="target LR", ylabel="P(stable)")
             if ax.has_data():
                 ax.legend(fontsize=7, title="warmup", title_fontsize=7)
