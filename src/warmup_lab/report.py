@@ -312,6 +312,23 @@ def experiment_name(df: pd.DataFrame, dirs: Sequence[Path]) -> str:
     return str(names[0]) if len(names) else Path(dirs[0]).resolve().name
 
 
+def _heatmap_groups(metric_tables: list[tuple[str, str, pd.DataFrame, pd.DataFrame]]
+                    ) -> list[tuple[str, str, pd.DataFrame]]:
+    """One heatmap per task family when its warmup shapes have distinct lengths (none@0 beside linear@10,
+    30, 60: one map, T_w rows), else one per shape."""
+    groups: dict[tuple[str, str], list[tuple[str, pd.DataFrame]]] = {}
+    for title, metric, cells, _ in metric_tables:
+        groups.setdefault((re.sub(r", warmup=[^,]+", "", title), metric), []).append((title, cells))
+    out = []
+    for (base, metric), parts in groups.items():
+        lengths = [set(c["warmup_steps"]) for _, c in parts]
+        if len(parts) > 1 and sum(map(len, lengths)) == len(set().union(*lengths)):
+            out.append((base, metric, pd.concat([c for _, c in parts], ignore_index=True)))
+        else:
+            out += [(title, metric, cells) for title, cells in parts]
+    return out
+
+
 def figures_section(res: pd.DataFrame, metric_tables: list[tuple[str, str, pd.DataFrame, pd.DataFrame]],
                     eta_tables: dict[str, pd.DataFrame], out: Path, log_lr: bool = False,
                     criteria: Sequence[str] = stability.DEFAULT_CRITERIA) -> list[str]:
@@ -337,10 +354,10 @@ def figures_section(res: pd.DataFrame, metric_tables: list[tuple[str, str, pd.Da
     md += ["### P(stable | LR)", "", plots.note_or_link(
         plots.p_stable_vs_lr(ps, keys, criteria, out),
         "Share of runs (every seed) stable at each target LR, a line per warmup setting, n runs per point."), ""]
-    for title, metric, cells, _ in metric_tables:
-        md += [f"### {title}: final {metric}", "", plots.note_or_link(
+    for title, metric, cells in _heatmap_groups(metric_tables):
+        md += [f"### {title}: {metric}", "", plots.note_or_link(
             plots.heatmap(cells, title, metric, out),
-            f"Mean final {metric} over seeds; n = seeds per cell; hatched: k seeds diverged."), ""]
+            f"Mean {metric} over seeds; n = seeds per cell; hatched: k seeds diverged."), ""]
     curve_keys = [k for k in group_keys(res) if k != "warmup"]  # one figure per task family (and shape group)
     for keys_values, g in res.groupby(curve_keys, sort=True):
         title = label(curve_keys, keys_values)
