@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from warmup_lab import runs  # noqa: F401 - registers the ${hash:} and ${first:} resolvers of conf/train.yaml
+from warmup_lab import runs  # also registers the ${hash:} resolver of conf/train.yaml
 from warmup_lab.cli import check_argv
 from warmup_lab.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, ConfigError, exit_on_user_error
 from warmup_lab.paths import CONF_DIR
@@ -32,9 +32,10 @@ _watching = False
 
 
 def _run_dir(cfg: DictConfig) -> Path:
-    if cfg.get("out"):
-        return Path(str(cfg.out))
-    return Path(HydraConfig.get().runtime.output_dir)
+    """A multirun job's directory is Hydra's (runs_root/<name>-<hash>); a single run's is made by train()."""
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(HydraConfig.get().runtime.output_dir)
+    return runs.run_dir_for(cfg)
 
 
 def stop_with_launcher(poll_s: float = 1.0) -> None:
@@ -85,6 +86,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
+    stop_with_launcher()  # started by scripts/sweep.py: stop with it
+    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # our launcher workers stop with us
     check_argv()  # one line for an unknown group option or `-m` with `out=`, before Hydra's multi-line ones
     main()

@@ -406,23 +406,35 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     run_dir = Path(run_dir) if run_dir is not None else runs.run_dir_for(cfg)
     try:
         _validate(cfg)
+        done = _finished(cfg, run_dir)  # before the lock: a finished run in a read-only place is still a result
+        if done is not None:
+            return done
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
+            with runs.owned(run_dir):
+                return _finished(cfg, run_dir) or _train_owned(cfg, run_dir)
         except OSError as err:
             raise _output_error(err, run_dir) or err from None
-        with runs.owned(run_dir):
-            return _train_owned(cfg, run_dir)
     except USER_ERRORS:
-        runs.remove_if_empty(run_dir)  # a rejected config leaves no directory
+        runs.remove_if_empty(run_dir)  # a rejected config leaves no directory (nor an empty runs_root)
+        if run_dir.parent == Path(str(cfg.runs_root)):
+            runs.remove_if_empty(run_dir.parent)
         raise
 
 
-def _train_owned(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def _finished(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The summary of this config's finished run in `run_dir`, else None; another config's run is an error."""
+    if not run_dir.is_dir():
+        return None
     runs.check_same_config(run_dir, cfg)
     done = runs.read_summary(run_dir)
     if done is not None and done.get("status") in runs.FINISHED_STATUSES:
         print(f"skip: {run_dir} already finished ({done['status']})", flush=True)
         return done
+    return None
+
+
+def _train_owned(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     run = Run(cfg, run_dir)
     try:
         runs.write_config(run_dir, cfg)
