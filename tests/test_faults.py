@@ -83,7 +83,52 @@ def test_2_two_processes_on_one_run_dir_give_one_intact_result(tmp_path):
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert _steps(run_dir) == list(range(300))
     said = "".join(o for o, _ in outs)
-    assert said.count("completed:") == 1 and said.count("skip:") == 1, said  # one trained, one waited and skipped
+    assert said.count("wait:") == 1 and said.count("skip:") == 1, said  # one trained; one waited, then skipped
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_2_workers_stop_with_their_killed_sweep_and_a_rerun_has_each_run_once(tmp_path):
+    """SIGKILL of the joblib launcher's process: its loky workers checkpoint and exit, nothing races the re-run."""
+    root = tmp_path / "runs"
+    args = ["-m", *BASE, "train.steps=1500", f"runs_root={root}", "hydra/launcher=joblib2", "seed=0,1"]
+    proc = _popen(args, tmp_path)
+    end = time.monotonic() + 240
+    while len(list(root.glob(f"*/{runs.CONFIG_FILE}"))) < 2:
+        assert proc.poll() is None and time.monotonic() < end, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(1.0)
+    workers = _children(proc.pid)
+    proc.kill()
+    proc.communicate()
+    while any(map(_alive, workers)):
+        assert time.monotonic() < end, f"workers {workers} outlived their sweep"
+        time.sleep(0.2)
+    stopped = [_summary(d) for d in sorted(root.iterdir()) if d.is_dir()]
+    assert [s["status"] for s in stopped] == [runs.PREEMPTED] * 2, stopped
+    rerun = subprocess.run([sys.executable, "-m", "warmup_lab.train", *args], cwd=tmp_path, env=ENV,
+                           capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    for run_dir in (d for d in root.iterdir() if d.is_dir()):
+        assert _steps(run_dir) == list(range(1500)) and _summary(run_dir)["status"] == runs.COMPLETED
 
 
 @pytest.mark.parametrize("change", ["optimizer.lr=0.01", "model.d_model=32"])

@@ -11,10 +11,7 @@ saved: re-run to resume), 130 Ctrl-C.
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
-import time
 from pathlib import Path
 
 import hydra
@@ -27,9 +24,6 @@ from warmup_lab.cli import check_argv
 from warmup_lab.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, ConfigError, exit_on_user_error
 from warmup_lab.paths import CONF_DIR
 
-LAUNCHER_PID_ENV = "WARMUP_LAB_LAUNCHER_PID"  # set by the command-line process; its workers inherit it
-_watching = False
-
 
 def _run_dir(cfg: DictConfig) -> Path:
     """A multirun job's directory is Hydra's (runs_root/<name>-<hash>); a single run's is made by train()."""
@@ -38,29 +32,10 @@ def _run_dir(cfg: DictConfig) -> Path:
     return runs.run_dir_for(cfg)
 
 
-def stop_with_launcher(poll_s: float = 1.0) -> None:
-    """In a direct child of the launching process: SIGTERM ourselves (checkpoint, exit) once it is gone.
-
-    A process whose parent is not the launcher (the launcher itself, a SLURM job) is left alone.
-    """
-    global _watching
-    launcher = os.environ.get(LAUNCHER_PID_ENV)
-    if _watching or not launcher or not launcher.isdigit() or os.getppid() != int(launcher):
-        return
-
-    def watch() -> None:
-        while os.getppid() == int(launcher):
-            time.sleep(poll_s)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="stop-with-launcher", daemon=True).start()
-    _watching = True
-
-
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
-    from warmup_lab.trainer import Stopped, train
+    from warmup_lab.trainer import Stopped, exit_process, stop_with_launcher, train
 
     if cfg.get("out") and HydraConfig.get().mode == RunMode.MULTIRUN:
         raise ConfigError("out", cfg.out, "a multirun gives each job its own directory: drop out= (set runs_root=)")
@@ -71,11 +46,11 @@ def main(cfg: DictConfig) -> float:
     except Stopped as stop:
         print(f"{stop.status}: {stop} with a checkpoint in {run_dir}; run the same command again to resume",
               file=sys.stderr, flush=True)
-        sys.exit(EXIT_INTERRUPTED if stop.status == "interrupted" else EXIT_PREEMPTED)
+        exit_process(EXIT_INTERRUPTED if stop.status == "interrupted" else EXIT_PREEMPTED)
     except KeyboardInterrupt:
         print(f"interrupted: Ctrl-C in {run_dir}; run the same command again to resume from its last checkpoint",
               file=sys.stderr, flush=True)
-        sys.exit(EXIT_INTERRUPTED)
+        exit_process(EXIT_INTERRUPTED)
     print(
         f"{summary['status']}: steps_run={summary['steps_run']} final_train_loss={summary.get('final_train_loss')}"
         f" final_eval_acc={summary.get('final_eval_acc')} -> {summary.get('run_dir', run_dir)}",
@@ -86,7 +61,9 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    from warmup_lab.trainer import LAUNCHER_PID_ENV, stop_with_launcher
+
     stop_with_launcher()  # started by scripts/sweep.py: stop with it
-    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # our launcher workers stop with us
+    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # the workers of our launcher stop with us
     check_argv()  # one line for an unknown group option or `-m` with `out=`, before Hydra's multi-line ones
     main()

@@ -19,6 +19,7 @@ import math
 import os
 import random
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -72,6 +73,40 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+LAUNCHER_PID_ENV = "WARMUP_LAB_LAUNCHER_PID"  # set by the command-line process; its workers inherit it
+_launcher = {"watching": False, "gone": False}
+
+
+def stop_with_launcher(poll_s: float = 1.0) -> None:
+    """In a direct child of the launching process: SIGTERM ourselves once that process is gone.
+
+    Loky workers outlive a killed joblib launcher; this makes them stop (a training one checkpoints at
+    its next step boundary, an idle one dies) before a re-run could race them. A process whose parent
+    is not the launcher (the launcher itself, a SLURM job) is left alone.
+    """
+    launcher = os.environ.get(LAUNCHER_PID_ENV, "")
+    if _launcher["watching"] or not launcher.isdigit() or os.getppid() != int(launcher):
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(launcher):
+            time.sleep(poll_s)
+        _launcher["gone"] = True
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-with-launcher", daemon=True).start()
+    _launcher["watching"] = True
+
+
+def exit_process(code: int) -> None:
+    """sys.exit, except in an orphaned worker, where sys.exit would only end the job and leave the process."""
+    if _launcher["gone"]:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _integer(cfg: DictConfig, key: str, lo: int, *, nullable: bool = False, note: str = "") -> None:
