@@ -302,6 +302,29 @@ def test_8_preemption_and_ctrl_c_checkpoint_at_the_step_and_resume_exactly(tmp_p
     assert _summary(out)["final_train_loss"] == _summary(reference)["final_train_loss"]
 
 
+@pytest.mark.slow
+def test_8_submitit_preemption_checkpoints_requeues_and_resumes_exactly(tmp_path, reference):
+    """hydra/launcher=submitit_local with the real submitit: USR2 (SLURM's warning) -> checkpoint -> requeue."""
+    root = tmp_path / "runs"
+    proc = _popen(["-m", *BASE, "train.steps=600", f"runs_root={root}", "hydra/launcher=submitit_local"], tmp_path)
+    end = time.monotonic() + 240
+    while not list(root.glob(f"*/{runs.CONFIG_FILE}")):
+        assert proc.poll() is None and time.monotonic() < end, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(1.0)
+    (controller,) = _children(proc.pid)  # submitit's local controller, whose child is the job
+    (job,) = _children(controller)
+    os.kill(job, signal.SIGUSR2)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    (run_dir,) = root.glob(f"*/{runs.SUMMARY_FILE}")
+    summary = _summary(run_dir.parent)
+    assert summary["status"] == runs.COMPLETED and 0 < summary["resumed_from"] < 600
+    logs = "".join(p.read_text() for p in root.glob(".submitit/*/*_log.*"))
+    assert "Requeued job" in logs and f"from step {summary['resumed_from']}" in logs
+    assert (run_dir.parent / runs.METRICS_FILE).read_text() == (reference / runs.METRICS_FILE).read_text()
+
+
 # -- 10. clutter and permissions ----------------------------------------------------------------
 def test_10_out_creates_nothing_else_and_files_follow_the_umask(tmp_path):
     cwd, out = tmp_path / "cwd", tmp_path / "run"

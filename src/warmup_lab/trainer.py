@@ -174,9 +174,8 @@ class StopRequest:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self.previous.items():
+        for sig, handler in self.previous.items():  # kept in self.previous for chain()
             signal.signal(sig, handler)
-        self.previous = {}
 
     def chain(self, signum: int) -> None:
         """Pass `signum` on to the handler we replaced (submitit requeues the job there)."""
