@@ -252,6 +252,8 @@ def test_8_disk_full_at_a_checkpoint_is_one_line_an_error_summary_and_no_tmp(tmp
     assert proc.returncode == EXIT_CONFIG and "No space left on device" in line and "free space" in line, line
     assert _summary(out)["status"] == runs.ERROR
     assert not any(p.name.endswith(".tmp") for p in out.iterdir())
+    again = run_cli("warmup_lab.train", [*BASE, "train.checkpoint_every=5", f"out={out}"], cwd=tmp_path)
+    assert again.returncode == 0 and _steps(out) == list(range(20))  # space again: from step 0, each step once
 
 
 @pytest.fixture
