@@ -131,6 +131,32 @@ def test_2_workers_stop_with_their_killed_sweep_and_a_rerun_has_each_run_once(tm
         assert _steps(run_dir) == list(range(1500)) and _summary(run_dir)["status"] == runs.COMPLETED
 
 
+@pytest.mark.slow
+def test_2_sigterm_to_the_sweep_script_stops_hydra_and_every_worker(tmp_path):
+    """scripts/sweep.py runs Hydra in its own process group and forwards the signal to all of it."""
+    root = tmp_path / "runs"
+    extra = [f"runs_root={root}", "train.steps=3000", "logger=none", "warmup_setting=linear@30", "optimizer.lr=1e-3,2e-3"]
+    code = ("import sys; sys.path.insert(0, 'scripts'); import sweep; "
+            f"sys.exit(sweep.run_preset('warmup_ablation/transformer', 'preset', {extra!r}))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 240
+    while len(list(root.glob(f"*/{runs.CONFIG_FILE}"))) < 2:
+        assert proc.poll() is None and time.monotonic() < end, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(2.0)
+    (hydra_main,) = _children(proc.pid)
+    family = [hydra_main, *_children(hydra_main)]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == EXIT_PREEMPTED and "sweep stopped by SIGTERM" in err, err
+    while any(map(_alive, family)):
+        assert time.monotonic() < end, f"{family} outlived the sweep"
+        time.sleep(0.2)
+    stopped = [_summary(d) for d in root.iterdir() if (d / runs.SUMMARY_FILE).exists()]
+    assert len(stopped) == 2 and {s["status"] for s in stopped} == {runs.PREEMPTED}, stopped
+
+
 @pytest.mark.parametrize("change", ["optimizer.lr=0.01", "model.d_model=32"])
 def test_3_out_reused_by_another_config_is_refused_and_nothing_is_touched(tmp_path, change):
     out = tmp_path / "run"

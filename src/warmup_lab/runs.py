@@ -42,7 +42,7 @@ STABLE_STATUSES = (COMPLETED,)  # what "trains stably" means for the max-stable-
 SETTING_KEYS = ("task", "model", "norm", "optimizer", "warmup", "decay", "warmup_steps", "train_steps", "batch_size")
 
 # Keys that name, place or display a run but cannot change its result. `threads` is not one of them:
-# the order of float reductions depends on it (digits: final accuracy 0.310 with 1 thread, 0.317 with 2).
+# the order of float reductions depends on it (issue 9 saw digits' final accuracy move with it).
 HASH_EXCLUDED = ("hydra", "out", "runs_root", "name", "logger", "experiment_name")
 HASH_EXCLUDED_NESTED = (("train", "progress"),)
 
