@@ -307,9 +307,11 @@ def reference(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,code,status", [(signal.SIGTERM, EXIT_PREEMPTED, runs.PREEMPTED),
                                              (signal.SIGUSR1, EXIT_PREEMPTED, runs.PREEMPTED),
-                                             (signal.SIGINT, EXIT_INTERRUPTED, runs.INTERRUPTED)])
+                                             (signal.SIGINT, EXIT_INTERRUPTED, runs.INTERRUPTED)],
+                         ids=["SIGTERM", "SIGUSR1", "SIGINT"])
 def test_8_preemption_and_ctrl_c_checkpoint_at_the_step_and_resume_exactly(tmp_path, reference, sig, code, status):
     out = tmp_path / "run"
     args = [*BASE, "train.steps=600", f"out={out}"]
