@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -110,13 +111,42 @@ def core_use(root: Path, since: float, wall: float, cores: int) -> str:
 
 
 def run_preset(preset: str, launcher: str, extra: list[str]) -> int:
+    """One preset as a Hydra multirun in its own process group; SIGTERM/SIGINT here stop the whole group.
+
+    Hydra and every worker it starts share that group, so a signal forwarded to it reaches each run:
+    runs save a checkpoint at their next step and exit. If this script dies without forwarding
+    (SIGKILL), Hydra and its workers notice their parent is gone and do the same (train.py).
+    """
+    from warmup_lab.trainer import LAUNCHER_PID_ENV
+
     cmd = [sys.executable, "-m", "warmup_lab.train", "-m", f"experiment={preset}", "train.progress=false", *extra]
     if launcher != "preset":
         cmd.append(f"hydra/launcher={launcher}")
     print(f"$ {' '.join(cmd[1:])}", flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HYDRA_FULL_ERROR": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HYDRA_FULL_ERROR": "1",
+           LAUNCHER_PID_ENV: str(os.getpid())}
     env.setdefault("WANDB_SILENT", "true")
-    return subprocess.call(cmd, cwd=REPO, env=env)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True)
+    received: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        received.append(signum)
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        print(f"sweep stopped by {signal.Signals(received[0]).name}: finished runs are kept, stopped runs saved a "
+              "checkpoint; run the same command again to resume", file=sys.stderr, flush=True)
+        sys.exit(130 if received[0] == signal.SIGINT else 75)
+    return code
 
 
 def run_experiment(name: str, presets: list[str], launcher: str, extra: list[str]) -> int:

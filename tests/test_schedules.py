@@ -72,7 +72,9 @@ def test_shape_formulas():
 def test_warmup_length_rules():
     assert sched(warmup_ratio=0.15, T_=99).warmup_steps == 14  # floor(r*T)
     assert sched().warmup_steps == 10 and sched().describe()["warmup_rule"] == "default ratio 0.1"
-    assert sched(warmup="none", warmup_steps=30).warmup_steps == 0
+    assert sched(warmup="none", warmup_steps=0).warmup_steps == 0  # a sweep's `none@0`
+    with pytest.raises(ConfigError, match=r"schedule.warmup_steps=30 .*not read by warmup=none"):
+        sched(warmup="none", warmup_steps=30)  # refused, not silently ignored (tests/test_faults.py)
     assert sched(warmup="untuned_exponential", betas=(0.9, 0.999)).warmup_steps == 999
     assert sched(warmup_steps=T).warmup_steps == T  # T_w = T is allowed
 

@@ -2,8 +2,9 @@
 
 Hydra answers an unknown config-group option (`schedule=nope`) with a multi-line dump of its search
 path; a researcher needs one line that names the value and the options. Group choices in the command
-line are checked against the files in conf/ here; everything else is left to Hydra and the config
-validation of each component.
+line are checked against the files in conf/ here, and so is `-m` with a fixed `out=` (every job of a
+multirun would share one directory); everything else is left to Hydra and the config validation of
+each component.
 """
 
 from __future__ import annotations
@@ -36,6 +37,17 @@ def check_group_choices(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
                 raise ConfigError(key, option, f"one of {', '.join(_options(group))} (files in conf/{key}/)")
 
 
+def check_multirun_out(argv: Sequence[str]) -> None:
+    """Raise ConfigError for `-m`/`--multirun` together with a non-null `out=`."""
+    if not {"-m", "--multirun"} & set(argv):
+        return
+    for arg in argv:
+        if arg.lstrip("+").startswith("out=") and arg.split("=", 1)[1] not in ("", "null"):
+            raise ConfigError("out", arg.split("=", 1)[1],
+                              "a multirun gives each job its own directory under runs_root: drop out= (set runs_root=)")
+
+
 @exit_on_user_error
 def check_argv() -> None:
     check_group_choices(sys.argv[1:])
+    check_multirun_out(sys.argv[1:])

@@ -1,7 +1,9 @@
 """One kind of user-facing error, and one way to report it.
 
 Bad input must end in a single line that names the field, the value and the fix,
-and a non-zero exit; never a traceback, never lost results.
+and a non-zero exit; never a traceback, never lost results. Exit codes:
+2 bad input (config, data, an unwritable output); 75 stopped by SIGTERM/SIGUSR1 with a checkpoint
+saved (re-run to resume; EX_TEMPFAIL); 130 stopped by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any, Callable, TypeVar
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_CONFIG = 2
+EXIT_PREEMPTED = 75
+EXIT_INTERRUPTED = 130
 
 
 class ConfigError(ValueError):
@@ -24,10 +28,14 @@ class ConfigError(ValueError):
 
 
 class DataMissingError(RuntimeError):
-    """A data set that is not on disk and cannot be downloaded; the message says where to put it."""
+    """A data set that is not on disk, or not usable; the message says what to give instead."""
 
 
-USER_ERRORS = (ConfigError, DataMissingError)
+class OutputError(RuntimeError):
+    """A run's files cannot be written (disk full, read-only): the message names the path and the fix."""
+
+
+USER_ERRORS = (ConfigError, DataMissingError, OutputError)
 
 
 def exit_on_user_error(fn: F) -> F:

@@ -1,8 +1,10 @@
 """Remote mirrors of a run's local files (the local files are the source of truth).
 
 `logger=wandb` (default) mirrors per-step metrics, evaluations and the summary to Weights & Biases.
-With no API key it goes offline on its own and says so once. Any W&B failure is a warning: the run
-and its local files go on. `finish()` is always called by the trainer (in a `finally`), which is what
+With no API key it goes offline on its own and says so once. When online init cannot reach the server
+within `logger.init_timeout` seconds, the run logs offline into its directory (so `wandb sync` can
+upload it later) and says so in one line. Any other W&B failure is a warning: the run and its local
+files go on. `finish()` is always called by the trainer (in a `finally`), which is what
 keeps jobs of a multirun from reusing the first job's W&B run (DESIGN.md section 7, pitfall 4).
 """
 
@@ -17,6 +19,7 @@ from typing import Any, Mapping, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 WANDB_ID_FILE = "wandb_id.txt"
+DEFAULT_INIT_TIMEOUT_S = 15.0  # conf/logger/wandb.yaml `init_timeout`
 _said_offline = False
 
 
@@ -75,7 +78,8 @@ class WandbLogger:
         wandb_dir = Path(str(lcfg.dir)) if lcfg.get("dir") else run_dir
         wandb_dir.mkdir(parents=True, exist_ok=True)
         self._wandb = wandb
-        self.run = wandb.init(
+        timeout = float(lcfg.get("init_timeout") or DEFAULT_INIT_TIMEOUT_S)
+        args = dict(
             project=str(lcfg.project),
             entity=lcfg.get("entity"),
             group=lcfg.get("group"),
@@ -85,10 +89,19 @@ class WandbLogger:
             dir=str(wandb_dir),
             id=run_id,
             resume="allow",
-            mode=self.mode,
             reinit="finish_previous",
-            settings=wandb.Settings(silent=True, console="off", init_timeout=60),
+            settings=wandb.Settings(silent=True, console="off", init_timeout=timeout),
         )
+        try:
+            self.run = wandb.init(mode=self.mode, **args)
+        except Exception as err:  # noqa: BLE001 - any online failure: keep a copy offline instead
+            if self.mode != "online":
+                raise
+            print(f"wandb: online init failed within {timeout:g}s ({type(err).__name__}); logging offline into "
+                  f"{wandb_dir}/wandb (`wandb sync` uploads it later)", flush=True)
+            self.mode = "offline"
+            wandb.teardown()  # the failed online attempt still holds the run id
+            self.run = wandb.init(mode="offline", **args)
 
     def log_steps(self, rows: Sequence[Mapping[str, Any]]) -> None:
         for row in rows:

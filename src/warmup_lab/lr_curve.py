@@ -13,6 +13,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from warmup_lab import runs  # noqa: F401 - registers the ${first:} resolver of conf/lr_curve.yaml
 from warmup_lab.cli import check_argv
 from warmup_lab.errors import exit_on_user_error
 from warmup_lab.paths import CONF_DIR

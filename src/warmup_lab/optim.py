@@ -165,7 +165,13 @@ def validate(cfg_opt: Any) -> str:
     name = _get(cfg_opt, "name")
     if name not in NAMES:
         raise ConfigError("optimizer.name", name, f"one of {', '.join(NAMES)}")
-    _number(cfg_opt, "lr", 0.0, lambda v: v > 0 and math.isfinite(v), "must be > 0 (the target/peak LR)")
+    if hasattr(cfg_opt, "keys"):  # a key nothing reads (`+optimizer.lrr=1`) would train at the default silently
+        valid = ["name", "lr", *sorted(_KEYS[name])]
+        for key in cfg_opt.keys():
+            if key not in ("name", "lr") and key not in _ALL_KEYS:
+                raise ConfigError(f"optimizer.{key}", _get(cfg_opt, key),
+                                  f"unknown key: {name} reads {', '.join(valid)}")
+    _number(cfg_opt, "lr", 0.0, lambda v: v > 0 and math.isfinite(v), "must be > 0 and finite, a number (the target/peak LR)")
     for key in sorted(_ALL_KEYS - _KEYS[name]):
         value, implied = _get(cfg_opt, key), _IMPLIED[name].get(key)
         if value is not None and not (value is implied or value == implied):

@@ -2,19 +2,25 @@
 
 A run is keyed by a hash of its resolved config (seed included; keys that cannot change the result
 excluded), and its directory carries that hash: two jobs never collide, and a re-run of a sweep finds
-what is already done (DESIGN.md section 7, pitfalls 1-2). Files are written atomically, so a run
-killed at any moment leaves either the old file or the new one, never half of one.
+what is already done. Files are written atomically, so a run killed at any moment leaves either the
+old file or the new one, never half of one, and with the user's umask (collaborators can read them).
+
+One process owns a run directory at a time (`owned`: an flock that dies with its process, so a killed
+run never leaves a stale lock), and a directory is only reused by the config that made it
+(`check_same_config`): nothing is skipped, resumed or overwritten across configs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,9 +29,11 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 EVAL_FILE = "eval.csv"
 CHECKPOINT_FILE = "checkpoint.pt"
+LOCK_FILE = ".lock"
 
-# Statuses (DESIGN.md section 2). A finished run is never redone; an `error` run is.
+# Statuses. A finished run is never redone; an `error`, `interrupted` or `preempted` run is resumed.
 COMPLETED, DIVERGED, FAILED, ERROR = "completed", "diverged", "failed_to_train", "error"
+INTERRUPTED, PREEMPTED = "interrupted", "preempted"
 FINISHED_STATUSES = (COMPLETED, DIVERGED, FAILED)
 STABLE_STATUSES = (COMPLETED,)  # what "trains stably" means for the max-stable-LR search
 
@@ -33,8 +41,9 @@ STABLE_STATUSES = (COMPLETED,)  # what "trains stably" means for the max-stable-
 # on them and the max-stable-LR search labels its rows with them.
 SETTING_KEYS = ("task", "model", "norm", "optimizer", "warmup", "decay", "warmup_steps", "train_steps", "batch_size")
 
-# Keys that name, place or display a run but cannot change its result.
-HASH_EXCLUDED = ("hydra", "out", "runs_root", "name", "logger", "experiment_name", "threads")
+# Keys that name, place or display a run but cannot change its result. `threads` is not one of them:
+# the order of float reductions depends on it (issue 9 saw digits' final accuracy move with it).
+HASH_EXCLUDED = ("hydra", "out", "runs_root", "name", "logger", "experiment_name")
 HASH_EXCLUDED_NESTED = (("train", "progress"),)
 
 
@@ -84,6 +93,9 @@ if not OmegaConf.has_resolver("hash"):
     OmegaConf.register_new_resolver("hash", _hash_resolver, use_cache=False)
 if not OmegaConf.has_resolver("pick"):
     OmegaConf.register_new_resolver("pick", _pick)
+if not OmegaConf.has_resolver("first"):
+    # `${first:${out},<default>}`: Hydra's run dir is `out` when given, so Hydra creates nothing elsewhere.
+    OmegaConf.register_new_resolver("first", lambda *values: next((v for v in values if v is not None), None))
 
 
 def run_dir_for(cfg: DictConfig) -> Path:
@@ -93,10 +105,18 @@ def run_dir_for(cfg: DictConfig) -> Path:
     return Path(str(cfg.runs_root)) / f"{cfg.name}-{config_hash(cfg)}"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename; the file gets the umask's permissions (mkstemp's are 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
             fh.flush()
@@ -138,6 +158,69 @@ def is_finished(run_dir: Path) -> bool:
 
 def write_config(run_dir: Path, cfg: DictConfig) -> None:
     atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def check_same_config(run_dir: Path, cfg: DictConfig) -> None:
+    """Raise ConfigError when `run_dir` holds a run of another config (its config.yaml differs in a result key).
+
+    Called before anything is skipped, resumed or overwritten, so a reused `out=` never returns,
+    continues or clobbers another config's run.
+    """
+    from warmup_lab.errors import ConfigError
+
+    path = run_dir / CONFIG_FILE
+    if not path.exists():
+        return
+    try:
+        stored = _flat(result_config(OmegaConf.load(path)))  # type: ignore[arg-type]
+    except Exception as err:  # noqa: BLE001 - an unreadable config.yaml cannot vouch for the files beside it
+        raise ConfigError("out", str(run_dir), f"its {CONFIG_FILE} is unreadable ({type(err).__name__}); "
+                          "choose another out= or delete that directory") from None
+    wanted = _flat(result_config(cfg))
+    diff = sorted(k for k in stored.keys() | wanted.keys() if stored.get(k, "<unset>") != wanted.get(k, "<unset>"))
+    if diff:
+        shown = ", ".join(f"{k}={stored.get(k, '<unset>')!r} there, {wanted.get(k, '<unset>')!r} here"
+                          for k in diff[:3]) + (f" (+{len(diff) - 3} more)" if len(diff) > 3 else "")
+        raise ConfigError("out", str(run_dir), f"holds a run of another config ({shown}); nothing was touched: "
+                          "choose another out=, or delete that directory to redo it")
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """Remove `run_dir` when it holds nothing but its lock file (what a rejected config leaves)."""
+    try:
+        if {p.name for p in run_dir.iterdir()} <= {LOCK_FILE}:
+            (run_dir / LOCK_FILE).unlink(missing_ok=True)
+            run_dir.rmdir()
+    except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def owned(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir`'s exclusive lock for the block; a second process on the same directory waits.
+
+    flock locks die with their process (no stale lock after a kill), and whoever gets the lock next
+    reads the directory afresh: it skips a run the first process finished, or resumes it.
+    """
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"wait: {run_dir} is being written by another process; waiting for it to finish", flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def find_run_dirs(roots: Iterable[Path]) -> list[Path]:

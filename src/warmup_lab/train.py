@@ -1,38 +1,59 @@
 """`python -m warmup_lab.train <overrides>`: one training run as a Hydra job.
 
 Inside a multirun (any launcher) each job is one run; a job whose run already finished is skipped,
-which is what makes a re-run of a sweep resume it (DESIGN.md section 7).
+which is what makes a re-run of a sweep resume it. A job running in a launcher's worker process
+(joblib/loky, submitit_local) stops with the sweep: when the process that launched it dies, the job
+saves a checkpoint at its next step boundary and exits, so a re-run never races an orphan.
+Exit codes: 0 done (a diverged run is a result), 2 bad input, 75 preempted (SIGTERM/SIGUSR1, checkpoint
+saved: re-run to resume), 130 Ctrl-C.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from warmup_lab import runs  # noqa: F401 - registers the ${hash:} resolver used by conf/train.yaml
+from warmup_lab import runs  # also registers the ${hash:} resolver of conf/train.yaml
 from warmup_lab.cli import check_argv
-from warmup_lab.errors import exit_on_user_error
+from warmup_lab.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, ConfigError, exit_on_user_error
 from warmup_lab.paths import CONF_DIR
 
 
 def _run_dir(cfg: DictConfig) -> Path:
-    if cfg.get("out"):
-        return Path(str(cfg.out))
-    return Path(HydraConfig.get().runtime.output_dir)
+    """A multirun job's directory is Hydra's (runs_root/<name>-<hash>); a single run's is made by train()."""
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(HydraConfig.get().runtime.output_dir)
+    return runs.run_dir_for(cfg)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
-    from warmup_lab.trainer import train
+    from warmup_lab.trainer import Stopped, exit_process, stop_with_launcher, train
 
-    summary = train(cfg, _run_dir(cfg))
+    if cfg.get("out") and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise ConfigError("out", cfg.out, "a multirun gives each job its own directory: drop out= (set runs_root=)")
+    stop_with_launcher()
+    run_dir = _run_dir(cfg)
+    try:
+        summary = train(cfg, run_dir)
+    except Stopped as stop:
+        print(f"{stop.status}: {stop} with a checkpoint in {run_dir}; run the same command again to resume",
+              file=sys.stderr, flush=True)
+        exit_process(EXIT_INTERRUPTED if stop.status == "interrupted" else EXIT_PREEMPTED)
+    except KeyboardInterrupt:
+        print(f"interrupted: Ctrl-C in {run_dir}; run the same command again to resume from its last checkpoint",
+              file=sys.stderr, flush=True)
+        exit_process(EXIT_INTERRUPTED)
     print(
         f"{summary['status']}: steps_run={summary['steps_run']} final_train_loss={summary.get('final_train_loss')}"
-        f" final_eval_acc={summary.get('final_eval_acc')} -> {summary.get('run_dir', _run_dir(cfg))}",
+        f" final_eval_acc={summary.get('final_eval_acc')} -> {summary.get('run_dir', run_dir)}",
         flush=True,
     )
     loss = summary.get("final_train_loss")
@@ -40,5 +61,9 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    check_argv()  # one line for an unknown group option, before Hydra's multi-line one
+    from warmup_lab.trainer import LAUNCHER_PID_ENV, stop_with_launcher
+
+    stop_with_launcher()  # started by scripts/sweep.py: stop with it
+    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # the workers of our launcher stop with us
+    check_argv()  # one line for an unknown group option or `-m` with `out=`, before Hydra's multi-line ones
     main()

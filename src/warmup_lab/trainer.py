@@ -6,14 +6,22 @@ norm go to `metrics.csv`; the detectors of metrics.py watch the loss as it happe
 stops at once. A run killed at any point resumes from its last checkpoint and ends with the same
 summary as an uninterrupted run (batches are a pure function of (seed, step); the schedule a pure
 function of the step; detector, optimizer and RNG state are checkpointed).
+
+SIGTERM, SIGUSR1 (what SLURM sends before a preemption or time limit) and Ctrl-C are noted by a
+handler and acted on at the next step boundary: the run saves a checkpoint at that step, writes a
+`preempted` / `interrupted` summary and raises `Stopped`; the same command resumes it exactly.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import math
 import os
 import random
+import signal
+import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -24,12 +32,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from warmup_lab import runs
-from warmup_lab.errors import require
+from warmup_lab.errors import USER_ERRORS, OutputError, require
 from warmup_lab.loggers import make_logger
+from warmup_lab.lr_curve import schedule_from_cfg
 from warmup_lab.metrics import Monitor, failed_to_train
 from warmup_lab.optim import build_optimizer, optimizer_info
+from warmup_lab.optim import validate as validate_optimizer
 from warmup_lab.record import MetricsFile, checkpoint_due, eval_due
-from warmup_lab.schedules import LRController, build_schedule
+from warmup_lab.schedules import LRController
 from warmup_lab.tasks import build_task
 
 FINAL_LOSS_WINDOW = 10  # final_train_loss = mean of the last 10 training losses
@@ -38,8 +48,10 @@ FINAL_LOSS_WINDOW = 10  # final_train_loss = mean of the last 10 training losses
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    require(name == "cpu" or torch.cuda.is_available() or not name.startswith("cuda"),
-            "device", name, "cuda is not available here; use device=cpu or device=auto")
+    require(name == "cpu" or name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()), "device", name,
+            "one of cpu, cuda, cuda:<index>, auto")
+    require(name == "cpu" or torch.cuda.is_available(), "device", name,
+            "cuda is not available here; use device=cpu or device=auto")
     return torch.device(name)
 
 
@@ -64,13 +76,113 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+LAUNCHER_PID_ENV = "WARMUP_LAB_LAUNCHER_PID"  # set by the command-line process; its workers inherit it
+_launcher = {"watching": False, "gone": False}
+
+
+def stop_with_launcher(poll_s: float = 1.0) -> None:
+    """In a direct child of the launching process: SIGTERM ourselves once that process is gone.
+
+    Loky workers outlive a killed joblib launcher; this makes them stop (a training one checkpoints at
+    its next step boundary, an idle one dies) before a re-run could race them. A process whose parent
+    is not the launcher (the launcher itself, a SLURM job) is left alone.
+    """
+    launcher = os.environ.get(LAUNCHER_PID_ENV, "")
+    if _launcher["watching"] or not launcher.isdigit() or os.getppid() != int(launcher):
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(launcher):
+            time.sleep(poll_s)
+        _launcher["gone"] = True
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-with-launcher", daemon=True).start()
+    _launcher["watching"] = True
+
+
+def exit_process(code: int) -> None:
+    """sys.exit, except in an orphaned worker, where sys.exit would only end the job and leave the process."""
+    if _launcher["gone"]:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _integer(cfg: DictConfig, key: str, lo: int, *, nullable: bool = False, note: str = "") -> None:
+    value = OmegaConf.select(cfg, key)
+    ok = (value is None and nullable) or (isinstance(value, int) and not isinstance(value, bool) and value >= lo)
+    require(ok, key, value, f"must be an integer >= {lo}{' or null' if nullable else ''}{note}")
+
+
 def _validate(cfg: DictConfig) -> None:
-    t = cfg.train
-    require(int(t.steps) >= 1, "train.steps", t.steps, "must be an integer >= 1")
-    require(int(t.batch_size) >= 1, "train.batch_size", t.batch_size, "must be >= 1")
-    require(int(t.eval_every) >= 0, "train.eval_every", t.eval_every, "must be >= 0 (0 = only at the end)")
-    require(int(t.checkpoint_every) >= 0, "train.checkpoint_every", t.checkpoint_every, "must be >= 0")
-    require(t.grad_clip is None or float(t.grad_clip) > 0, "train.grad_clip", t.grad_clip, "must be > 0 or null")
+    """Every run-level value, checked before anything is written (a rejected config leaves no directory)."""
+    _integer(cfg, "train.steps", 1)
+    _integer(cfg, "train.batch_size", 1)
+    _integer(cfg, "train.eval_every", 0, note=" (0 = only at the end)")
+    _integer(cfg, "train.eval_batches", 1, nullable=True, note=" (null = all)")
+    _integer(cfg, "train.checkpoint_every", 0, note=" (0 = never)")
+    _integer(cfg, "seed", 0)
+    _integer(cfg, "threads", 1, nullable=True, note=" (null = torch's default)")
+    _integer(cfg, "sharpness.every", 0, note=" (0 = off)")
+    _integer(cfg, "sharpness.iters", 1)
+    clip = cfg.train.grad_clip
+    require(clip is None or (isinstance(clip, (int, float)) and not isinstance(clip, bool) and math.isfinite(clip)
+                             and clip > 0), "train.grad_clip", clip, "must be a number > 0 or null")
+    require(isinstance(cfg.train.progress, bool), "train.progress", cfg.train.progress, "must be true or false")
+    resolve_device(str(cfg.device))
+    validate_optimizer(cfg.optimizer)
+    schedule_from_cfg(cfg)
+
+
+class Stopped(Exception):
+    """A stop signal arrived; the run saved a checkpoint after `step` updates and ends, resumable."""
+
+    def __init__(self, signum: int, step: int):
+        self.signum, self.step = signum, step
+        self.status = runs.INTERRUPTED if signum == signal.SIGINT else runs.PREEMPTED
+        super().__init__(f"{signal.Signals(signum).name} at step {step}")
+
+
+class StopRequest:
+    """Handlers that only note a stop signal; the loop acts on it at the next step boundary.
+
+    A second Ctrl-C stops at once (KeyboardInterrupt). SIGUSR2 is taken too when a handler is already
+    installed for it (submitit's checkpoint-and-requeue): after our checkpoint, `chain()` hands the
+    signal to that handler, so the SLURM job is requeued and resumes from the checkpoint.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def _note(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.signum is None:
+            self.signum = signum
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            wanted = list(self.SIGNALS)
+            if callable(signal.getsignal(signal.SIGUSR2)):
+                wanted.append(signal.SIGUSR2)
+            for sig in wanted:
+                self.previous[sig] = signal.signal(sig, self._note)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():  # kept in self.previous for chain()
+            signal.signal(sig, handler)
+
+    def chain(self, signum: int) -> None:
+        """Pass `signum` on to the handler we replaced (submitit requeues the job there)."""
+        handler = self.previous.get(signum)
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(signum, None)
 
 
 def key_values(cfg: DictConfig, schedule_info: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +210,7 @@ class Run:
     def __init__(self, cfg: DictConfig, run_dir: Path):
         _validate(cfg)
         self.cfg, self.run_dir = cfg, run_dir
+        self.stop = StopRequest()
         self.device = resolve_device(str(cfg.device))
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
@@ -105,13 +218,7 @@ class Run:
         self.task = build_task(cfg, self.device)
         self.model = self.task.model
         self.optimizer = build_optimizer(cfg.optimizer, self.model)
-        betas = cfg.optimizer.get("betas")
-        self.schedule = build_schedule(
-            cfg.schedule,
-            total_steps=int(cfg.train.steps),
-            target_lr=float(cfg.optimizer.lr),
-            betas=tuple(betas) if betas is not None else None,
-        )
+        self.schedule = schedule_from_cfg(cfg)
         self.lr = LRController(self.optimizer, self.schedule)
         self.monitor = Monitor(cfg.detect)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -135,8 +242,15 @@ class Run:
             "elapsed": elapsed,
         }
         tmp = self.run_dir / (runs.CHECKPOINT_FILE + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.run_dir / runs.CHECKPOINT_FILE)
+        try:  # through a Python file: a full disk is then an OSError naming ENOSPC, not torch's zip error
+            with open(tmp, "wb") as fh:
+                torch.save(state, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.run_dir / runs.CHECKPOINT_FILE)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def load_checkpoint(self) -> bool:
         path = self.run_dir / runs.CHECKPOINT_FILE
@@ -230,6 +344,10 @@ class Run:
             if checkpoint_due(done, steps, int(t.checkpoint_every)):
                 self.save_checkpoint(done, self.elapsed + time.perf_counter() - began)
                 logger.log_steps(self.metrics.take_mirror())
+            if self.stop.signum is not None and done < steps:  # preemption / Ctrl-C: checkpoint here, stop
+                self.save_checkpoint(done, self.elapsed + time.perf_counter() - began)
+                logger.log_steps(self.metrics.take_mirror())
+                raise Stopped(self.stop.signum, done)
         if bar is not None:
             bar.close()
         steps_run = step + 1 if steps > self.start_step else self.start_step
@@ -290,28 +408,89 @@ class Run:
         return summary
 
 
+# A write that failed because of where the run lives: one line naming the path and the fix.
+_OUTPUT_ERRNOS = {errno.ENOSPC: "free space there, or set out=/runs_root= to a disk with room",
+                  errno.EDQUOT: "free space there, or set out=/runs_root= to a disk with room",
+                  errno.EFBIG: "the file size limit (ulimit -f) was reached; raise it or set out=/runs_root=",
+                  errno.EROFS: "set out= or runs_root= to a writable directory",
+                  errno.EACCES: "set out= or runs_root= to a writable directory",
+                  errno.EPERM: "set out= or runs_root= to a writable directory"}
+
+
+def _output_error(err: OSError, run_dir: Path) -> OutputError | None:
+    fix = _OUTPUT_ERRNOS.get(err.errno or 0)
+    if fix is None:
+        return None
+    return OutputError(f"cannot write {err.filename or run_dir}: {err.strerror}; {fix}")
+
+
+def _try_write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """The closing summary of a run that stopped early, when the disk still takes it."""
+    try:
+        runs.write_summary(run_dir, summary)
+    except OSError:
+        pass
+
+
 def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """Run (or resume, or skip if finished) the run `cfg` describes; returns its summary.
 
-    Divergence and failure to train are results (status in the summary), not errors. An exception
-    inside the run writes status `error` with the message, then propagates.
+    Divergence and failure to train are results (status in the summary), not errors. The config is
+    validated before anything is written; the run directory is owned (locked) for the run's life and
+    checked to hold this config's run before anything in it is skipped, resumed or overwritten. An
+    exception inside the run writes status `error` with the message, then propagates; a write that
+    fails for lack of space or permission becomes an OutputError (one line).
     """
     run_dir = Path(run_dir) if run_dir is not None else runs.run_dir_for(cfg)
+    try:
+        _validate(cfg)
+        done = _finished(cfg, run_dir)  # before the lock: a finished run in a read-only place is still a result
+        if done is not None:
+            return done
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with runs.owned(run_dir):
+                return _finished(cfg, run_dir) or _train_owned(cfg, run_dir)
+        except OSError as err:
+            raise _output_error(err, run_dir) or err from None
+    except USER_ERRORS:
+        runs.remove_if_empty(run_dir)  # a rejected config leaves no directory (nor an empty runs_root)
+        if run_dir.parent == Path(str(cfg.runs_root)):
+            runs.remove_if_empty(run_dir.parent)
+        raise
+
+
+def _finished(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The summary of this config's finished run in `run_dir`, else None; another config's run is an error."""
+    if not run_dir.is_dir():
+        return None
+    runs.check_same_config(run_dir, cfg)
     done = runs.read_summary(run_dir)
     if done is not None and done.get("status") in runs.FINISHED_STATUSES:
         print(f"skip: {run_dir} already finished ({done['status']})", flush=True)
         return done
-    run_dir.mkdir(parents=True, exist_ok=True)
-    runs.write_config(run_dir, cfg)
+    return None
+
+
+def _train_owned(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     run = Run(cfg, run_dir)
-    resumed = run.load_checkpoint()
-    if resumed:
-        print(f"resume: {run_dir} from step {run.start_step}", flush=True)
+    try:
+        runs.write_config(run_dir, cfg)
+        resumed = run.load_checkpoint()
+        if resumed:
+            print(f"resume: {run_dir} from step {run.start_step}", flush=True)
+        else:
+            run.metrics.truncate(0)  # from step 0: rows a checkpoint-less earlier attempt left are cut
+    except OSError as err:
+        raise _output_error(err, run_dir) or err from None
     config = runs.result_config(cfg)
     logger = make_logger(cfg, run_dir, config)
     ok = False
+    stopped: Stopped | None = None
+    closing = {"steps_run": run.start_step, "config_hash": runs.config_hash(cfg)}
     try:
-        summary = run.execute(logger)
+        with run.stop:
+            summary = run.execute(logger)
         summary["resumed_from"] = run.start_step if resumed else None
         summary["wandb_mode"] = logger.mode
         logger.log_summary(summary)
@@ -320,9 +499,20 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
             (run_dir / runs.CHECKPOINT_FILE).unlink(missing_ok=True)
         ok = True
         return summary
+    except Stopped as stop:
+        stopped = stop
+        _try_write_summary(run_dir, {**closing, "status": stop.status, "steps_run": stop.step,
+                                     "checkpoint_step": stop.step, "signal": signal.Signals(stop.signum).name})
+        raise
+    except KeyboardInterrupt:
+        _try_write_summary(run_dir, {**closing, "status": runs.INTERRUPTED, "signal": "SIGINT"})
+        raise
     except Exception as err:
-        runs.write_summary(run_dir, {"status": runs.ERROR, "error": f"{type(err).__name__}: {err}",
-                                     "steps_run": run.start_step, "config_hash": runs.config_hash(cfg)})
+        _try_write_summary(run_dir, {**closing, "status": runs.ERROR, "error": f"{type(err).__name__}: {err}"})
+        if isinstance(err, OSError):
+            raise _output_error(err, run_dir) or err from None
         raise
     finally:
         logger.finish(ok)
+        if stopped is not None:
+            run.stop.chain(stopped.signum)

@@ -19,12 +19,29 @@ TRAIN_FRACTION = 0.9
 
 
 def read_text(path: str | None) -> str:
+    """The file's text; a missing, empty, binary or non-UTF-8 file, or a directory, is one line saying which."""
+    fix = "set data.path=/path/to/file.txt (UTF-8 text)"
     if not path:
-        raise DataMissingError("data.path is not set: charlm needs a text file; set data.path=/path/to/file.txt")
+        raise DataMissingError(f"data.path is not set: charlm needs a text file; {fix}")
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise DataMissingError(f"data.path={path} is a directory, not a text file: {fix}")
     if not file.is_file():
-        raise DataMissingError(f"data.path={path} does not exist: set data.path=/path/to/file.txt")
-    return file.read_text(encoding="utf-8")
+        raise DataMissingError(f"data.path={path} does not exist: {fix}")
+    try:
+        raw = file.read_bytes()
+    except OSError as err:
+        raise DataMissingError(f"data.path={path} cannot be read ({err.strerror}): {fix}") from None
+    if not raw:
+        raise DataMissingError(f"data.path={path} is empty: {fix}")
+    if b"\0" in raw:
+        raise DataMissingError(f"data.path={path} is a binary file (NUL byte at offset {raw.index(0)}), "
+                               f"not text: {fix}")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataMissingError(f"data.path={path} is not UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start}): "
+                               f"convert it (iconv -t UTF-8) or {fix}") from None
 
 
 def charlm(path: str | None, block_size: int, seed: int, batch_size: int, device: torch.device,
@@ -38,7 +55,8 @@ def charlm(path: str | None, block_size: int, seed: int, batch_size: int, device
     n_train = int(TRAIN_FRACTION * len(ids))
     train, held = ids[:n_train].to(device), ids[n_train:]
     require(len(held) > block_size and n_train > block_size + 1, "data.block_size", block_size,
-            f"shorter than the eval split ({len(held)} chars of {len(ids)} in {path})")
+            f"longer than the eval split ({len(held)} of the {len(ids)} chars in {path}): lower data.block_size "
+            f"or use a file of more than {(block_size + 1) * 10} chars")
     windows = held[: (len(held) - 1) // block_size * block_size + 1]
     test = (windows[:-1].view(-1, block_size).to(device), windows[1:].view(-1, block_size).to(device))
     offsets = torch.arange(block_size + 1, device=device)

@@ -194,19 +194,55 @@ def _absolute_or_ratio(c: dict[str, Any], key: str, ref: float) -> float:
     return _number(key, 0.0 if value is None else value, lo=0.0)
 
 
+# Keys every shape reads; the rest are read only by the warmup or decay that names them.
+COMMON_KEYS = ("name", "warmup", "decay", "step0", "compose")
+RAMP_KEYS = ("warmup_steps", "warmup_ratio", "init_lr", "init_lr_ratio")  # every warmup but `none`
+FLOOR_KEYS = ("min_lr", "min_lr_ratio")  # every decay but `constant`
+# With warmup=none, T_w = 0 may still be spelled out (sweeps pass `none@0`).
+NONE_ALLOWS = {"warmup_steps": (None, 0), "warmup_ratio": (None, 0, 0.0)}
+
+
+def keys_read(warmup: str, decay: str) -> tuple[str, ...]:
+    """The schedule keys that warmup `warmup` and decay `decay` read."""
+    keys = list(COMMON_KEYS)
+    if warmup != "none":
+        keys += RAMP_KEYS + WARMUP_PARAMS.get(warmup, ())
+    if decay != "constant":
+        keys += FLOOR_KEYS + DECAY_PARAMS.get(decay, ())
+    return tuple(dict.fromkeys(keys))
+
+
+def _refuse_unread(given: dict[str, Any], warmup: str, decay: str) -> None:
+    """A key set away from its default that this warmup and decay do not read is an error, not a no-op.
+
+    Presets start from conf/schedule/_defaults.yaml (every key at its default), so only what a preset
+    or the command line changed can trip this.
+    """
+    reads = keys_read(warmup, decay)
+    for key, value in given.items():
+        if key in reads or value == DEFAULTS[key] or (warmup == "none" and value in NONE_ALLOWS.get(key, ())):
+            continue
+        owners = [f"warmup={w}" for w, keys in WARMUP_PARAMS.items() if key in keys]
+        owners += [f"decay={d}" for d, keys in DECAY_PARAMS.items() if key in keys]
+        only = f" (only {', '.join(owners)} reads it)" if owners else ""
+        raise ConfigError(_f(key), value, f"not read by warmup={warmup} with decay={decay}{only}; they read "
+                                          f"{', '.join(reads)}")
+
+
 def build_schedule(cfg_schedule: Any, total_steps: int, target_lr: float,
                    betas: tuple[float, float] | list[float] | None = None) -> Schedule:
     """Validate the `schedule` group (all of it, now) and return the Schedule it describes."""
-    c = _as_dict(cfg_schedule)
-    unknown = sorted(set(c) - set(DEFAULTS))
-    require(not unknown, _f(unknown[0]) if unknown else "schedule", c.get(unknown[0]) if unknown else None,
+    given = _as_dict(cfg_schedule)
+    unknown = sorted(set(given) - set(DEFAULTS))
+    require(not unknown, _f(unknown[0]) if unknown else "schedule", given.get(unknown[0]) if unknown else None,
             f"unknown key; valid keys: {', '.join(DEFAULTS)}")
-    c = {**DEFAULTS, **c}
+    c = {**DEFAULTS, **given}
     total = _number("", total_steps, lo=1, integer=True, field="train.steps")
     target = _number("", target_lr, lo=0.0, lo_open=True, field="optimizer.lr")
     warmup, decay = c["warmup"], c["decay"]
     require(warmup in WARMUPS, _f("warmup"), warmup, f"must be one of {', '.join(WARMUPS)}")
     require(decay in DECAYS, _f("decay"), decay, f"must be one of {', '.join(DECAYS)}")
+    _refuse_unread(given, warmup, decay)
 
     beta2 = None
     if warmup in PYTORCH_WARMUP:
