@@ -26,6 +26,8 @@ from warmup_lab import runs  # noqa: E402
 from warmup_lab.paths import CONF_DIR  # noqa: E402
 
 DEFAULT = ["warmup_ablation", "max_stable_lr"]
+# Experiments whose report is their own module's (the generic report's tables do not fit them).
+REPORT_MODULES = {"mechanisms": "warmup_lab.mechanisms"}
 
 
 def experiment_names() -> list[str]:
@@ -134,7 +136,8 @@ def main() -> int:
         if not args.report_only:
             failed += run_experiment(name, presets, args.launcher, args.overrides)
         # Repo-relative paths, so the committed report.md names `sweeps/<name>`, not this machine's path.
-        code = subprocess.call([sys.executable, "-m", "warmup_lab.report", str(root.relative_to(REPO)), "--out",
+        module = REPORT_MODULES.get(name.removesuffix("_full"), "warmup_lab.report")
+        code = subprocess.call([sys.executable, "-m", module, str(root.relative_to(REPO)), "--out",
                                 f"results/{name}", "--experiment", name], cwd=REPO)
         failed += code != 0
     print(f"sweep {args.experiment}: {time.time() - began:.0f}s wall, {failed} step(s) failed", flush=True)

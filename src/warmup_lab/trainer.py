@@ -29,6 +29,7 @@ from warmup_lab.metrics import Monitor, failed_to_train
 from warmup_lab.optim import build_optimizer, optimizer_info
 from warmup_lab.record import MetricsFile, checkpoint_due, eval_due
 from warmup_lab.schedules import LRController, build_schedule
+from warmup_lab.sharpness import resolve_lr_units
 from warmup_lab.tasks import build_task
 
 FINAL_LOSS_WINDOW = 10  # final_train_loss = mean of the last 10 training losses
@@ -103,6 +104,10 @@ class Run:
         seed_everything(int(cfg.seed))
         self.task = build_task(cfg, self.device)
         self.model = self.task.model
+        # lambda0 at init, before the schedule: optimizer.lr_in_sharpness_units=c sets eta = c / lambda0.
+        cfg, mechanism_info = resolve_lr_units(cfg, self.task)
+        self.cfg = cfg
+        self.task.info.update(mechanism_info)  # recorded in the summary's task_info
         self.optimizer = build_optimizer(cfg.optimizer, self.model)
         betas = cfg.optimizer.get("betas")
         self.schedule = build_schedule(
@@ -177,7 +182,8 @@ class Run:
             preconditioner=adam_preconditioner(self.optimizer, self.params),
             buffers=list(self.model.buffers()),  # BatchNorm statistics must not move
         )
-        row = {"step": step, "sharpness": value, "lr_used": lr, "lr_sharpness_over_2": instability_ratio(lr, value)}
+        row = {"step": step, "sharpness": value, "lr_used": lr, "lr_sharpness_over_2": instability_ratio(lr, value),
+               "two_over_lr": 2.0 / lr if lr > 0 else None}  # GD's stability edge, beside the sharpness
         self.sharpness.append(row)
         return row
 
