@@ -151,8 +151,8 @@ def initial_sharpness(task, params: Sequence[torch.Tensor], iters: int) -> float
     the full-batch loss (Lewkowycz et al. 2020; Kalra & Barkeshli 2024). No preconditioner: before the
     first update Adam has none, and the units below are meant for (S)GD.
     """
-    return top_hessian_eigenvalue(lambda: task.loss(task.model, task.batch(0)), params, iters=iters,
-                                  buffers=list(task.model.buffers()))
+    return top_hessian_eigenvalue(lambda: task.loss(task.model, task.batch(0)), params, iters=iters, tol=1e-6,
+                                  buffers=list(task.model.buffers()))  # tighter than the monitor: it sets units
 
 
 def lr_from_sharpness_units(c: float, lambda0: float) -> float:

@@ -30,7 +30,7 @@ from warmup_lab.optim import build_optimizer, optimizer_info
 from warmup_lab.record import MetricsFile, checkpoint_due, eval_due
 from warmup_lab.schedules import LRController, build_schedule
 from warmup_lab.sharpness import resolve_lr_units
-from warmup_lab.tasks import build_task
+from warmup_lab.tasks import build_task, with_true_batch_size
 
 FINAL_LOSS_WINDOW = 10  # final_train_loss = mean of the last 10 training losses
 
@@ -105,7 +105,7 @@ class Run:
         self.task = build_task(cfg, self.device)
         self.model = self.task.model
         # lambda0 at init, before the schedule: optimizer.lr_in_sharpness_units=c sets eta = c / lambda0.
-        cfg, mechanism_info = resolve_lr_units(cfg, self.task)
+        cfg, mechanism_info = resolve_lr_units(with_true_batch_size(cfg, self.task), self.task)
         self.cfg = cfg
         self.task.info.update(mechanism_info)  # recorded in the summary's task_info
         self.optimizer = build_optimizer(cfg.optimizer, self.model)
