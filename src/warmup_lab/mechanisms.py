@@ -31,7 +31,7 @@ from warmup_lab.record import SHARPNESS_FILE
 PARTS = ("eos", "catapult", "warmup", "preln")
 LATE_FRACTION = 0.5  # "late phase" = the last half of a run's sharpness measurements
 LAZY, CATAPULT, DIVERGED = "lazy", "catapult", "diverged"
-CATAPULT_RISE = 1.1  # a catapult: the loss climbs above 1.1 x its minimum so far, and the run still completes
+CATAPULT_RISE = 1.01  # a catapult: the loss climbs 1% above its minimum so far (lazy GD never does), and the run completes
 
 
 # -- reading runs ------------------------------------------------------------------------------
