@@ -89,3 +89,10 @@ def test_load_runs_skips_other_experiments_and_the_cli_rejects_a_missing_root(tm
     assert load_runs(tmp_path / "sweeps").empty
     out = run_cli("warmup_lab.mechanisms", [str(tmp_path / "nowhere")], cwd=tmp_path)
     assert out.returncode != 0 and "nowhere" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("part", ["catapult", "edge_of_stability", "warmup_range"])
+def test_the_full_scale_presets_are_cohen_et_al_s_cifar10_5k_setting(part):
+    cfg = make_cfg([f"experiment=mechanisms_full/{part}"])
+    assert (cfg.task.name, cfg.data.subset, cfg.task.loss, cfg.train.full_batch) == ("cifar10", 5000, "mse", True)
+    assert cfg.runs_root == "sweeps/mechanisms_full" and cfg.model.family == "mlp"
