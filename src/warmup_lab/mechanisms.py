@@ -58,7 +58,7 @@ def load_runs(root: Path | str) -> pd.DataFrame:
             "part": part, "run_dir": str(run_dir), "status": summary["status"], "seed": summary["seed"],
             "activation": OmegaConf.select(cfg, "model.activation"), "norm": summary.get("norm"),
             "warmup": summary.get("warmup"), "warmup_steps": summary.get("warmup_steps") or 0,
-            "target_lr": summary["target_lr"], "c": info.get("lr_in_sharpness_units"),
+            "target_lr": summary["target_lr"], "c": info.get("lr_in_sharpness_units"), "steps": summary["train_steps"],
             "lambda0": info.get("lambda0"), "init_loss": summary.get("init_loss"),
             "final_train_loss": summary.get("final_train_loss"), "catapult_count": summary.get("catapult_count", 0),
             "peak_loss_ratio": max((x for x in losses if math.isfinite(x)), default=math.nan) / losses[0]
@@ -143,7 +143,7 @@ def ffn_grad_norms(norm_position: str, n_layers: int, seed: int, d_model: int = 
     return [float(block.mlp[2].weight.grad.norm()) for block in model.blocks]
 
 
-def grad_norm_table(depths: Sequence[int] = (6, 12), seeds: Sequence[int] = (0, 1, 2)) -> pd.DataFrame:
+def grad_norm_table(depths: Sequence[int] = (6, 12, 24), seeds: Sequence[int] = (0, 1, 2)) -> pd.DataFrame:
     rows = []
     for norm in ("pre", "post"):
         for depth in depths:
@@ -230,7 +230,7 @@ def plot_eos(df: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_catapult(tab: pd.DataFrame, path: Path) -> None:
+def plot_catapult(tab: pd.DataFrame, steps: int, path: Path) -> None:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     markers = {LAZY: "o", CATAPULT: "^", DIVERGED: "x"}
@@ -249,13 +249,13 @@ def plot_catapult(tab: pd.DataFrame, path: Path) -> None:
     axes[0].axhline(CATAPULT_RISE, color="grey", lw=0.8)
     axes[0].legend(fontsize=7)
     axes[1].axhline(1.0, color="k", ls="--", lw=1)
-    axes[1].set(xlabel="c = eta * lambda0", ylabel="end sharpness / (2/eta)", title="sharpness at step 300 vs 2/eta")
+    axes[1].set(xlabel="c = eta * lambda0", ylabel="end sharpness / (2/eta)", title=f"sharpness at step {steps} vs 2/eta")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def plot_warmup(per_seed: pd.DataFrame, path: Path) -> None:
+def plot_warmup(per_seed: pd.DataFrame, steps: int, grid_top: float, path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (act, g) in enumerate(per_seed.groupby("activation")):
@@ -264,8 +264,9 @@ def plot_warmup(per_seed: pd.DataFrame, path: Path) -> None:
         ax.errorbar([v + 0.05 * i for v in x], agg["mean"], yerr=[agg["mean"] - agg["min"], agg["max"] - agg["mean"]],
                     marker="o", capsize=3, color=f"C{i}", label=act)
         ax.set_xticks(x, [str(w) for w in agg.index])
-    ax.set(xlabel="linear warmup steps (of 300)", ylabel="largest trainable c = eta * lambda0", yscale="log",
-           title="mean over seeds, bars: min-max")
+    ax.axhline(grid_top, color="grey", ls=":", lw=1)
+    ax.set(xlabel=f"linear warmup steps (of {steps})", ylabel="largest trainable c = eta * lambda0", yscale="log",
+           title="mean over seeds, bars: min-max; dotted: top of the grid")
     ax.set_yscale("log", base=2)
     ax.legend()
     fig.tight_layout()
@@ -320,9 +321,9 @@ def build_report(root: Path | str, out: Path | str) -> Path:
         cat.to_csv(out / "catapult.csv", index=False)
         bounds = catapult_boundaries(cat)
         bounds.to_csv(out / "catapult_boundaries.csv", index=False)
-        plot_catapult(cat, out / "catapult.png")
+        plot_catapult(cat, int(df[df.part == "catapult"].steps.max()), out / "catapult.png")
         lines += ["## Catapult phases (Lewkowycz et al. 2020)", "",
-                  f"Phase per c = eta * lambda0 (seed 0, T = 300): diverged = status not completed; catapult = "
+                  f"Phase per c = eta * lambda0 (seed 0, T = {int(df[df.part == 'catapult'].steps.max())}): diverged = status not completed; catapult = "
                   f"completed and the loss rose above {CATAPULT_RISE} x its best so far; lazy = otherwise. "
                   "`detector_catapults`: the harness's catapult detector on the same run. "
                   "Prediction: lazy below c = 2, catapult from 2 to c_max (4 for their two-layer model, more for ReLU), "
@@ -334,11 +335,13 @@ def build_report(root: Path | str, out: Path | str) -> Path:
         per_seed, agg = warmup_tables(df)
         per_seed.to_csv(out / "warmup_per_seed.csv", index=False)
         agg.to_csv(out / "warmup.csv", index=False)
-        plot_warmup(per_seed, out / "warmup.png")
+        warm = df[df.part == "warmup"]
+        plot_warmup(per_seed, int(warm.steps.max()), float(warm.c.max()), out / "warmup.png")
         lines += ["## Warmup extends the trainable range (Kalra & Barkeshli 2024)", "",
                   "Largest trainable c (status completed, below the first c that is not) on the grid c = 2^x, "
-                  "x = 1 .. 6 in halves, per warmup length; mean, min and max over seeds. Prediction: grows with "
-                  "warmup length.", "", _md(agg), "", "![warmup](warmup.png)", ""]
+                  f"x = 1 .. 8 in halves, per warmup length; mean, min and max over seeds (T = {int(warm.steps.max())}). "
+                  f"A value equal to the top of the grid ({warm.c.max():g}) is a lower bound. Prediction: grows "
+                  "with warmup length.", "", _md(agg), "", "![warmup](warmup.png)", ""]
     grads = grad_norm_table()
     grads.to_csv(out / "grad_norms_at_init.csv", index=False)
     last = grads[grads.layer == grads.depth].groupby(["norm", "depth"]).grad_norm.agg(["mean", "min", "max"]).reset_index()
