@@ -32,6 +32,8 @@ DEFAULT = ["warmup_length"]
 # the char-LM's unigram entropy (0.69 l0: learned more than character frequencies), loss_frac_0.5 is the
 # stricter bar that the image arm's trained runs clear by far.
 CRITERIA = ["plain", "loss_frac_0.65", "loss_frac_0.5"]
+# Experiments whose report is their own module's (the generic report's tables do not fit them).
+REPORT_MODULES = {"mechanisms": "warmup_lab.mechanisms"}
 
 
 def experiment_names() -> list[str]:
@@ -185,8 +187,12 @@ def main() -> int:
         if not args.report_only:
             failed += run_experiment(name, presets, args.launcher, args.overrides)
         # Repo-relative paths, so the committed report.md names `sweeps/<name>`, not this machine's path.
-        code = subprocess.call([sys.executable, "-m", "warmup_lab.report", str(root.relative_to(REPO)), "--out",
-                                f"results/{name}", "--experiment", name, "--criteria", *CRITERIA], cwd=REPO)
+        module = REPORT_MODULES.get(name.removesuffix("_full"), "warmup_lab.report")
+        cmd = [sys.executable, "-m", module, str(root.relative_to(REPO)), "--out", f"results/{name}",
+               "--experiment", name]
+        if module == "warmup_lab.report":
+            cmd += ["--criteria", *CRITERIA]
+        code = subprocess.call(cmd, cwd=REPO)
         failed += code != 0
     print(f"sweep {args.experiment}: {time.time() - began:.0f}s wall, {failed} step(s) failed", flush=True)
     return 1 if failed else 0

@@ -11,7 +11,7 @@ the loss closure would otherwise advance it).
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -142,3 +142,55 @@ def instability_ratio(lr: float, sharpness: float, threshold: float = 2.0) -> fl
     moves the edge to 2(1+beta), and Adam's preconditioned one to (2+2*beta1)/(1-beta1) (38 at 0.9).
     """
     return lr * sharpness / threshold
+
+
+def initial_sharpness(task, params: Sequence[torch.Tensor], iters: int) -> float:
+    """lambda0: the top Hessian eigenvalue of the training loss on the batch of step 0, at initialisation.
+
+    With `train.full_batch=true` that batch is the whole training set, so lambda0 is the sharpness of
+    the full-batch loss (Lewkowycz et al. 2020; Kalra & Barkeshli 2024). No preconditioner: before the
+    first update Adam has none, and the units below are meant for (S)GD.
+    """
+    return top_hessian_eigenvalue(lambda: task.loss(task.model, task.batch(0)), params, iters=iters, tol=1e-6,
+                                  buffers=list(task.model.buffers()))  # tighter than the monitor: it sets units
+
+
+def lr_from_sharpness_units(c: float, lambda0: float) -> float:
+    """eta = c / lambda0: `optimizer.lr_in_sharpness_units=c` is the papers' c = eta * lambda0.
+
+    c = 2 is GD's linear-stability edge at initialisation (eta = 2 / lambda0); the catapult phase is
+    2 < c < c_max (c_max = 4 for Lewkowycz et al.'s two-layer model); Kalra & Barkeshli sweep c = 2^x.
+    """
+    from warmup_lab.errors import require
+
+    require(math.isfinite(c) and c > 0, "optimizer.lr_in_sharpness_units", c, "a number > 0 (c = eta * lambda0)")
+    require(math.isfinite(lambda0) and lambda0 > 0, "lambda0", lambda0,
+            "the loss has no positive curvature at initialisation; set optimizer.lr instead")
+    return c / lambda0
+
+
+def resolve_lr_units(cfg, task) -> tuple[Any, dict[str, float]]:
+    """Measure lambda0 when the run asks for it and resolve `optimizer.lr_in_sharpness_units`.
+
+    Returns (cfg, info): with c set, a copy of cfg whose optimizer.lr is eta = c / lambda0 (so the
+    schedule, the optimizer and the summary's target_lr all see eta) and info = {lambda0, c, eta};
+    with only the sharpness monitor on, cfg unchanged and info = {lambda0}; otherwise (cfg, {}).
+    lambda0 is a deterministic function of the config (seeded init, fixed power-iteration start),
+    so a resumed run measures the same value.
+    """
+    import copy
+
+    from omegaconf import OmegaConf, open_dict
+
+    c = OmegaConf.select(cfg, "optimizer.lr_in_sharpness_units")
+    if c is None and not OmegaConf.select(cfg, "sharpness.every", default=0):
+        return cfg, {}
+    params = [p for p in task.model.parameters() if p.requires_grad]
+    lambda0 = initial_sharpness(task, params, int(OmegaConf.select(cfg, "sharpness.init_iters", default=100)))
+    if c is None:
+        return cfg, {"lambda0": lambda0}
+    eta = lr_from_sharpness_units(float(c), lambda0)
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.optimizer.lr = eta
+    return cfg, {"lambda0": lambda0, "lr_in_sharpness_units": float(c), "eta": eta}

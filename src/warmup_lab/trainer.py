@@ -40,7 +40,8 @@ from warmup_lab.optim import build_optimizer, optimizer_info
 from warmup_lab.optim import validate as validate_optimizer
 from warmup_lab.record import MetricsFile, checkpoint_due, eval_due
 from warmup_lab.schedules import LRController
-from warmup_lab.tasks import build_task
+from warmup_lab.sharpness import resolve_lr_units
+from warmup_lab.tasks import build_task, with_true_batch_size
 
 FINAL_LOSS_WINDOW = 10  # final_train_loss = mean of the last 10 training losses
 
@@ -217,6 +218,10 @@ class Run:
         seed_everything(int(cfg.seed))
         self.task = build_task(cfg, self.device)
         self.model = self.task.model
+        # lambda0 at init, before the schedule: optimizer.lr_in_sharpness_units=c sets eta = c / lambda0.
+        cfg, mechanism_info = resolve_lr_units(with_true_batch_size(cfg, self.task), self.task)
+        self.cfg = cfg
+        self.task.info.update(mechanism_info)  # recorded in the summary's task_info
         self.optimizer = build_optimizer(cfg.optimizer, self.model)
         self.schedule = schedule_from_cfg(cfg)
         self.lr = LRController(self.optimizer, self.schedule)
@@ -292,7 +297,8 @@ class Run:
             preconditioner=adam_preconditioner(self.optimizer, self.params),
             buffers=list(self.model.buffers()),  # BatchNorm statistics must not move
         )
-        row = {"step": step, "sharpness": value, "lr_used": lr, "lr_sharpness_over_2": instability_ratio(lr, value)}
+        row = {"step": step, "sharpness": value, "lr_used": lr, "lr_sharpness_over_2": instability_ratio(lr, value),
+               "two_over_lr": 2.0 / lr if lr > 0 else None}  # GD's stability edge, beside the sharpness
         self.sharpness.append(row)
         return row
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from warmup_lab.data.images import Batches, ImageData, augment, load_digits, load_shapes
+from warmup_lab.data.images import Batches, FullBatch, ImageData, augment, load_digits, load_shapes, take_subset
 from warmup_lab.data.seeds import derive_seed
 from warmup_lab.errors import ConfigError
 
@@ -22,11 +22,12 @@ def load_image_data(data_cfg: DictConfig, device: torch.device | str = "cpu") ->
         return load_cifar10(str(data_cfg.root), bool(data_cfg.get("download", True)),
                             None if subset is None else int(subset), device)
     if name == "digits":
-        return load_digits(int(data_cfg.get("size", 16)), int(data_cfg.get("n_test", 300)), device)
+        subset = data_cfg.get("subset")  # null = all 1497 training digits
+        return take_subset(load_digits(int(data_cfg.get("size", 16)), int(data_cfg.get("n_test", 300)), device), subset)
     if name == "shapes":
         return load_shapes(int(data_cfg.get("n_train", 5000)), int(data_cfg.get("n_test", 1000)),
                            int(data_cfg.get("size", 16)), int(data_cfg.get("seed", 0)), device)
     raise ConfigError("data.name", name, f"one of {', '.join(IMAGE_DATA)} for image tasks")
 
 
-__all__ = ["Batches", "ImageData", "IMAGE_DATA", "augment", "derive_seed", "load_image_data"]
+__all__ = ["Batches", "FullBatch", "ImageData", "IMAGE_DATA", "augment", "derive_seed", "load_image_data"]

@@ -103,6 +103,33 @@ class Batches:
         return x, y
 
 
+class FullBatch:
+    """`batch(step)` -> the whole training set, the same tensors at every step: full-batch GD.
+
+    No augmentation (it would make the loss a different function at every step)."""
+
+    augment, flip = False, False
+    steps_per_epoch = 1
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y, self.batch_size = x, y, len(x)
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        require(step >= 0, "step", step, "must be >= 0")
+        return self.x, self.y
+
+
+def take_subset(data: ImageData, subset: int | None) -> ImageData:
+    """The first `subset` training samples (a fixed subset: the split does not depend on the run seed)."""
+    if subset is None:
+        return data
+    require(1 <= int(subset) <= len(data.x_train), "data.subset", subset,
+            f"null or between 1 and the {len(data.x_train)} training samples")
+    n = int(subset)
+    return ImageData(data.name, data.x_train[:n], data.y_train[:n], data.x_test, data.y_test, data.num_classes,
+                     {**data.info, "subset": n})
+
+
 # -- digits: scikit-learn's real handwritten digits (1797 8x8 grey images, 10 classes) ------------
 def load_digits(size: int = 16, n_test: int = 300, device: torch.device | str = "cpu") -> ImageData:
     """Digits resized to size x size (bilinear), with a fixed train/test split (independent of the

@@ -20,6 +20,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from warmup_lab.errors import require
 
 NORM_POSITIONS = ("pre", "post")
+INITS = ("gpt2", "xavier")
 
 
 class CausalSelfAttention(nn.Module):
@@ -64,9 +65,10 @@ class Transformer(nn.Module):
 
     def __init__(self, vocab_size: int, max_len: int, d_model: int = 64, n_layers: int = 2,
                  n_heads: int = 4, d_ff: int | None = None, norm_position: str = "pre",
-                 qk_layernorm: bool = False, seed: int = 0):
+                 qk_layernorm: bool = False, seed: int = 0, init: str = "gpt2"):
         super().__init__()
         require(norm_position in NORM_POSITIONS, "model.norm_position", norm_position, "pre or post")
+        require(init in INITS, "model.init", init, f"one of {', '.join(INITS)}")
         require(d_model > 0 and n_heads > 0 and d_model % n_heads == 0, "model.n_heads", n_heads,
                 f"a positive divisor of model.d_model={d_model}")
         require(n_layers >= 1, "model.n_layers", n_layers, "at least 1")
@@ -78,18 +80,25 @@ class Transformer(nn.Module):
         # Post-LN blocks already end in a LayerNorm; Pre-LN needs one before the head.
         self.ln_f = nn.LayerNorm(d_model) if norm_position == "pre" else nn.Identity()
         self.head = nn.Linear(d_model, vocab_size, bias=False)
-        self._init_weights(seed, n_layers)
+        self._init_weights(seed, n_layers, init)
 
     @torch.no_grad()
-    def _init_weights(self, seed: int, n_layers: int) -> None:
-        """GPT-2 init (N(0, 0.02), residual projections scaled by 1/sqrt(2L)) from the run's seed."""
+    def _init_weights(self, seed: int, n_layers: int, init: str = "gpt2") -> None:
+        """From the run's seed. gpt2: N(0, 0.02), residual projections scaled by 1/sqrt(2L).
+        xavier: the original Transformer's (Vaswani et al.; Xiong et al. 2020 analyse Post-LN with it),
+        Xavier-uniform matrices with no depth scaling, embeddings N(0, 1/d_model)."""
         g = torch.Generator().manual_seed(int(seed))
         for name, p in self.named_parameters():  # fixed order: same seed => same weights
             if p.dim() == 1:  # biases 0, LayerNorm gains 1
                 p.fill_(1.0 if name.endswith("weight") else 0.0)
-                continue
-            std = 0.02 / math.sqrt(2 * n_layers) if name.endswith(("proj.weight", "mlp.2.weight")) else 0.02
-            p.copy_(torch.randn(p.shape, generator=g) * std)
+            elif init == "xavier" and name.startswith(("tok.", "pos.")):
+                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[1]))
+            elif init == "xavier":
+                bound = math.sqrt(6.0 / (p.shape[0] + p.shape[1]))
+                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * bound)
+            else:
+                std = 0.02 / math.sqrt(2 * n_layers) if name.endswith(("proj.weight", "mlp.2.weight")) else 0.02
+                p.copy_(torch.randn(p.shape, generator=g) * std)
 
     @property
     def math_attention(self) -> bool:
@@ -122,4 +131,5 @@ def build_transformer(cfg: Any, vocab_size: int, seq_len: int, seed: int) -> Tra
         vocab_size, int(max_len), d_model=int(cfg.d_model), n_layers=int(cfg.n_layers),
         n_heads=int(cfg.n_heads), d_ff=int(d_ff) if d_ff else None,
         norm_position=str(cfg.norm_position), qk_layernorm=bool(cfg.qk_layernorm), seed=seed,
+        init=str(cfg.get("init", "gpt2")),
     )

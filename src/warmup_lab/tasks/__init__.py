@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from warmup_lab.errors import ConfigError
 from warmup_lab.tasks.base import Task
@@ -25,4 +27,15 @@ def build_task(cfg: DictConfig, device: torch.device) -> Task:
     raise ConfigError("task.kind", kind, f"one of {', '.join(KINDS)}")
 
 
-__all__ = ["Task", "build_task"]
+def with_true_batch_size(cfg: DictConfig, task: Task) -> DictConfig:
+    """cfg, or a copy whose train.batch_size is the task's when they differ (train.full_batch: the whole
+    training set), so the summary's batch_size is the one the run used."""
+    if int(cfg.train.batch_size) == task.batch_size:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.train.batch_size = task.batch_size
+    return cfg
+
+
+__all__ = ["Task", "build_task", "with_true_batch_size"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from warmup_lab.data.sequences import IGNORE, Batch, SequenceData, copy_reverse, modadd
@@ -86,8 +86,8 @@ def build_sequence_task(cfg: DictConfig, device: torch.device) -> Task:
     require(cfg.task.kind == kind, "task.kind", cfg.task.kind, f"{kind} for data={data.name}")
     model = build_transformer(cfg.model, data.vocab_size, data.seq_len, int(cfg.seed)).to(device)
     # Hessian-vector products (sharpness monitor) need attention with a double backward.
-    sharp = cfg.get("sharpness")
-    model.math_attention = bool(sharp is not None and sharp.get("every"))
+    model.math_attention = bool(OmegaConf.select(cfg, "sharpness.every", default=0)
+                                or OmegaConf.select(cfg, "optimizer.lr_in_sharpness_units") is not None)
     model.train()
     eval_bs = int(cfg.data.get("eval_batch_size") or EVAL_BATCH_SIZE)
     batches = _eval_set(data.test, cfg.train.get("eval_batches"), eval_bs)

@@ -1,0 +1,381 @@
+"""Analysis of the mechanisms experiments: the numbers the papers predict, measured on our runs.
+
+`python -m warmup_lab.mechanisms sweeps/mechanisms --out results/mechanisms` reads the run directories
+of `conf/experiment/mechanisms/` (each part names its runs `<part>-...`) and writes report.md, one CSV
+per table and one PNG per part:
+- edge of stability (Cohen et al. 2021): late-phase sharpness / (2/eta), the ratio they find at or just above 1;
+- catapult (Lewkowycz et al. 2020): the phase of each c = eta * lambda0 (lazy / catapult / diverged) and
+  the measured boundaries beside 2 and 4, the end sharpness against 2/eta;
+- warmup (Kalra & Barkeshli 2024): the largest trainable c per warmup length and seed;
+- Pre-LN vs Post-LN (Xiong et al. 2020): final training loss per LR and warmup over seeds, and the
+  gradient norm of each layer's FFN output weight at initialisation (their Figure 3), computed here.
+The phase and "trainable" rules use the harness's own statuses and catapult detector (metrics.py), so
+the calibration tests those instruments rather than a second definition of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+
+from warmup_lab import runs
+from warmup_lab.record import SHARPNESS_FILE
+
+PARTS = ("eos", "catapult", "warmup", "preln")
+LATE_FRACTION = 0.5  # "late phase" = the last half of a run's sharpness measurements
+LAZY, CATAPULT, DIVERGED = "lazy", "catapult", "diverged"
+CATAPULT_RISE = 1.01  # a catapult: the loss climbs 1% above its minimum so far (lazy GD never does), and the run completes
+
+
+# -- reading runs ------------------------------------------------------------------------------
+def _floats(path: Path, column: str) -> list[float]:
+    if not path.exists():
+        return []
+    return [float(r[column]) if r[column] not in ("", "None") else math.nan for r in csv.DictReader(path.open())]
+
+
+def load_runs(root: Path | str) -> pd.DataFrame:
+    """One row per finished run under `root`: its part, settings, status, lambda0, eta and curves."""
+    rows = []
+    for run_dir in runs.find_run_dirs([Path(root)]):
+        summary = runs.read_summary(run_dir)
+        if summary is None or summary.get("status") not in runs.FINISHED_STATUSES:
+            continue
+        cfg = OmegaConf.load(run_dir / runs.CONFIG_FILE)
+        part = str(cfg.get("name", run_dir.name)).split("-")[0]
+        if part not in PARTS:
+            continue
+        info = summary.get("task_info", {})
+        losses = _floats(run_dir / runs.METRICS_FILE, "loss")
+        rows.append({
+            "part": part, "run_dir": str(run_dir), "status": summary["status"], "seed": summary["seed"],
+            "activation": OmegaConf.select(cfg, "model.activation"), "norm": summary.get("norm"),
+            "warmup": summary.get("warmup"), "warmup_steps": summary.get("warmup_steps") or 0,
+            "target_lr": summary["target_lr"], "c": info.get("lr_in_sharpness_units"), "steps": summary["train_steps"],
+            "lambda0": info.get("lambda0"), "init_loss": summary.get("init_loss"),
+            "final_train_loss": summary.get("final_train_loss"), "catapult_count": summary.get("catapult_count", 0),
+            "peak_loss_ratio": max((x for x in losses if math.isfinite(x)), default=math.nan) / losses[0]
+            if losses else math.nan,
+            "losses": losses, "sharp_steps": _floats(run_dir / SHARPNESS_FILE, "step"),
+            "sharpness": _floats(run_dir / SHARPNESS_FILE, "sharpness"),
+        })
+    return pd.DataFrame(rows)
+
+
+# -- definitions -------------------------------------------------------------------------------
+def late_sharpness_ratio(sharpness: Sequence[float], eta: float, fraction: float = LATE_FRACTION) -> dict[str, float]:
+    """sharpness / (2/eta) over the last `fraction` of the measurements: mean, min and max."""
+    values = [s * eta / 2 for s in sharpness if math.isfinite(s)]
+    late = values[int(len(values) * (1 - fraction)):] or values
+    if not late:
+        return {"mean": math.nan, "min": math.nan, "max": math.nan}
+    return {"mean": sum(late) / len(late), "min": min(late), "max": max(late)}
+
+
+def rise_ratio(losses: Sequence[float]) -> float:
+    """max over t of loss[t] / min(loss[:t]): how far the loss ever climbed above its best so far
+    (< 1 for a loss that only falls). Non-finite losses are skipped."""
+    best, worst = math.inf, 0.0
+    for x in losses:
+        if not math.isfinite(x):
+            continue
+        if best < math.inf:
+            worst = max(worst, x / best) if best > 0 else worst
+        best = min(best, x)
+    return worst
+
+
+def phase(status: str, losses: Sequence[float], rise: float = CATAPULT_RISE) -> str:
+    """Lewkowycz et al.'s three phases: diverged, catapult, lazy.
+
+    diverged: the run's status is not `completed` (the harness's divergence detector fired, or the
+    final loss is not below the initial one); catapult: it completed, and at some step the loss rose
+    above `rise` x its minimum so far (their "the loss first grows, then falls"); lazy: otherwise.
+    The harness's catapult detector (rise 2x a median-of-5, for mid-training events) is reported
+    beside this, not used: it cannot fire in the first 5 steps, where GD's catapult happens.
+    """
+    if status != runs.COMPLETED:
+        return DIVERGED
+    return CATAPULT if rise_ratio(losses) > rise else LAZY
+
+
+def phase_boundaries(cs: Sequence[float], phases: Sequence[str]) -> dict[str, float]:
+    """On a sorted grid: the last lazy c before the first non-lazy one, the first catapult c, the
+    largest c below the first divergence, and that first divergent c (nan when absent)."""
+    pairs = sorted(zip(cs, phases))
+    first_non_lazy = next((c for c, p in pairs if p != LAZY), math.nan)
+    first_div = next((c for c, p in pairs if p == DIVERGED), math.nan)
+    return {
+        "last_lazy": max((c for c, p in pairs if p == LAZY and not c > first_non_lazy), default=math.nan),
+        "first_catapult": next((c for c, p in pairs if p == CATAPULT), math.nan),
+        "last_trainable": max((c for c, p in pairs if p != DIVERGED and not c > first_div), default=math.nan),
+        "first_diverged": first_div,
+    }
+
+
+def largest_trainable(cs: Sequence[float], statuses: Sequence[str]) -> float:
+    """The largest c whose run completed, below the first c that did not (nan if none completed)."""
+    pairs = sorted(zip(cs, statuses))
+    first_bad = next((c for c, s in pairs if s != runs.COMPLETED), math.inf)
+    return max((c for c, s in pairs if s == runs.COMPLETED and c < first_bad), default=math.nan)
+
+
+# -- gradient norms at initialisation (Xiong et al. 2020, Figure 3) -----------------------------
+def ffn_grad_norms(norm_position: str, n_layers: int, seed: int, d_model: int = 32, batch_size: int = 64,
+                   init: str = "xavier") -> list[float]:
+    """||dL/dW|| of each block's FFN output weight at initialisation, on one batch of the reverse task."""
+    from warmup_lab.data.sequences import copy_reverse
+    from warmup_lab.models.transformer import build_transformer
+    from warmup_lab.tasks.sequence import _loss
+
+    data = copy_reverse("reverse", 8, 16, 64, 0, seed, batch_size, "cpu")
+    cfg = OmegaConf.create({"family": "transformer", "d_model": d_model, "n_layers": n_layers, "n_heads": 4,
+                            "norm_position": norm_position, "qk_layernorm": False, "init": init})
+    model = build_transformer(cfg, data.vocab_size, data.seq_len, seed)
+    _loss(model, data.batch(0)).backward()
+    return [float(block.mlp[2].weight.grad.norm()) for block in model.blocks]
+
+
+def grad_norm_table(depths: Sequence[int] = (6, 12, 24), seeds: Sequence[int] = (0, 1, 2)) -> pd.DataFrame:
+    rows = []
+    for norm in ("pre", "post"):
+        for depth in depths:
+            for seed in seeds:
+                with torch.random.fork_rng(devices=[]):
+                    norms = ffn_grad_norms(norm, depth, seed)
+                rows += [{"norm": norm, "depth": depth, "seed": seed, "layer": i + 1, "grad_norm": g}
+                         for i, g in enumerate(norms)]
+    return pd.DataFrame(rows)
+
+
+# -- tables ------------------------------------------------------------------------------------
+def eos_table(df: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in df[df.part == "eos"].itertuples():
+        late = late_sharpness_ratio(r.sharpness, r.target_lr)
+        rows.append({"activation": r.activation, "c": r.c, "lambda0": r.lambda0, "eta": r.target_lr,
+                     "two_over_eta": 2 / r.target_lr, "late_ratio_mean": late["mean"], "late_ratio_min": late["min"],
+                     "late_ratio_max": late["max"], "max_sharpness_ratio": max(r.sharpness) * r.target_lr / 2,
+                     "final_train_loss": r.final_train_loss, "status": r.status})
+    return pd.DataFrame(rows).sort_values(["activation", "c"]) if rows else pd.DataFrame()
+
+
+def catapult_table(df: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in df[df.part == "catapult"].itertuples():
+        end = r.sharpness[-1] if r.sharpness else math.nan
+        rows.append({"activation": r.activation, "c": r.c, "lambda0": r.lambda0, "eta": r.target_lr,
+                     "status": r.status, "phase": phase(r.status, r.losses), "rise_ratio": rise_ratio(r.losses),
+                     "peak_loss_ratio": r.peak_loss_ratio, "detector_catapults": r.catapult_count,
+                     "end_sharpness_ratio": end * r.target_lr / 2, "final_train_loss": r.final_train_loss})
+    return pd.DataFrame(rows).sort_values(["activation", "c"]) if rows else pd.DataFrame()
+
+
+def catapult_boundaries(tab: pd.DataFrame) -> pd.DataFrame:
+    rows = [{"activation": act, **phase_boundaries(list(g.c), list(g.phase))} for act, g in tab.groupby("activation")]
+    return pd.DataFrame(rows)
+
+
+def warmup_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Largest trainable c per (activation, warmup length, seed), and its spread over seeds."""
+    sub = df[df.part == "warmup"]
+    per_seed = pd.DataFrame([
+        {"activation": act, "warmup_steps": int(w), "seed": seed, "largest_trainable_c": largest_trainable(list(g.c), list(g.status))}
+        for (act, w, seed), g in sub.groupby(["activation", "warmup_steps", "seed"])])
+    if per_seed.empty:
+        return per_seed, per_seed
+    agg = (per_seed.groupby(["activation", "warmup_steps"]).largest_trainable_c
+           .agg(mean="mean", min="min", max="max", seeds="count").reset_index())
+    return per_seed, agg
+
+
+def preln_table(df: pd.DataFrame) -> pd.DataFrame:
+    sub = df[df.part == "preln"]
+    if sub.empty:
+        return pd.DataFrame()
+    return (sub.groupby(["norm", "warmup_steps", "target_lr"]).final_train_loss
+            .agg(mean="mean", min="min", max="max", seeds="count").reset_index())
+
+
+# -- figures -----------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_eos(df: pd.DataFrame, path: Path) -> None:
+    plt = _plt()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, r in enumerate(df[df.part == "eos"].sort_values("c").itertuples()):
+        color = f"C{i}"
+        ax.plot(r.sharp_steps, r.sharpness, color=color, label=f"c = {r.c:g} (eta = {r.target_lr:.3g})")
+        ax.axhline(2 / r.target_lr, color=color, ls="--", lw=1)
+        bx.plot(r.losses, color=color, lw=1)
+    ax.set(xlabel="step", ylabel="sharpness (top Hessian eigenvalue)", title="sharpness; dashed: 2/eta")
+    ax.legend(fontsize=8)
+    bx.set(xlabel="step", ylabel="training loss (MSE)", yscale="log", title="loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_catapult(tab: pd.DataFrame, steps: int, path: Path) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    markers = {LAZY: "o", CATAPULT: "^", DIVERGED: "x"}
+    for i, (act, g) in enumerate(tab.groupby("activation")):
+        for ph, m in markers.items():
+            sel = g[g.phase == ph]
+            axes[0].scatter(sel.c, sel.rise_ratio.clip(upper=1e3), marker=m, color=f"C{i}", label=f"{act}: {ph}")
+            ok = sel[sel.phase != DIVERGED]
+            axes[1].scatter(ok.c, ok.end_sharpness_ratio, marker=m, color=f"C{i}")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        for c in (2, 4):
+            ax.axvline(c, color="grey", ls=":", lw=1)
+    axes[0].set(xlabel="c = eta * lambda0", ylabel="max loss / best loss so far", yscale="log",
+                title="phase per c (dotted: c = 2, 4)")
+    axes[0].axhline(CATAPULT_RISE, color="grey", lw=0.8)
+    axes[0].legend(fontsize=7)
+    axes[1].axhline(1.0, color="k", ls="--", lw=1)
+    axes[1].set(xlabel="c = eta * lambda0", ylabel="end sharpness / (2/eta)", title=f"sharpness at step {steps} vs 2/eta")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_warmup(per_seed: pd.DataFrame, steps: int, grid_top: float, path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (act, g) in enumerate(per_seed.groupby("activation")):
+        agg = g.groupby("warmup_steps").largest_trainable_c.agg(["mean", "min", "max"])
+        x = list(range(len(agg)))
+        ax.errorbar([v + 0.05 * i for v in x], agg["mean"], yerr=[agg["mean"] - agg["min"], agg["max"] - agg["mean"]],
+                    marker="o", capsize=3, color=f"C{i}", label=act)
+        ax.set_xticks(x, [str(w) for w in agg.index])
+    ax.axhline(grid_top, color="grey", ls=":", lw=1)
+    ax.set(xlabel=f"linear warmup steps (of {steps})", ylabel="largest trainable c = eta * lambda0", yscale="log",
+           title="mean over seeds, bars: min-max; dotted: top of the grid")
+    ax.set_yscale("log", base=2)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_preln(tab: pd.DataFrame, grads: pd.DataFrame, path: Path) -> None:
+    plt = _plt()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, ((norm, w), g) in enumerate(tab.groupby(["norm", "warmup_steps"])):
+        ax.errorbar(g.target_lr, g["mean"], yerr=[g["mean"] - g["min"], g["max"] - g["mean"]], marker="o", capsize=3,
+                    color=f"C{i}", label=f"{norm}-LN, warmup {w}")
+    ax.axhline(math.log(16), color="grey", ls=":", lw=1)
+    ax.set(xscale="log", xlabel="Adam LR", ylabel="final training loss", yscale="log",
+           title="mean over seeds, bars: min-max; dotted: uniform guess")
+    ax.legend(fontsize=8)
+    mean = grads.groupby(["norm", "depth", "layer"]).grad_norm.mean().reset_index()
+    for (norm, depth), g in mean.groupby(["norm", "depth"]):
+        bx.plot(g.layer, g.grad_norm, marker="o", ls="-" if norm == "post" else "--", label=f"{norm}-LN, {depth} layers")
+    bx.set(xlabel="layer", ylabel="||grad of FFN output weight|| at init", title="gradient norm per layer at init")
+    bx.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- report ------------------------------------------------------------------------------------
+def _md(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False, floatfmt=".3g") if not df.empty else "(no runs)"
+
+
+def build_report(root: Path | str, out: Path | str) -> Path:
+    """Every table (CSV), figure (PNG) and report.md of the mechanisms experiments under `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    df = load_runs(root)
+    lines = ["# mechanisms: the harness against published predictions", "",
+             f"Runs read from `{root}`: {len(df)} finished. Definitions: `src/warmup_lab/mechanisms.py`.", ""]
+    if df.empty:
+        lines.append("(no finished mechanisms runs)")
+    if not df.empty and (df.part == "eos").any():
+        eos = eos_table(df)
+        eos.to_csv(out / "eos.csv", index=False)
+        plot_eos(df, out / "eos.png")
+        lines += ["## Edge of stability (Cohen et al. 2021)", "",
+                  f"Late-phase ratio = sharpness / (2/eta) over the last {LATE_FRACTION:.0%} of the measurements "
+                  "(mean, min, max); one deterministic GD run per c (seed 0). Prediction: about 1, at or just above.", "",
+                  _md(eos), "", "![eos](eos.png)", ""]
+    if not df.empty and (df.part == "catapult").any():
+        cat = catapult_table(df)
+        cat.to_csv(out / "catapult.csv", index=False)
+        bounds = catapult_boundaries(cat)
+        bounds.to_csv(out / "catapult_boundaries.csv", index=False)
+        plot_catapult(cat, int(df[df.part == "catapult"].steps.max()), out / "catapult.png")
+        lines += ["## Catapult phases (Lewkowycz et al. 2020)", "",
+                  f"Phase per c = eta * lambda0 (seed 0, T = {int(df[df.part == 'catapult'].steps.max())}): diverged = status not completed; catapult = "
+                  f"completed and the loss rose above {CATAPULT_RISE} x its best so far; lazy = otherwise. "
+                  "`detector_catapults`: the harness's catapult detector on the same run. "
+                  "Prediction: lazy below c = 2, catapult from 2 to c_max (4 for their two-layer model, more for ReLU), "
+                  "diverged above; after a catapult the sharpness ends below 2/eta (end_sharpness_ratio < 1).", "",
+                  "Boundaries on the grid (the true one lies between `last_lazy` and `first_catapult`, and between "
+                  "`last_trainable` and `first_diverged`):", "", _md(bounds), "", _md(cat), "",
+                  "![catapult](catapult.png)", ""]
+    if not df.empty and (df.part == "warmup").any():
+        per_seed, agg = warmup_tables(df)
+        per_seed.to_csv(out / "warmup_per_seed.csv", index=False)
+        agg.to_csv(out / "warmup.csv", index=False)
+        warm = df[df.part == "warmup"]
+        plot_warmup(per_seed, int(warm.steps.max()), float(warm.c.max()), out / "warmup.png")
+        lines += ["## Warmup extends the trainable range (Kalra & Barkeshli 2024)", "",
+                  "Largest trainable c (status completed, below the first c that is not) on the grid c = 2^x, "
+                  f"x = 1 .. 8 in halves, per warmup length; mean, min and max over seeds (T = {int(warm.steps.max())}). "
+                  f"A value equal to the top of the grid ({warm.c.max():g}) is a lower bound. Prediction: grows "
+                  "with warmup length.", "", _md(agg), "", "![warmup](warmup.png)", ""]
+    grads = grad_norm_table()
+    grads.to_csv(out / "grad_norms_at_init.csv", index=False)
+    last = grads[grads.layer == grads.depth].groupby(["norm", "depth"]).grad_norm.agg(["mean", "min", "max"]).reset_index()
+    first = grads[grads.layer == 1].groupby(["norm", "depth"]).grad_norm.agg(["mean", "min", "max"]).reset_index()
+    if not df.empty and (df.part == "preln").any():
+        tab = preln_table(df)
+        tab.to_csv(out / "pre_vs_post_ln.csv", index=False)
+        plot_preln(tab, grads, out / "pre_vs_post_ln.png")
+        lines += ["## Pre-LN vs Post-LN (Xiong et al. 2020)", "",
+                  "Final training loss (mean of the last 10 steps) per LN placement, warmup length and Adam LR; "
+                  "mean, min, max over seeds. ln 16 = 2.77 is a uniform guess. Prediction: without warmup Post-LN "
+                  "trains badly where Pre-LN trains; with warmup both train.", "", _md(tab), "",
+                  "![pre_vs_post_ln](pre_vs_post_ln.png)", ""]
+    lines += ["## Gradient norm per layer at initialisation (Xiong et al. 2020, Figure 3)", "",
+              "||dL/dW|| of each block's FFN output weight at init (Xavier init, d_model 32, one batch of 64 of the "
+              "reverse task, seeds 0-2; `grad_norms_at_init.csv` has every layer). Prediction: Post-LN's is "
+              "larger near the output and does not shrink with depth; Pre-LN's at the last layer shrinks like "
+              "1/sqrt(L).", "", "Last layer:", "", _md(last), "", "First layer:", "", _md(first), ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("root", help="the runs root of the mechanisms sweep (sweeps/mechanisms)")
+    ap.add_argument("--out", default="results/mechanisms")
+    ap.add_argument("--experiment", default="mechanisms", help="accepted for scripts/sweep.py; unused")
+    args = ap.parse_args(argv)
+    if not Path(args.root).is_dir():
+        raise SystemExit(f"error: runs root {args.root!r} does not exist; run `make sweep EXPERIMENT=mechanisms` first")
+    print(f"wrote {build_report(args.root, args.out)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
