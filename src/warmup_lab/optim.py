@@ -160,15 +160,19 @@ def _param_groups(model_or_params: Any, split: bool, weight_decay: float) -> lis
     return [g for g in groups if g["params"]]
 
 
+# Read for every optimizer: the name, the target LR, and the LR in units of 1/lambda0 (sharpness.resolve_lr_units).
+COMMON_KEYS = ("name", "lr", "lr_in_sharpness_units")
+
+
 def validate(cfg_opt: Any) -> str:
     """Check `cfg.optimizer` without building anything; returns the optimizer's name."""
     name = _get(cfg_opt, "name")
     if name not in NAMES:
         raise ConfigError("optimizer.name", name, f"one of {', '.join(NAMES)}")
     if hasattr(cfg_opt, "keys"):  # a key nothing reads (`+optimizer.lrr=1`) would train at the default silently
-        valid = ["name", "lr", *sorted(_KEYS[name])]
+        valid = [*COMMON_KEYS, *sorted(_KEYS[name])]
         for key in cfg_opt.keys():
-            if key not in ("name", "lr") and key not in _ALL_KEYS:
+            if key not in COMMON_KEYS and key not in _ALL_KEYS:
                 raise ConfigError(f"optimizer.{key}", _get(cfg_opt, key),
                                   f"unknown key: {name} reads {', '.join(valid)}")
     _number(cfg_opt, "lr", 0.0, lambda v: v > 0 and math.isfinite(v), "must be > 0 and finite, a number (the target/peak LR)")
