@@ -31,7 +31,7 @@ from warmup_lab.record import SHARPNESS_FILE
 PARTS = ("eos", "catapult", "warmup", "preln")
 LATE_FRACTION = 0.5  # "late phase" = the last half of a run's sharpness measurements
 LAZY, CATAPULT, DIVERGED = "lazy", "catapult", "diverged"
-CATAPULT_RISE = 1.01  # a catapult: the loss climbs 1% above its minimum so far (lazy GD never does), and the run completes
+CATAPULT_RISE = 1.01  # catapult: the loss climbs 1% above its minimum so far (lazy GD never does); the run completes
 
 
 # -- reading runs ------------------------------------------------------------------------------
@@ -187,7 +187,8 @@ def warmup_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Largest trainable c per (activation, warmup length, seed), and its spread over seeds."""
     sub = df[df.part == "warmup"]
     per_seed = pd.DataFrame([
-        {"activation": act, "warmup_steps": int(w), "seed": seed, "largest_trainable_c": largest_trainable(list(g.c), list(g.status))}
+        {"activation": act, "warmup_steps": int(w), "seed": seed,
+         "largest_trainable_c": largest_trainable(list(g.c), list(g.status))}
         for (act, w, seed), g in sub.groupby(["activation", "warmup_steps", "seed"])])
     if per_seed.empty:
         return per_seed, per_seed
@@ -323,7 +324,8 @@ def build_report(root: Path | str, out: Path | str) -> Path:
         bounds.to_csv(out / "catapult_boundaries.csv", index=False)
         plot_catapult(cat, int(df[df.part == "catapult"].steps.max()), out / "catapult.png")
         lines += ["## Catapult phases (Lewkowycz et al. 2020)", "",
-                  f"Phase per c = eta * lambda0 (seed 0, T = {int(df[df.part == 'catapult'].steps.max())}): diverged = status not completed; catapult = "
+                  f"Phase per c = eta * lambda0 (seed 0, T = {int(df[df.part == 'catapult'].steps.max())}): "
+                  "diverged = status not completed; catapult = "
                   f"completed and the loss rose above {CATAPULT_RISE} x its best so far; lazy = otherwise. "
                   "`detector_catapults`: the harness's catapult detector on the same run. "
                   "Prediction: lazy below c = 2, catapult from 2 to c_max (4 for their two-layer model, more for ReLU), "
@@ -356,8 +358,8 @@ def build_report(root: Path | str, out: Path | str) -> Path:
                   "trains badly where Pre-LN trains; with warmup both train.", "", _md(tab), "",
                   "![pre_vs_post_ln](pre_vs_post_ln.png)", ""]
     lines += ["## Gradient norm per layer at initialisation (Xiong et al. 2020, Figure 3)", "",
-              "||dL/dW|| of each block's FFN output weight at init (Xavier init, d_model 32, one batch of 64 of the "
-              "reverse task, seeds 0-2; `grad_norms_at_init.csv` has every layer). Prediction: Post-LN's is "
+              "The norm of dL/dW for each block's FFN output weight at init (Xavier init, d_model 32, one batch "
+              "of 64 of the reverse task, seeds 0-2; `grad_norms_at_init.csv` has every layer). Prediction: Post-LN's is "
               "larger near the output and does not shrink with depth; Pre-LN's at the last layer shrinks like "
               "1/sqrt(L).", "", "Last layer:", "", _md(last), "", "First layer:", "", _md(first), ""]
     path = out / "report.md"

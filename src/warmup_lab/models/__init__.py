@@ -22,8 +22,8 @@ def build_image_model(model_cfg: DictConfig, in_channels: int, num_classes: int,
     family = model_cfg.get("family")
     if family == "mlp":
         require(image_size is not None, "image_size", image_size, "(H, W): an MLP needs its input size")
-        return MLP(in_channels * math.prod(image_size), num_classes, width=int(model_cfg.width), depth=int(model_cfg.depth),
-                   activation=str(model_cfg.activation), bias=bool(model_cfg.get("bias", True)))
+        return MLP(in_channels * math.prod(image_size), num_classes, width=int(model_cfg.width),
+                   depth=int(model_cfg.depth), activation=str(model_cfg.activation), bias=bool(model_cfg.get("bias", True)))
     if family != "resnet":
         raise ConfigError("model.family", family, f"one of {', '.join(IMAGE_FAMILIES)} for image tasks "
                           "(e.g. model=resnet20 or model=mlp)")
