@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from conftest import make_cfg, run_cli
+from warmup_lab import runs
 from warmup_lab.data import FullBatch
 from warmup_lab.errors import ConfigError
 from warmup_lab.models import MLP
@@ -84,7 +85,9 @@ def test_gd_on_the_quadratic_is_stable_exactly_below_c_equal_2(c, converges):
 
 
 def test_the_trainer_runs_at_eta_and_records_eta_and_lambda0(tmp_path):
-    summary = train(make_cfg(GD + ["optimizer.lr_in_sharpness_units=2.5", "sharpness.every=10"]), tmp_path)
+    cfg = make_cfg(GD + ["optimizer.lr_in_sharpness_units=2.5", "sharpness.every=10"])
+    summary = train(cfg, tmp_path)
+    assert summary["config_hash"] == runs.config_hash(cfg)  # the requested config's (the run dir's name), not eta's
     info = summary["task_info"]
     assert info["eta"] == pytest.approx(2.5 / info["lambda0"]) and info["lr_in_sharpness_units"] == 2.5
     assert summary["target_lr"] == pytest.approx(info["eta"]) and summary["optimizer"] == "sgd"

@@ -211,6 +211,8 @@ class Run:
     def __init__(self, cfg: DictConfig, run_dir: Path):
         _validate(cfg)
         self.cfg, self.run_dir = cfg, run_dir
+        # The hash of the config as requested (the run directory's name), not of the resolved one below.
+        self.config_hash = runs.config_hash(cfg)
         self.stop = StopRequest()
         self.device = resolve_device(str(cfg.device))
         if cfg.get("threads"):
@@ -404,7 +406,7 @@ class Run:
             "task_info": self.task.info,
             "optimizer_info": optimizer_info(self.optimizer),
             "detect": OmegaConf.to_container(self.cfg.detect, resolve=True),
-            "config_hash": runs.config_hash(self.cfg),
+            "config_hash": self.config_hash,
             "experiment": OmegaConf.select(self.cfg, "experiment_name", default=None),
             "sweep_group": OmegaConf.select(self.cfg, "logger.group", default=None),
             "run_dir": str(self.run_dir),
