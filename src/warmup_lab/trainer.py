@@ -482,6 +482,11 @@ def _finished(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
 
 def _train_owned(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     run = Run(cfg, run_dir)
+    with run.stop:  # a stop signal from here on (W&B init included) is acted on at the first step boundary
+        return _execute(cfg, run_dir, run)
+
+
+def _execute(cfg: DictConfig, run_dir: Path, run: Run) -> dict[str, Any]:
     try:
         runs.write_config(run_dir, cfg)
         resumed = run.load_checkpoint()
@@ -497,8 +502,7 @@ def _train_owned(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     stopped: Stopped | None = None
     closing = {"steps_run": run.start_step, "config_hash": runs.config_hash(cfg)}
     try:
-        with run.stop:
-            summary = run.execute(logger)
+        summary = run.execute(logger)
         summary["resumed_from"] = run.start_step if resumed else None
         summary["wandb_mode"] = logger.mode
         logger.log_summary(summary)
