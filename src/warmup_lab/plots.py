@@ -52,7 +52,7 @@ def note_or_link(result: Drawn, caption: str = "") -> str:
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "_", re.sub(r"\b(task|optimizer|warmup)=", "", text)).strip("_") or "all"
+    return re.sub(r"[^A-Za-z0-9.]+", "_", re.sub(r"\b\w+=", "", text)).strip("_") or "all"
 
 
 def _grid(rows: int, cols: int, width: float = 4.2, height: float = 3.2) -> tuple[plt.Figure, np.ndarray]:
