@@ -234,16 +234,20 @@ def test_sweeper_report_and_figure_get_the_same_eta_max_from_the_same_probes(tmp
     assert "median [" in proc.stdout
     drawn = []
     real = plots.eta_max_vs_warmup
-    monkeypatch.setattr(plots, "eta_max_vs_warmup", lambda eta, keys, out: drawn.append(eta.copy()) or real(eta, keys, out))
+    monkeypatch.setattr(plots, "eta_max_vs_warmup", lambda *a, **kw: drawn.append(real(*a, **kw)) or drawn[-1])
     out = build_report([tmp_path / "sweep"], tmp_path / "report")
     cols = ["warmup_steps", "criterion", "seed", "eta_max", "lo", "hi", "censored", "n_probes", "non_monotone"]
     by = ["criterion", "warmup_steps", "seed"]
     from_sweeper = stability.read_table(tmp_path / "sweep" / stability.ETA_FILE)[cols].sort_values(by).reset_index(drop=True)
     from_report = stability.read_table(out / stability.ETA_FILE)[cols].sort_values(by).reset_index(drop=True)
     pd.testing.assert_frame_equal(from_sweeper, from_report, check_dtype=False)
-    plain = from_sweeper[from_sweeper["criterion"] == "plain"]
-    figure = drawn[0][cols].sort_values(by).reset_index(drop=True)
-    pd.testing.assert_frame_equal(plain.reset_index(drop=True), figure, check_dtype=False)
+    # the figure draws each seed at its eta_max (a seed censored below at its first unstable LR, hi)
+    marks = drawn[0].values
+    marks = marks[marks["kind"] != "median"].sort_values(by).reset_index(drop=True)
+    drawn_at = from_sweeper["eta_max"].where(from_sweeper["censored"] != "below", from_sweeper["hi"])
+    pd.testing.assert_frame_equal(marks[by], from_sweeper[by], check_dtype=False)
+    assert marks["y"].tolist() == pytest.approx(drawn_at.tolist())
+    assert (marks["kind"] == from_sweeper["censored"].replace("", "point")).all()
     # the seeds disagreed, so each was probed at the others' edges: more probes than a lone search
     report = json.loads((tmp_path / "sweep" / "search.json").read_text())
     extra = [r["n_probes"] - predicted_probes(0.01 * (1 + int(s["overrides"]["warmup_steps"]) / 5) * 1.5 ** r["seed"])
