@@ -91,11 +91,12 @@ def test_search_result_is_the_stability_rule_on_its_probes():
             None if math.isnan(rule["eta_max"]) else rule["eta_max"], rule["censored"], rule["non_monotone"])
 
 
-def test_disagreeing_seeds_are_probed_at_each_others_edges():
-    a, b = run(lambda lr: lr <= 0.01), run(lambda lr: lr <= 0.03)
-    extra = disagreement_lrs([a, b])
-    assert extra[0] and extra[1] and all(a["lo"] <= lr <= b["hi"] for lr in extra[0] + extra[1])
-    assert disagreement_lrs([a, run(lambda lr: lr <= 0.01)]) == [[], []]  # agreeing seeds: no extra probe
+def test_disagreeing_seeds_are_probed_at_the_median_seeds_edge():
+    seeds = [run(lambda lr, t=t: lr <= t) for t in (0.01, 0.02, 0.04)]
+    extra = disagreement_lrs(seeds)
+    mid = seeds[1]  # the median seed's bracket: lo = 0.019, hi = 0.023
+    assert extra[1] == [] and extra[0] == extra[2] == [mid["lo"], mid["hi"]]
+    assert disagreement_lrs([seeds[0], run(lambda lr: lr <= 0.01)]) == [[], []]  # agreeing seeds: no extra probe
     s = LRSearch()
     while (lr := s.next_lr()) is not None:
         s.record(lr, lr <= 0.01)
@@ -104,7 +105,7 @@ def test_disagreeing_seeds_are_probed_at_each_others_edges():
     while (lr := s.next_lr()) is not None:
         asked.append(lr)
         s.record(lr, lr <= 0.01)
-    assert asked == extra[0] and s.result()["eta_max"] == a["eta_max"]
+    assert asked == extra[0] and s.result()["eta_max"] == seeds[0]["eta_max"]
 
 
 def thr_ok(eta, thr, res=RES):

@@ -55,7 +55,7 @@ class LRSearch:
     points just above the first unstable one (hi * resolution**j, skipping LRs already probed) look
     where seeds disagree: a pure bracket+bisect never sees non-monotonicity, since every probe it
     makes is consistent with its final bracket. `probe_also(lrs)` re-opens a finished search for
-    more probes (the sweeper's cross-seed checks).
+    more probes (the sweeper's cross-seed probes, search.disagreement_lrs).
     """
 
     def __init__(self, start_lr: float = 1e-3, bracket_factor: float = BRACKET_FACTOR,
@@ -188,19 +188,17 @@ class LRSearch:
 
 
 def disagreement_lrs(results: Sequence[dict[str, Any]]) -> list[list[float]]:
-    """Per seed: the other seeds' lo and hi it has not probed, inside [min lo, max hi] over seeds.
+    """Per seed: the median seed's bracket (its lo and hi) where this seed has not probed it.
 
-    Where seeds of one setting disagree on the edge, each seed is probed where the others found theirs,
-    so P(stable | LR) there rests on every seed, not one. Seeds that agree add nothing.
+    Where the seeds of one setting disagree on the edge, every seed is probed at the edge the median
+    seed found (the lower median over seeds' lo; censored seeds rank at their end), so P(stable | LR)
+    around the aggregate eta_max rests on every seed: at most two probes per seed, none when seeds agree.
     """
-    edges = sorted({v for r in results for v in (r["lo"], r["hi"]) if v is not None})
-    if len(edges) <= 2:  # every seed found the same bracket (or the same censoring)
-        return [[] for _ in results]
-    out = []
-    for r in results:
-        probed = {p["lr"] for p in r["probes"]}
-        out.append([v for v in edges if not any(math.isclose(v, q, rel_tol=1e-9) for q in probed)])
-    return out
+    ranked = sorted(results, key=lambda r: (r["lo"] is not None, r["lo"] or 0.0, r["hi"] is None))
+    mid = ranked[(len(ranked) - 1) // 2]
+    edges = [v for v in (mid["lo"], mid["hi"]) if v is not None]
+    return [[v for v in edges if not any(math.isclose(v, p["lr"], rel_tol=1e-9) for p in r["probes"])]
+            for r in results]
 
 
 def predicted_probes(threshold: float, start_lr: float = 1e-3, bracket_factor: float = BRACKET_FACTOR,

@@ -6,7 +6,7 @@ probe is an ordinary job with its own run dir and summary; a re-run asks for the
 search's log-grid), the jobs find their finished runs, and the search replays without training.
 
 When every seed of a setting is done and the seeds disagree on the edge, each seed is also probed at
-the other seeds' lo/hi (`cross_seed`, search.disagreement_lrs). The tables (eta_max per seed, the
+the median seed's lo/hi (`cross_seed`, search.disagreement_lrs). The tables (eta_max per seed, the
 median over seeds with its bootstrap CI, P(stable | LR), ratios to no warmup) come from
 warmup_lab.stability over every probe, under each of `criteria`; `criterion` steers the search.
 """
@@ -58,7 +58,7 @@ class MaxStableLRSweeperConf:
     max_rounds: int = 50
     criterion: str = "plain"  # steers the search (per run: plain | loss_frac_<f>); stability.criterion
     criteria: List[str] = field(default_factory=lambda: list(stability.DEFAULT_CRITERIA))  # tables
-    cross_seed: bool = True  # probe each seed at the other seeds' edges where they disagree
+    cross_seed: bool = True  # where seeds disagree, probe each at the median seed's lo and hi
     out_dir: Optional[str] = None  # where search.json/eta_max*.csv go; null = hydra.sweep.dir
 
 
@@ -205,7 +205,7 @@ class MaxStableLRSweeper(Sweeper):
         return returns
 
     def _cross_seed(self, n_settings: int, searches: Dict[Any, search.LRSearch], crossed: set) -> set:
-        """Settings whose seeds are all done get, once, probes at the other seeds' edges."""
+        """Settings whose seeds are all done get, once, probes at the median seed's edge."""
         if not self.cross_seed or len(self.seeds) < 2:
             return set()
         now = set()
