@@ -202,7 +202,7 @@ from warmup_lab import runs
 def main(cfg):
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     lr, ws = cfg.optimizer.lr, cfg.warmup_steps
-    threshold = 0.01 * (1 + ws / 5) * 1.5 ** cfg.seed  # seeds disagree: the search probes each at the others' edges
+    threshold = 0.01 * (1 + ws / 5) * 1.5 ** cfg.seed  # seeds disagree: each seed is probed at the median seed's edge
     ok = lr <= threshold
     final = 0.3 + 20 * lr if ok else float("nan")
     runs.write_summary(run_dir, {"status": runs.COMPLETED if ok else runs.DIVERGED, "target_lr": lr, "seed": cfg.seed,
@@ -244,7 +244,7 @@ def test_sweeper_report_and_figure_get_the_same_eta_max_from_the_same_probes(tmp
     plain = from_sweeper[from_sweeper["criterion"] == "plain"]
     figure = drawn[0][cols].sort_values(by).reset_index(drop=True)
     pd.testing.assert_frame_equal(plain.reset_index(drop=True), figure, check_dtype=False)
-    # the seeds disagreed, so each was probed at the others' edges: more probes than a lone search
+    # the seeds disagreed, so each was probed at the median seed's edge: more probes than a lone search
     report = json.loads((tmp_path / "sweep" / "search.json").read_text())
     extra = [r["n_probes"] - predicted_probes(0.01 * (1 + int(s["overrides"]["warmup_steps"]) / 5) * 1.5 ** r["seed"])
              for s in report["settings"] for r in s["seeds"]]
