@@ -182,6 +182,13 @@ def test_empty_seeds_is_one_line_error(app):
     assert len(lines) == 1 and "hydra.sweeper.seeds" in lines[0] and "at least one seed" in lines[0]
 
 
+def test_empty_settings_grid_is_one_line_error(app):
+    proc = sweep(app, "threshold=range(0,0)", check=False)
+    assert proc.returncode == 2 and not (app / "calls.log").exists()
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "settings grid=" in lines[0] and "it is empty" in lines[0]
+
+
 def test_csv_columns_are_setting_keys_only(app):
     (app / "config.yaml").write_text(CONFIG + "logger: {group: x}\nthreads: null\nruns_root: r\ntrain: {progress: true}\n")
     sweep(app, "logger.group=y", "threads=1", "runs_root=elsewhere", "train.progress=false", *COARSE)

@@ -157,7 +157,8 @@ class MaxStableLRSweeper(Sweeper):
                                   "near_best needs every run of a setting; steer with plain or loss_frac_<f>")
             settings = self._settings(arguments)
             if not settings:
-                raise ConfigError("hydra.sweeper.params", self.params or "{}", "the settings grid is empty; give each key at least one value")
+                swept = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
+                raise ConfigError("settings grid", " ".join(swept), "it is empty; give every swept key at least one value")
         except ValueError as err:  # ConfigError is one
             print(f"error: hydra.sweeper: {err}", file=sys.stderr, flush=True)
             sys.exit(EXIT_CONFIG)
