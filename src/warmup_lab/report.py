@@ -263,7 +263,7 @@ def eta_section(res: pd.DataFrame, out: Path, criteria: Sequence[str]) -> tuple[
     summary, per_seed = tables[stability.SUMMARY_FILE], tables[stability.ETA_FILE]
     md += ["### Over seeds: median [CI] n, a column per criterion", "",
            _md(_wide(summary, shown, _estimate, criteria)), "",
-           "### Per seed (`*` = non-monotone: a stable LR above the first unstable one)", "",
+           "### Per seed (`*` = non-monotone: a stable LR above `hi`, or an unstable LR below every stable one)", "",
            _md(_wide(per_seed, [*shown, "seed"], _per_seed, criteria)), ""]
     comp = tables[stability.COMPARE_FILE]
     md += ["### Each warmup vs no warmup: ratio of eta_max medians", "",
