@@ -134,3 +134,17 @@ def test_record_must_answer_the_pending_probe():
         s.record(0.5, True)
     with pytest.raises(ValueError):
         LRSearch(start_lr=100.0)
+
+
+@pytest.mark.parametrize("thr", THRESHOLDS)
+def test_a_search_started_from_another_seeds_eta_max_finds_the_same_edge(thr):
+    hint = run(lambda lr: lr <= 0.02)["eta_max"]
+    alone, hinted = run(lambda lr: lr <= thr), run(lambda lr: lr <= thr, hint=hint)
+    assert (hinted["eta_max"], hinted["hi"], hinted["censored"]) == (alone["eta_max"], alone["hi"], alone["censored"])
+
+
+def test_a_seed_that_agrees_with_the_hint_costs_two_probes_and_the_check():
+    hint = run(lambda lr: lr <= 0.02)
+    agree = run(lambda lr: lr <= 0.02, hint=hint["eta_max"])
+    assert agree["n_probes"] == 2 + 1 < hint["n_probes"]
+    assert [p["lr"] for p in agree["probes"][:2]] == [hint["lo"], hint["hi"]]

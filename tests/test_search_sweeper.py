@@ -262,3 +262,18 @@ def test_sweeper_report_and_figure_get_the_same_eta_max_from_the_same_probes(tmp
     pd.testing.assert_frame_equal(summary.sort_values(key)[key + ["estimate", "ci_low", "ci_high", "n_probes"]].reset_index(drop=True),
                                   report_summary.sort_values(key)[key + ["estimate", "ci_low", "ci_high", "n_probes"]].reset_index(drop=True),
                                   check_dtype=False)
+
+
+def test_shared_brackets_find_the_same_eta_max_with_fewer_runs(tmp_path):
+    (tmp_path / "my_app.py").write_text(KEYED_APP)
+    (tmp_path / "config.yaml").write_text(KEYED_CONFIG)
+    found = {}
+    for share in ("false", "true"):
+        out = tmp_path / f"share_{share}"
+        sweep(tmp_path, f"hydra.sweeper.share_brackets={share}", "hydra.sweeper.cross_seed=false",
+              f"hydra.sweeper.out_dir={out}", f"hydra.sweep.dir={out}")
+        table = stability.read_table(out / stability.ETA_FILE)
+        found[share] = table[table["criterion"] == "plain"].reset_index(drop=True)  # the criterion that steers
+    cols = ["warmup_steps", "seed", "eta_max", "hi", "censored"]
+    pd.testing.assert_frame_equal(found["false"][cols], found["true"][cols])
+    assert found["true"]["n_probes"].sum() < found["false"]["n_probes"].sum()
