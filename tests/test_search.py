@@ -91,11 +91,12 @@ def test_search_result_is_the_stability_rule_on_its_probes():
             None if math.isnan(rule["eta_max"]) else rule["eta_max"], rule["censored"], rule["non_monotone"])
 
 
-def test_disagreeing_seeds_are_probed_at_each_others_edges():
-    a, b = run(lambda lr: lr <= 0.01), run(lambda lr: lr <= 0.03)
-    extra = disagreement_lrs([a, b])
-    assert extra[0] and extra[1] and all(a["lo"] <= lr <= b["hi"] for lr in extra[0] + extra[1])
-    assert disagreement_lrs([a, run(lambda lr: lr <= 0.01)]) == [[], []]  # agreeing seeds: no extra probe
+def test_disagreeing_seeds_are_probed_at_the_median_seeds_edge():
+    seeds = [run(lambda lr, t=t: lr <= t) for t in (0.01, 0.02, 0.04)]
+    extra = disagreement_lrs(seeds)
+    mid = seeds[1]  # the median seed's bracket: lo = 0.019, hi = 0.023
+    assert extra[1] == [] and extra[0] == extra[2] == [mid["lo"], mid["hi"]]
+    assert disagreement_lrs([seeds[0], run(lambda lr: lr <= 0.01)]) == [[], []]  # agreeing seeds: no extra probe
     s = LRSearch()
     while (lr := s.next_lr()) is not None:
         s.record(lr, lr <= 0.01)
@@ -104,7 +105,7 @@ def test_disagreeing_seeds_are_probed_at_each_others_edges():
     while (lr := s.next_lr()) is not None:
         asked.append(lr)
         s.record(lr, lr <= 0.01)
-    assert asked == extra[0] and s.result()["eta_max"] == a["eta_max"]
+    assert asked == extra[0] and s.result()["eta_max"] == seeds[0]["eta_max"]
 
 
 def thr_ok(eta, thr, res=RES):
@@ -133,3 +134,17 @@ def test_record_must_answer_the_pending_probe():
         s.record(0.5, True)
     with pytest.raises(ValueError):
         LRSearch(start_lr=100.0)
+
+
+@pytest.mark.parametrize("thr", THRESHOLDS)
+def test_a_search_started_from_another_seeds_eta_max_finds_the_same_edge(thr):
+    hint = run(lambda lr: lr <= 0.02)["eta_max"]
+    alone, hinted = run(lambda lr: lr <= thr), run(lambda lr: lr <= thr, hint=hint)
+    assert (hinted["eta_max"], hinted["hi"], hinted["censored"]) == (alone["eta_max"], alone["hi"], alone["censored"])
+
+
+def test_a_seed_that_agrees_with_the_hint_costs_two_probes_and_the_check():
+    hint = run(lambda lr: lr <= 0.02)
+    agree = run(lambda lr: lr <= 0.02, hint=hint["eta_max"])
+    assert agree["n_probes"] == 2 + 1 < hint["n_probes"]
+    assert [p["lr"] for p in agree["probes"][:2]] == [hint["lo"], hint["hi"]]

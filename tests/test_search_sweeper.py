@@ -182,6 +182,13 @@ def test_empty_seeds_is_one_line_error(app):
     assert len(lines) == 1 and "hydra.sweeper.seeds" in lines[0] and "at least one seed" in lines[0]
 
 
+def test_empty_settings_grid_is_one_line_error(app):
+    proc = sweep(app, "threshold=range(0,0)", check=False)
+    assert proc.returncode == 2 and not (app / "calls.log").exists()
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "settings grid=" in lines[0] and "it is empty" in lines[0]
+
+
 def test_csv_columns_are_setting_keys_only(app):
     (app / "config.yaml").write_text(CONFIG + "logger: {group: x}\nthreads: null\nruns_root: r\ntrain: {progress: true}\n")
     sweep(app, "logger.group=y", "threads=1", "runs_root=elsewhere", "train.progress=false", *COARSE)
@@ -202,7 +209,7 @@ from warmup_lab import runs
 def main(cfg):
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     lr, ws = cfg.optimizer.lr, cfg.warmup_steps
-    threshold = 0.01 * (1 + ws / 5) * 1.5 ** cfg.seed  # seeds disagree: the search probes each at the others' edges
+    threshold = 0.01 * (1 + ws / 5) * 1.5 ** cfg.seed  # seeds disagree: each seed is probed at the median seed's edge
     ok = lr <= threshold
     final = 0.3 + 20 * lr if ok else float("nan")
     runs.write_summary(run_dir, {"status": runs.COMPLETED if ok else runs.DIVERGED, "target_lr": lr, "seed": cfg.seed,
@@ -234,17 +241,21 @@ def test_sweeper_report_and_figure_get_the_same_eta_max_from_the_same_probes(tmp
     assert "median [" in proc.stdout
     drawn = []
     real = plots.eta_max_vs_warmup
-    monkeypatch.setattr(plots, "eta_max_vs_warmup", lambda eta, keys, out: drawn.append(eta.copy()) or real(eta, keys, out))
+    monkeypatch.setattr(plots, "eta_max_vs_warmup", lambda *a, **kw: drawn.append(real(*a, **kw)) or drawn[-1])
     out = build_report([tmp_path / "sweep"], tmp_path / "report")
     cols = ["warmup_steps", "criterion", "seed", "eta_max", "lo", "hi", "censored", "n_probes", "non_monotone"]
     by = ["criterion", "warmup_steps", "seed"]
     from_sweeper = stability.read_table(tmp_path / "sweep" / stability.ETA_FILE)[cols].sort_values(by).reset_index(drop=True)
     from_report = stability.read_table(out / stability.ETA_FILE)[cols].sort_values(by).reset_index(drop=True)
     pd.testing.assert_frame_equal(from_sweeper, from_report, check_dtype=False)
-    plain = from_sweeper[from_sweeper["criterion"] == "plain"]
-    figure = drawn[0][cols].sort_values(by).reset_index(drop=True)
-    pd.testing.assert_frame_equal(plain.reset_index(drop=True), figure, check_dtype=False)
-    # the seeds disagreed, so each was probed at the others' edges: more probes than a lone search
+    # the figure draws each seed at its eta_max (a seed censored below at its first unstable LR, hi)
+    marks = drawn[0].values
+    marks = marks[marks["kind"] != "median"].sort_values(by).reset_index(drop=True)
+    drawn_at = from_sweeper["eta_max"].where(from_sweeper["censored"] != "below", from_sweeper["hi"])
+    pd.testing.assert_frame_equal(marks[by], from_sweeper[by], check_dtype=False)
+    assert marks["y"].tolist() == pytest.approx(drawn_at.tolist())
+    assert (marks["kind"] == from_sweeper["censored"].replace("", "point")).all()
+    # the seeds disagreed, so each was probed at the median seed's edge: more probes than a lone search
     report = json.loads((tmp_path / "sweep" / "search.json").read_text())
     extra = [r["n_probes"] - predicted_probes(0.01 * (1 + int(s["overrides"]["warmup_steps"]) / 5) * 1.5 ** r["seed"])
              for s in report["settings"] for r in s["seeds"]]
@@ -255,3 +266,18 @@ def test_sweeper_report_and_figure_get_the_same_eta_max_from_the_same_probes(tmp
     pd.testing.assert_frame_equal(summary.sort_values(key)[key + ["estimate", "ci_low", "ci_high", "n_probes"]].reset_index(drop=True),
                                   report_summary.sort_values(key)[key + ["estimate", "ci_low", "ci_high", "n_probes"]].reset_index(drop=True),
                                   check_dtype=False)
+
+
+def test_shared_brackets_find_the_same_eta_max_with_fewer_runs(tmp_path):
+    (tmp_path / "my_app.py").write_text(KEYED_APP)
+    (tmp_path / "config.yaml").write_text(KEYED_CONFIG)
+    found = {}
+    for share in ("false", "true"):
+        out = tmp_path / f"share_{share}"
+        sweep(tmp_path, f"hydra.sweeper.share_brackets={share}", "hydra.sweeper.cross_seed=false",
+              f"hydra.sweeper.out_dir={out}", f"hydra.sweep.dir={out}")
+        table = stability.read_table(out / stability.ETA_FILE)
+        found[share] = table[table["criterion"] == "plain"].reset_index(drop=True)  # the criterion that steers
+    cols = ["warmup_steps", "seed", "eta_max", "hi", "censored"]
+    pd.testing.assert_frame_equal(found["false"][cols], found["true"][cols])
+    assert found["true"]["n_probes"].sum() < found["false"]["n_probes"].sum()

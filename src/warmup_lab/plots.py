@@ -52,7 +52,7 @@ def note_or_link(result: Drawn, caption: str = "") -> str:
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "_", re.sub(r"\b(task|optimizer|warmup)=", "", text)).strip("_") or "all"
+    return re.sub(r"[^A-Za-z0-9.]+", "_", re.sub(r"\b\w+=", "", text)).strip("_") or "all"
 
 
 def _grid(rows: int, cols: int, width: float = 4.2, height: float = 3.2) -> tuple[plt.Figure, np.ndarray]:
@@ -72,7 +72,9 @@ def _arms(df: pd.DataFrame, keys: Sequence[str]) -> tuple[list[str], list[tuple[
     with a label naming the group's task and optimizer and the values that set it apart."""
     other = [k for k in keys if k not in SHAPE_KEYS and k in df and df[k].nunique(dropna=False) > 1]
     groups = [((v if isinstance(v, tuple) else (v,)), g) for v, g in df.groupby(other, sort=True)] if other else [((), df)]
-    shown = [k for k in ("task", "optimizer") if k in df and k not in other] + other
+    short = [k for k in ("task", "optimizer") if k in df]
+    names = {tuple(g[k].iloc[0] for k in short) for _, g in groups}
+    shown = short if len(names) == len(groups) else short + [k for k in other if k not in short]
     return other, [(v, " + ".join(str(g[k].iloc[0]) for k in shown) or "all runs", g) for v, g in groups]
 
 

@@ -248,8 +248,9 @@ def _wide(frame: pd.DataFrame, index: list[str], cell: Any, criteria: Sequence[s
 def eta_section(res: pd.DataFrame, out: Path, criteria: Sequence[str]) -> tuple[list[str], dict[str, pd.DataFrame]]:
     """eta_max per seed and over seeds under every criterion, P(stable | LR), ratios to no warmup."""
     md = ["## Maximum stable LR (eta_max)", "", f"_Criteria: {stability.criteria_text(criteria)}_", "",
-          "Per seed, eta_max = the largest stable LR below the first unstable LR, probes sorted by LR "
-          "(docs/definitions.md#eta-max), the same rule for a grid and for the search's probes. Over seeds: "
+          "Per seed, eta_max = the largest stable LR below the first unstable LR above the smallest stable "
+          "one, probes sorted by LR (docs/definitions.md#eta-max), the same rule for a grid and for the "
+          "search's probes. Over seeds: "
           f"the median (a censored seed enters at its bound and is flagged), {stability.CI_LEVEL:.0%} percentile bootstrap CI "
           f"over seeds ({stability.N_BOOT} resamples, fixed RNG seed); `<`/`>=` = censored by the LR range.", ""]
     probes = stability.probes_from_runs(res)
@@ -262,7 +263,7 @@ def eta_section(res: pd.DataFrame, out: Path, criteria: Sequence[str]) -> tuple[
     summary, per_seed = tables[stability.SUMMARY_FILE], tables[stability.ETA_FILE]
     md += ["### Over seeds: median [CI] n, a column per criterion", "",
            _md(_wide(summary, shown, _estimate, criteria)), "",
-           "### Per seed (`*` = non-monotone: a stable LR above the first unstable one)", "",
+           "### Per seed (`*` = non-monotone: a stable LR above `hi`, or an unstable LR below every stable one)", "",
            _md(_wide(per_seed, [*shown, "seed"], _per_seed, criteria)), ""]
     comp = tables[stability.COMPARE_FILE]
     md += ["### Each warmup vs no warmup: ratio of eta_max medians", "",

@@ -55,12 +55,16 @@ class LRSearch:
     points just above the first unstable one (hi * resolution**j, skipping LRs already probed) look
     where seeds disagree: a pure bracket+bisect never sees non-monotonicity, since every probe it
     makes is consistent with its final bracket. `probe_also(lrs)` re-opens a finished search for
-    more probes (the sweeper's cross-seed checks).
+    more probes (the sweeper's cross-seed probes, search.disagreement_lrs).
+
+    `hint`: the eta_max another seed of the same setting found. The bracket then starts there and
+    gallops (steps of 1, 2, 4, ... grid points) instead of stepping by `bracket_factor` from
+    `start_lr`: a seed that agrees with the hint is done in two probes plus the checks.
     """
 
     def __init__(self, start_lr: float = 1e-3, bracket_factor: float = BRACKET_FACTOR,
                  resolution: float = RESOLUTION, min_lr: float = MIN_LR, max_lr: float = MAX_LR,
-                 check_above: int = CHECK_ABOVE, error_retries: int = ERROR_RETRIES):
+                 check_above: int = CHECK_ABOVE, error_retries: int = ERROR_RETRIES, hint: float | None = None):
         self.start_lr, self.resolution = float(start_lr), float(resolution)
         self.min_lr, self.max_lr = float(min_lr), float(max_lr)
         self.m, self.kmin, self.kmax = _grid(self.start_lr, bracket_factor, self.resolution, self.min_lr, self.max_lr)
@@ -70,6 +74,10 @@ class LRSearch:
         self._errors: dict[int, int] = {}
         self._phase = "bracket"  # bracket -> bisect -> check -> done
         self._k: int | None = 0  # pending grid index
+        self._step = self.m  # bracket move in grid steps (doubles after each move when galloping from a hint)
+        self._gallop = hint is not None
+        if hint is not None:
+            self._k, self._step = min(max(self.index(hint), self.kmin), self.kmax), 1
         self.lo: int | None = None  # largest stable index of the bracket
         self.hi: int | None = None  # smallest unstable index of the bracket
         self._checks: list[int] = []
@@ -102,12 +110,12 @@ class LRSearch:
                 self.lo = k
                 if self.hi is not None or k >= self.kmax:  # found the pair (going down), or at max_lr
                     return self._start_bisect()
-                self._k = min(k + self.m, self.kmax)
+                self._k = min(k + self._next_step(), self.kmax)
             else:
                 self.hi = k
                 if self.lo is not None or k <= self.kmin:  # found the pair (going up), or at min_lr
                     return self._start_bisect()
-                self._k = max(k - self.m, self.kmin)
+                self._k = max(k - self._next_step(), self.kmin)
         elif self._phase == "bisect":
             if stable:
                 self.lo = k
@@ -116,6 +124,12 @@ class LRSearch:
             self._bisect_or_check()
         else:  # check
             self._next_check()
+
+    def _next_step(self) -> int:
+        step = self._step
+        if self._gallop:
+            self._step *= 2
+        return step
 
     def _start_bisect(self) -> None:
         self._phase = "bisect"
@@ -188,19 +202,17 @@ class LRSearch:
 
 
 def disagreement_lrs(results: Sequence[dict[str, Any]]) -> list[list[float]]:
-    """Per seed: the other seeds' lo and hi it has not probed, inside [min lo, max hi] over seeds.
+    """Per seed: the median seed's bracket (its lo and hi) where this seed has not probed it.
 
-    Where seeds of one setting disagree on the edge, each seed is probed where the others found theirs,
-    so P(stable | LR) there rests on every seed, not one. Seeds that agree add nothing.
+    Where the seeds of one setting disagree on the edge, every seed is probed at the edge the median
+    seed found (the lower median over seeds' lo; censored seeds rank at their end), so P(stable | LR)
+    around the aggregate eta_max rests on every seed: at most two probes per seed, none when seeds agree.
     """
-    edges = sorted({v for r in results for v in (r["lo"], r["hi"]) if v is not None})
-    if len(edges) <= 2:  # every seed found the same bracket (or the same censoring)
-        return [[] for _ in results]
-    out = []
-    for r in results:
-        probed = {p["lr"] for p in r["probes"]}
-        out.append([v for v in edges if not any(math.isclose(v, q, rel_tol=1e-9) for q in probed)])
-    return out
+    ranked = sorted(results, key=lambda r: (r["lo"] is not None, r["lo"] or 0.0, r["hi"] is None))
+    mid = ranked[(len(ranked) - 1) // 2]
+    edges = [v for v in (mid["lo"], mid["hi"]) if v is not None]
+    return [[v for v in edges if not any(math.isclose(v, p["lr"], rel_tol=1e-9) for p in r["probes"])]
+            for r in results]
 
 
 def predicted_probes(threshold: float, start_lr: float = 1e-3, bracket_factor: float = BRACKET_FACTOR,

@@ -299,14 +299,13 @@ def compare(per_seed: pd.DataFrame, keys: Sequence[str] | None = None, vary: Seq
     for values, g in _groups(per_seed, [*fixed, "criterion"]):
         is_base = np.logical_and.reduce([pd.to_numeric(g[k], errors="coerce").eq(v) if isinstance(v, (int, float))
                                          else g[k].astype(str).eq(str(v)) for k, v in baseline.items()])
-        base, others = g[is_base], g[~is_base]
         vary_here = [k for k in keys if k in vary]
-        if base.empty or others.empty:
-            continue
-        base_label = ", ".join(f"{k}={base[k].iloc[0]}" for k in vary_here)
-        for other_values, o in _groups(others, vary_here):
-            rows.append({**dict(zip([*fixed, "criterion"], values)), **dict(zip(vary_here, other_values)),
-                         "baseline": base_label, **ratio(base, o, level, n_boot, rng_seed)})
+        others = g[~is_base]
+        for base_values, base in _groups(g[is_base], vary_here):  # one baseline setting at a time
+            base_label = ", ".join(f"{k}={v}" for k, v in zip(vary_here, base_values))
+            for other_values, o in _groups(others, vary_here):
+                rows.append({**dict(zip([*fixed, "criterion"], values)), **dict(zip(vary_here, other_values)),
+                             "baseline": base_label, **ratio(base, o, level, n_boot, rng_seed)})
     return pd.DataFrame(rows, columns=[*keys, *COMPARE_COLUMNS])
 
 

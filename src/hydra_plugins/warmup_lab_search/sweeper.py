@@ -6,7 +6,7 @@ probe is an ordinary job with its own run dir and summary; a re-run asks for the
 search's log-grid), the jobs find their finished runs, and the search replays without training.
 
 When every seed of a setting is done and the seeds disagree on the edge, each seed is also probed at
-the other seeds' lo/hi (`cross_seed`, search.disagreement_lrs). The tables (eta_max per seed, the
+the median seed's lo/hi (`cross_seed`, search.disagreement_lrs). The tables (eta_max per seed, the
 median over seeds with its bootstrap CI, P(stable | LR), ratios to no warmup) come from
 warmup_lab.stability over every probe, under each of `criteria`; `criterion` steers the search.
 """
@@ -58,7 +58,8 @@ class MaxStableLRSweeperConf:
     max_rounds: int = 50
     criterion: str = "plain"  # steers the search (per run: plain | loss_frac_<f>); stability.criterion
     criteria: List[str] = field(default_factory=lambda: list(stability.DEFAULT_CRITERIA))  # tables
-    cross_seed: bool = True  # probe each seed at the other seeds' edges where they disagree
+    cross_seed: bool = True  # where seeds disagree, probe each at the median seed's lo and hi
+    share_brackets: bool = False  # the first seed searches alone; the others start from its eta_max (fewer runs)
     out_dir: Optional[str] = None  # where search.json/eta_max*.csv go; null = hydra.sweep.dir
 
 
@@ -88,7 +89,7 @@ class MaxStableLRSweeper(Sweeper):
                  min_lr: float = search.MIN_LR, max_lr: float = search.MAX_LR, check_above: int = search.CHECK_ABOVE,
                  error_retries: int = search.ERROR_RETRIES, max_rounds: int = 50, criterion: str = "plain",
                  criteria: Sequence[str] = stability.DEFAULT_CRITERIA, cross_seed: bool = True,
-                 out_dir: Optional[str] = None) -> None:
+                 share_brackets: bool = False, out_dir: Optional[str] = None) -> None:
         super().__init__()
         if isinstance(params, DictConfig):
             params = OmegaConf.to_container(params, resolve=True)  # type: ignore[assignment]
@@ -100,7 +101,7 @@ class MaxStableLRSweeper(Sweeper):
         self.max_rounds = int(max_rounds)
         self.criterion = str(criterion)
         self.criteria = list(dict.fromkeys([self.criterion, *criteria]))
-        self.cross_seed = bool(cross_seed)
+        self.cross_seed, self.share_brackets = bool(cross_seed), bool(share_brackets)
         self.out_dir = out_dir
         self.hydra_context: Optional[HydraContext] = None
         self.config: Optional[DictConfig] = None
@@ -157,7 +158,8 @@ class MaxStableLRSweeper(Sweeper):
                                   "near_best needs every run of a setting; steer with plain or loss_frac_<f>")
             settings = self._settings(arguments)
             if not settings:
-                raise ConfigError("hydra.sweeper.params", self.params or "{}", "the settings grid is empty; give each key at least one value")
+                swept = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
+                raise ConfigError("settings grid", " ".join(swept), "it is empty; give every swept key at least one value")
         except ValueError as err:  # ConfigError is one
             print(f"error: hydra.sweeper: {err}", file=sys.stderr, flush=True)
             sys.exit(EXIT_CONFIG)
@@ -173,9 +175,11 @@ class MaxStableLRSweeper(Sweeper):
               f"search criterion {stability.criterion(self.criterion).text}; out: {out_dir}", flush=True)
         returns: List[Sequence[JobReturn]] = []
         job_idx, rounds, crossed = 0, 0, set()
+        waiting = {(i, seed) for i, seed in searches if self.share_brackets and seed != self.seeds[0]}
         while rounds < self.max_rounds:
+            self._start_from_hints(searches, waiting)
             crossed |= self._cross_seed(len(settings), searches, crossed)
-            pending = [(key, s.next_lr()) for key, s in searches.items() if not s.done]
+            pending = [(key, s.next_lr()) for key, s in searches.items() if not s.done and key not in waiting]
             if not pending:
                 break
             rounds += 1
@@ -204,8 +208,16 @@ class MaxStableLRSweeper(Sweeper):
         print(self._table(settings, searches, tables), flush=True)
         return returns
 
+    def _start_from_hints(self, searches: Dict[Any, search.LRSearch], waiting: set) -> None:
+        """share_brackets: once a setting's first seed is done, its other seeds start from its eta_max."""
+        for i, seed in sorted(waiting, key=str):
+            first = searches[(i, self.seeds[0])]
+            if first.done:
+                searches[(i, seed)] = search.LRSearch(**self.search_kw, hint=first.result()["eta_max"])
+                waiting.discard((i, seed))
+
     def _cross_seed(self, n_settings: int, searches: Dict[Any, search.LRSearch], crossed: set) -> set:
-        """Settings whose seeds are all done get, once, probes at the other seeds' edges."""
+        """Settings whose seeds are all done get, once, probes at the median seed's edge."""
         if not self.cross_seed or len(self.seeds) < 2:
             return set()
         now = set()
@@ -256,7 +268,8 @@ class MaxStableLRSweeper(Sweeper):
                           "tables": self.criteria,
                           "error": f"no finished summary: retried {self.search_kw['error_retries']}x, then unstable"},
             "search": {**self.search_kw, "lr_key": self.lr_key, "seed_key": self.seed_key, "seeds": self.seeds,
-                       "max_rounds": self.max_rounds, "cross_seed": self.cross_seed},
+                       "max_rounds": self.max_rounds, "cross_seed": self.cross_seed,
+                       "share_brackets": self.share_brackets},
             "rounds": rounds,
             "settings": [{"setting": i, "overrides": dict(ov.split("=", 1) for ov in setting),
                           "seeds": [{"seed": seed, **searches[(i, seed)].result()} for seed in self.seeds],
