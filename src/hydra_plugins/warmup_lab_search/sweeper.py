@@ -305,9 +305,11 @@ class MaxStableLRSweeper(Sweeper):
 
 
 def _excluded(key: str) -> bool:
-    """Overrides that name, place or display a run (runs.HASH_EXCLUDED): not setting keys."""
+    """Overrides that name, place or display a run (runs.HASH_EXCLUDED), or only set how it computes
+    (runs.EXECUTION_KEYS): not setting keys."""
     parts = tuple(key.split("."))
-    return parts[0] in runs.HASH_EXCLUDED or any(parts[: len(n)] == n for n in runs.HASH_EXCLUDED_NESTED)
+    return (parts[0] in runs.HASH_EXCLUDED + runs.EXECUTION_KEYS
+            or any(parts[: len(n)] == n for n in runs.HASH_EXCLUDED_NESTED))
 
 
 def _float(value: Any) -> float:
