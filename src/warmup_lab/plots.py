@@ -29,6 +29,7 @@ from warmup_lab.archive import Curves  # noqa: E402
 DPI = 150
 MAX_LRS = 3  # loss curves: columns of target LRs per figure
 SHAPE_KEYS = ("warmup", "warmup_steps")
+SHAPE_COLORS = ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:olive", "tab:cyan")  # not the arrows' red/blue
 
 
 @dataclass
@@ -125,7 +126,7 @@ def eta_max_vs_warmup(per_seed: pd.DataFrame, summary: pd.DataFrame, keys: Seque
             ax = axes[r, c]
             seeds = arm[arm["criterion"] == crit].sort_values(["warmup_steps", "seed"])
             agg = arm_summary[arm_summary["criterion"] == crit].sort_values("warmup_steps")
-            marks = _draw_seeds(ax, seeds, thresh, arm_label) + _draw_medians(ax, agg, crit, arm_label)
+            marks = _draw_series(ax, seeds, agg, crit, thresh, arm_label)
             drawn += marks
             ax.set_xscale("symlog", linthresh=thresh, linscale=0.5)
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=7)
@@ -147,48 +148,72 @@ def eta_max_vs_warmup(per_seed: pd.DataFrame, summary: pd.DataFrame, keys: Seque
     return Drawn(out / "eta_max_vs_warmup.png", values=pd.DataFrame(drawn))
 
 
-def _draw_seeds(ax: plt.Axes, seeds: pd.DataFrame, thresh: float, arm: str) -> list[dict[str, Any]]:
+def _draw_series(ax: plt.Axes, seeds: pd.DataFrame, agg: pd.DataFrame, crit: str, thresh: float,
+                 arm: str) -> list[dict[str, Any]]:
+    """No warmup (black, at T_w = 0) and one series per warmup shape (a colour each, side by side when
+    several shapes share a length); each shape's median line starts from the no-warmup median."""
+    shape_of = seeds["warmup"] if "warmup" in seeds else pd.Series("", index=seeds.index)
+    agg_shape = agg["warmup"] if "warmup" in agg else pd.Series("", index=agg.index)
+    shapes = sorted(set(shape_of) - {"none"})
+    marks = _draw_seeds(ax, seeds[shape_of == "none"], thresh, arm, "0.3", 0.0)
+    base = _draw_medians(ax, agg[agg_shape == "none"], crit, arm, "black", 0.0, None)
+    marks += base
+    for k, shape in enumerate(shapes):
+        shift = (k - (len(shapes) - 1) / 2) * 0.12 if len(shapes) > 1 else 0.0  # decades
+        color = SHAPE_COLORS[k % len(SHAPE_COLORS)] if len(shapes) > 1 else "black"
+        marks += _draw_seeds(ax, seeds[shape_of == shape], thresh, arm, color if len(shapes) > 1 else "0.45", shift)
+        marks += _draw_medians(ax, agg[agg_shape == shape], crit, arm, color, shift, base[0] if base else None,
+                               label=shape if len(shapes) > 1 else None)
+    if len(shapes) > 1:
+        ax.legend(fontsize=7, title="warmup", title_fontsize=7)
+    return marks
+
+
+def _draw_seeds(ax: plt.Axes, seeds: pd.DataFrame, thresh: float, arm: str, color: str,
+                shift: float) -> list[dict[str, Any]]:
     drawn = []
     for tw, g in seeds.groupby("warmup_steps", sort=True):
         n = len(g)
         for i, (_, row) in enumerate(g.iterrows()):
-            offset = -0.07 - (n - 1 - i) * 0.035  # seeds left of their T_w (in decades), the median on it
+            offset = shift - 0.05 - (n - 1 - i) * 0.025  # seeds left of their T_w (in decades), the median on it
             x = float(tw) * 10 ** offset if tw > 0 else offset * thresh * 2
             kind = row["censored"] or "point"
             y = float(row["hi"] if kind == "below" else row["eta_max"])
             if not np.isfinite(y):
                 continue
             if kind == "point":
-                ax.plot([x], [y], "o", color="0.45", ms=4, alpha=0.8, zorder=2)
+                ax.plot([x], [y], "o", color=color, ms=4, alpha=0.6, zorder=2)
             else:  # an arrow from the bound towards where the truth lies
                 up = kind == "above"
                 color, tip = ("tab:blue", y * 1.6) if up else ("tab:red", y / 1.6)
                 ax.plot([x, x], [y, tip], "-", color=color, lw=1.2, zorder=3)
                 ax.plot([x], [tip], "^" if up else "v", color=color, ms=5, zorder=3)
                 ax.plot([x], [y], "_", color=color, ms=7, zorder=3)
-            drawn.append({"criterion": row["criterion"], "warmup_steps": float(tw), "seed": row["seed"],
-                          "kind": kind, "y": y, "arm": arm})
+            drawn.append({"criterion": row["criterion"], "warmup": row.get("warmup", ""), "warmup_steps": float(tw),
+                          "seed": row["seed"], "kind": kind, "y": y, "arm": arm})
     return drawn
 
 
-def _draw_medians(ax: plt.Axes, agg: pd.DataFrame, crit: str, arm: str) -> list[dict[str, Any]]:
+def _draw_medians(ax: plt.Axes, agg: pd.DataFrame, crit: str, arm: str, color: str, shift: float,
+                  start: dict[str, Any] | None, label: str | None = None) -> list[dict[str, Any]]:
     drawn = []
-    xs, ys = [], []
-    for _, row in agg.iterrows():
-        x, y = float(row["warmup_steps"]), float(row["estimate"])
+    xs, ys = ([start["x"]], [start["y"]]) if start else ([], [])
+    for _, row in agg.sort_values("warmup_steps").iterrows():
+        tw, y = float(row["warmup_steps"]), float(row["estimate"])
         if not np.isfinite(y):
             continue
+        x = tw * 10 ** shift if tw > 0 else tw
         lo, hi = float(row["ci_low"]), float(row["ci_high"])
         yerr = [[max(y - lo, 0) if np.isfinite(lo) else 0], [max(hi - y, 0) if np.isfinite(hi) else 0]]
         hollow = bool(row.get("estimate_censored", ""))
-        ax.errorbar([x], [y], yerr=yerr, fmt="D", ms=6, color="black", mfc="white" if hollow else "black",
+        ax.errorbar([x], [y], yerr=yerr, fmt="D", ms=6, color=color, mfc="white" if hollow else color,
                     capsize=4, lw=1.5, zorder=4)
         xs.append(x)
         ys.append(y)
-        drawn.append({"criterion": crit, "warmup_steps": x, "seed": None, "kind": "median", "y": y,
-                      "ci_low": lo, "ci_high": hi, "arm": arm})
-    if len(xs) > 1:
-        ax.plot(xs, ys, "-", color="black", lw=1, zorder=3)
+        drawn.append({"criterion": crit, "warmup": row.get("warmup", ""), "warmup_steps": tw, "seed": None,
+                      "kind": "median", "y": y, "ci_low": lo, "ci_high": hi, "arm": arm, "x": x})
+    if len(xs) > 1 or (label and xs):
+        ax.plot(xs, ys, "-", color=color, lw=1, zorder=3, label=label)
     return drawn
 
 

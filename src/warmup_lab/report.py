@@ -295,12 +295,21 @@ def sensitivity_section(res: pd.DataFrame, out: Path) -> list[str]:
     probes = stability.probes_from_runs(res)
     if probes.empty or probes["lr"].nunique() < 2:
         return md + ["_Skipped: needs at least two target LRs per setting._", ""]
-    try:
-        sens = stability.lr_sensitivity_table(probes)
-    except stability.GridMismatch as err:
-        return md + [f"_Skipped: {err}._", ""]
-    sens.to_csv(out / stability.SENSITIVITY_FILE, index=False)
-    return md + [_md(sens), ""]
+    # Settings are compared within a task family (their warmups differ); families may use different grids.
+    family = [k for k in ("task", "model", "optimizer") if k in probes]
+    groups = list(probes.groupby(family, sort=True)) if family else [((), probes)]
+    tables, skipped = [], []
+    for values, g in groups:
+        try:
+            tables.append(stability.lr_sensitivity_table(g))
+        except stability.GridMismatch as err:
+            where = f" for {label(family, values)}" if len(groups) > 1 else ""
+            skipped.append(f"_Skipped{where}: {err}._")
+    sens = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    if not sens.empty:
+        sens.to_csv(out / stability.SENSITIVITY_FILE, index=False)
+        md += [_md(sens), ""]
+    return md + [line for s in skipped for line in (s, "")]
 
 
 # -- the report ------------------------------------------------------------------------------------
