@@ -108,7 +108,7 @@ def test_hf_wsd(T, W, shape, hf_warm, kind):
 
 
 def test_cosine_past_T_differs_as_documented():
-    """HF and torch climb back after T (DESIGN 6.5); ours stays at the floor."""
+    """HF and torch climb back after T (schedule pitfall 5, docs/definitions.md); ours stays at the floor."""
     T, W = 40, 5
     hf = drive(lambda o: transformers.get_cosine_schedule_with_warmup(o, W, T), 2 * T)
     mine = ours({"warmup": "linear", "warmup_steps": W, "decay": "cosine"}, T, steps=2 * T)
@@ -184,7 +184,7 @@ def test_pytorch_warmup(shape, cls, decay):
 
 
 def test_pytorch_warmup_rule_of_thumb_values():
-    """DESIGN 6.8: periods 1999 and 999 at beta2=0.999; RAdam 0.017, 0.221, 0.647 at t=0, 100, 1000."""
+    """schedule pitfall 8, docs/definitions.md: periods 1999 and 999 at beta2=0.999; RAdam 0.017, 0.221, 0.647 at t=0, 100, 1000."""
     b = (0.9, 0.999)
     lin = build_schedule({"warmup": "untuned_linear", "decay": "constant"}, 2100, 1.0, b)
     exp_ = build_schedule({"warmup": "untuned_exponential", "decay": "constant"}, 2100, 1.0, b)
@@ -216,7 +216,7 @@ def test_timm_cosine_warmup_prefix(T, W):
 
 
 def test_timm_handoff_jump_vs_ours():
-    """DESIGN 6.4: timm warmup_prefix=False drops at the hand-off; our default is continuous."""
+    """schedule pitfall 4, docs/definitions.md: timm warmup_prefix=False drops at the hand-off; our default is continuous."""
     T, W = 40, 20
     timm = _timm(T, W, False, 0.0, 0.0)
     mine = ours({"warmup": "linear", "warmup_steps": W, "decay": "cosine", "step0": "shifted"}, T)
@@ -240,7 +240,7 @@ def test_seed_001_exponential_and_shifted_cosine():
 
 @pytest.mark.parametrize("d,W", [(512, 4000), (128, 20)])
 def test_noam_formula_and_hf_inverse_sqrt(d, W):
-    """DESIGN 6.9: Noam = d^-0.5 min(t^-0.5, t W^-1.5) = HF inverse_sqrt with base (dW)^-0.5 from t=1 on."""
+    """schedule pitfall 9, docs/definitions.md: Noam = d^-0.5 min(t^-0.5, t W^-1.5) = HF inverse_sqrt with base (dW)^-0.5 from t=1 on."""
     T = 3 * W
     mine = ours({"warmup": "linear", "warmup_steps": W, "decay": "noam", "d_model": d}, T, lr=1.0)
     vaswani = [d ** -0.5 * min(t ** -0.5, t * W ** -1.5) for t in range(1, T)]
@@ -251,7 +251,7 @@ def test_noam_formula_and_hf_inverse_sqrt(d, W):
 
 
 def test_hf_min_lr_reference_differs_with_group_lrs():
-    """DESIGN 6.3: HF turns min_lr into a ratio of optimizer.defaults['lr']; we use each group's base."""
+    """schedule pitfall 3, docs/definitions.md: HF turns min_lr into a ratio of optimizer.defaults['lr']; we use each group's base."""
     T, W = 30, 3
     a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
     groups = [{"params": [a], "lr": 1e-3}, {"params": [b], "lr": 1e-4}]

@@ -1,4 +1,4 @@
-"""Schedules: definitions (DESIGN 2), the pitfalls (DESIGN 6), validation at config time, LRController."""
+"""Schedules: definitions and pitfalls (docs/definitions.md), validation at config time, LRController."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_every_warmup_composes_with_every_decay(warmup, decay):
 @pytest.mark.parametrize("decay", ["cosine", "linear", "polynomial", "exponential", "inverse_sqrt", "noam", "wsd",
                                    "cosine_restarts", "step", "constant"])
 def test_handoff_is_continuous(warmup, decay):
-    """DESIGN 6.4: warmup ends exactly at the peak where the decay starts (step0 shifted reaches u=1)."""
+    """schedule pitfall 4, docs/definitions.md: warmup ends exactly at the peak where the decay starts (step0 shifted reaches u=1)."""
     s = sched(warmup=warmup, warmup_steps=20, step0="shifted", decay=decay, **_extra(warmup))
     assert s(19) == pytest.approx(LR, rel=1e-12) and s(20) == pytest.approx(LR, rel=1e-12)
     z = sched(warmup=warmup, warmup_steps=20, step0="zero", decay=decay, **_extra(warmup))
@@ -159,7 +159,7 @@ def _groups(*lrs):
 
 
 def test_controller_scales_each_group_from_its_own_base():
-    """DESIGN 6.3: a group at 1e-4 with min_lr_ratio 0.1 ends at its own floor 1e-5."""
+    """schedule pitfall 3, docs/definitions.md: a group at 1e-4 with min_lr_ratio 0.1 ends at its own floor 1e-5."""
     s = sched(warmup="linear", warmup_steps=10, decay="cosine", min_lr_ratio=0.1)
     opt = torch.optim.AdamW(_groups(1e-3, 1e-4), lr=1e-3)
     ctl = LRController(opt, s)
@@ -185,7 +185,7 @@ def _losses(n):
 
 
 def test_resume_gives_identical_lrs_including_loss_release():
-    """DESIGN 6.2: stop at k, rebuild from the state dict, and every later LR matches."""
+    """schedule pitfall 2, docs/definitions.md: stop at k, rebuild from the state dict, and every later LR matches."""
     cfg = dict(warmup="constant", warmup_steps=40, init_lr_ratio=0.1, decay="cosine", hold_until_loss=2.0)
     losses = _losses(T)
 

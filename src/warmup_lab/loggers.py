@@ -5,7 +5,7 @@ With no API key it goes offline on its own and says so once. When online init ca
 within `logger.init_timeout` seconds, the run logs offline into its directory (so `wandb sync` can
 upload it later) and says so in one line. Any other W&B failure is a warning: the run and its local
 files go on. `finish()` is always called by the trainer (in a `finally`), which is what
-keeps jobs of a multirun from reusing the first job's W&B run (DESIGN.md section 7, pitfall 4).
+keeps jobs of a multirun from reusing the first job's W&B run (harness pitfall 4, docs/definitions.md).
 """
 
 from __future__ import annotations

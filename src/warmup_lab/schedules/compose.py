@@ -1,9 +1,9 @@
 """build_schedule: validate the `schedule` config group once, and return a pure function of the step.
 
 A Schedule is lr(t) for the 0-based update index t (the LR update t uses). It holds no state, so a
-resumed run cannot restart its warmup (DESIGN 6.2). Composition of warmup and decay:
+resumed run cannot restart its warmup (schedule pitfall 2, docs/definitions.md). Composition of warmup and decay:
 - sequential (default): warmup for t < T_w, then the decay with progress p = (t - T_w) / (T - T_w),
-  starting at the peak, so the hand-off is continuous (DESIGN 6.4);
+  starting at the peak, so the hand-off is continuous (schedule pitfall 4, docs/definitions.md);
 - multiply (pytorch-warmup, default for its shapes): lr = omega(t) * decay(t) with the decay over [0, T];
 - overlay (timm warmup_prefix=False): the warmup replaces the first T_w steps of a decay over [0, T]
   (so the LR jumps at the hand-off, as timm's does).

@@ -1,4 +1,4 @@
-"""Apply a Schedule to an optimizer: each param group scaled from its own base LR (DESIGN 6.3).
+"""Apply a Schedule to an optimizer: each param group scaled from its own base LR (schedule pitfall 3, docs/definitions.md).
 
 group lr at update t = sched(t) * base / sched.target_lr, base = the group's `initial_lr` (set at attach
 from its `lr`, as torch schedulers do). So min_lr and init_lr are at the target's scale, and a group whose

@@ -2,7 +2,7 @@
 
 lr = floor + (peak - floor) * f(t). `start` is T_w (sequential composition) or 0 (multiply/overlay);
 p = (t - start) / max(1, T - start), and t >= T is evaluated at t = T, p = 1 (the final value: cosine
-never climbs back, DESIGN 6.5). Formulas follow the library each decay has parity with.
+never climbs back, schedule pitfall 5, docs/definitions.md). Formulas follow the library each decay has parity with.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Two families:
 - ramps of u = t/T_w (step0 `zero`, HF) or (t+1)/T_w (step0 `shifted`, nanoGPT-like): linear, cosine,
   polynomial (Kalra & Barkeshli), exponential (seed 001), geometric, constant;
 - pytorch-warmup's multipliers omega(n), n its 0-based step index: untuned_linear, untuned_exponential,
-  radam. Their length comes from beta2 exactly as pytorch-warmup computes it (DESIGN 6.8).
+  radam. Their length comes from beta2 exactly as pytorch-warmup computes it (schedule pitfall 8, docs/definitions.md).
 """
 
 from __future__ import annotations
