@@ -117,6 +117,16 @@ def test_comparison_resolved_only_when_the_interval_excludes_one():
     assert (comp["baseline"] == "warmup=none, warmup_steps=0").all() and (comp["n_seeds_baseline"] == 5).all()
 
 
+def test_two_settings_censored_below_everywhere_are_never_resolved():
+    """Every seed of both settings below the grid: the ratio is undetermined, whichever way the bootstrap
+    falls, so neither the estimate nor an interval edge may claim a direction."""
+    base = grid_probes([0.001] * 5)
+    other = grid_probes([0.001, 0.001, 0.001, 0.001, 0.04], warmup_steps=60)
+    comp = stability.tables(pd.DataFrame(base + other), criteria=["plain"])[stability.COMPARE_FILE].iloc[0]
+    assert not comp["resolved"]
+    assert comp["ratio_censored"] == "undetermined" and comp["ci_low_censored"] == "undetermined"
+
+
 def test_lr_sensitivity_on_different_grids_is_refused():
     same = pd.DataFrame(grid_probes([0.04, 0.08]) + grid_probes([0.08, 0.16], warmup_steps=10))
     sens = stability.lr_sensitivity_table(same).set_index("warmup_steps")

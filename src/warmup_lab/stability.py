@@ -217,16 +217,24 @@ def _boot(vals: np.ndarray, flags: np.ndarray, n_boot: int, rng: np.random.Gener
 
 
 def _interval(reps: np.ndarray, flags: np.ndarray, level: float) -> tuple[float, int, float, int]:
-    """Percentile interval (low, its flag, high, its flag); undetermined replicates are left out."""
-    keep = (flags != 2) & ~np.isnan(reps)
+    """Percentile interval (low, its flag, high, its flag). An undetermined replicate (flag 2: its median
+    could lie anywhere) counts at -inf for the low edge and at +inf for the high edge, never left out: an
+    edge that lands on one is undetermined (nan, flag 2), so an interval built on censored medians that
+    point both ways cannot resolve anything."""
+    keep = ~np.isnan(reps) | (flags == 2)
     reps, flags = reps[keep], flags[keep]
     if not len(reps):
         return math.nan, 2, math.nan, 2
-    order = np.argsort(reps + _TIE * flags, kind="stable")
-    reps, flags = reps[order], flags[order]
     a = (1 - level) / 2
-    i, j = max(math.ceil(a * len(reps)) - 1, 0), min(math.ceil((1 - a) * len(reps)) - 1, len(reps) - 1)
-    return float(reps[i]), int(flags[i]), float(reps[j]), int(flags[j])
+    undetermined = flags == 2
+    edges = []
+    for fill, q in ((-np.inf, a), (np.inf, 1 - a)):
+        r = np.where(undetermined, fill, reps)
+        order = np.argsort(np.where(undetermined, fill, r + _TIE * flags), kind="stable")
+        k = min(max(math.ceil(q * len(r)) - 1, 0), len(r) - 1)
+        value, flag = float(r[order][k]), int(flags[order][k])
+        edges += [math.nan, 2] if flag == 2 else [value, flag]
+    return edges[0], edges[1], edges[2], edges[3]
 
 
 def _lr(x: float) -> float:
