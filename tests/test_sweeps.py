@@ -71,7 +71,10 @@ def test_a_sweep_killed_mid_way_and_rerun_has_every_run_exactly_once(tmp_path):
     # Kill once one run has finished and the next has a checkpoint: a finished run, a half-done one,
     # and runs never started.
     while time.time() < deadline and proc.poll() is None:
-        if finished() >= 1 and any((d / runs.CHECKPOINT_FILE).exists() for d in _run_dirs(root)):
+        # The checkpoint must belong to an unfinished run: a finished run deletes its own just after
+        # writing its summary, and a kill in between would leave nothing half-done to resume.
+        if finished() >= 1 and any((d / runs.CHECKPOINT_FILE).exists() and not runs.is_finished(d)
+                                   for d in _run_dirs(root)):
             break
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
