@@ -35,7 +35,6 @@ LOCK_FILE = ".lock"
 COMPLETED, DIVERGED, FAILED, ERROR = "completed", "diverged", "failed_to_train", "error"
 INTERRUPTED, PREEMPTED = "interrupted", "preempted"
 FINISHED_STATUSES = (COMPLETED, DIVERGED, FAILED)
-STABLE_STATUSES = (COMPLETED,)  # what "trains stably" means for the max-stable-LR search
 
 # The summary fields that identify a setting (trainer.key_values minus target LR and seed): reports pivot
 # on them and the max-stable-LR search labels its rows with them.
