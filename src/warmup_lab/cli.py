@@ -34,7 +34,7 @@ def check_group_choices(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
             continue  # plugin groups (launchers, sweepers) and sweep functions are Hydra's to check
         for option in filter(None, value.split(",")):
             if option != "null" and not (group / f"{option}.yaml").exists():
-                raise ConfigError(key, option, f"one of {', '.join(_options(group))} (files in conf/{key}/)")
+                raise ConfigError(key, option, f"one of {', '.join(_options(group))} (files in warmup_lab/conf/{key}/)")
 
 
 def check_multirun_out(argv: Sequence[str]) -> None:
