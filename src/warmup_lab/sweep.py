@@ -1,8 +1,8 @@
-#!/usr/bin/env python
-"""`make sweep [EXPERIMENT=name]`: run experiment presets as Hydra multiruns, then their report.
+"""`warmup-lab sweep [name]` (what `make sweep` runs): experiment presets as Hydra multiruns, then their report.
 
-An experiment is `conf/experiment/<name>.yaml` or a folder `conf/experiment/<name>/` of presets (one
-per task family, say) that share `sweeps/<name>/` as their runs root. `default` is the study that
+An experiment is `warmup_lab/conf/experiment/<name>.yaml` or a folder `warmup_lab/conf/experiment/<name>/`
+of presets (one per task family, say) that share `sweeps/<name>/` as their runs root; the report goes to
+`results/<name>/`. Both are relative to the current directory, so an installed `warmup-lab` works anywhere. `default` is the study that
 `make sweep` runs: warmup_length at CPU scale (both task families, 5 seeds, 4 warmup lengths, one fixed
 LR grid). Re-running skips every finished run (runs are keyed by config hash), so an interrupted sweep
 resumes. While it runs, a line every few seconds says how many runs are done, diverged and remaining; at
@@ -20,12 +20,10 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Sequence
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-from warmup_lab import runs  # noqa: E402
-from warmup_lab.paths import CONF_DIR  # noqa: E402
+from warmup_lab import runs
+from warmup_lab.paths import CONF_DIR
 
 DEFAULT = ["warmup_length"]
 # Stability criteria every report shows side by side (warmup_lab.stability): loss_frac_0.65 sits just below
@@ -128,7 +126,7 @@ def run_preset(preset: str, launcher: str, extra: list[str]) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HYDRA_FULL_ERROR": "1",
            LAUNCHER_PID_ENV: str(os.getpid())}
     env.setdefault("WANDB_SILENT", "true")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     received: list[int] = []
 
     def forward(signum: int, frame: object) -> None:
@@ -155,7 +153,7 @@ def run_experiment(name: str, presets: list[str], launcher: str, extra: list[str
     """All presets of one experiment share its runs root; progress counts them together."""
     sizes = [grid_size(p, extra) for p in presets]
     total = None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[arg-type]
-    progress = Progress(name, REPO / "sweeps" / name, total)
+    progress = Progress(name, Path("sweeps") / name, total)
     progress.start()
     try:
         failed = sum(run_preset(p, launcher, extra) != 0 for p in presets)
@@ -167,7 +165,7 @@ def run_experiment(name: str, presets: list[str], launcher: str, extra: list[str
     return failed
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("experiment", nargs="?", default="default", help="preset name, or 'default'")
     ap.add_argument("--report-only", action="store_true", help="only rebuild the report(s)")
@@ -175,7 +173,7 @@ def main() -> int:
     ap.add_argument("--scale", default="cpu", choices=["cpu", "full"],
                     help="cpu: the offline CPU-scale presets; full: their GPU/CIFAR-10 twins (<name>_full)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     names = DEFAULT if args.experiment == "default" else [args.experiment]
     if args.scale == "full":
         names = [f"{n}_full" for n in names]
@@ -183,16 +181,15 @@ def main() -> int:
     failed = 0
     for name in names:
         presets = presets_of(name)
-        root = REPO / "sweeps" / name
+        root = Path("sweeps") / name
         if not args.report_only:
             failed += run_experiment(name, presets, args.launcher, args.overrides)
-        # Repo-relative paths, so the committed report.md names `sweeps/<name>`, not this machine's path.
+        # Relative paths, so the committed report.md names `sweeps/<name>`, not this machine's path.
         module = REPORT_MODULES.get(name.removesuffix("_full"), "warmup_lab.report")
-        cmd = [sys.executable, "-m", module, str(root.relative_to(REPO)), "--out", f"results/{name}",
-               "--experiment", name]
+        cmd = [sys.executable, "-m", module, str(root), "--out", f"results/{name}", "--experiment", name]
         if module == "warmup_lab.report":
             cmd += ["--criteria", *CRITERIA]
-        code = subprocess.call(cmd, cwd=REPO)
+        code = subprocess.call(cmd)
         failed += code != 0
     print(f"sweep {args.experiment}: {time.time() - began:.0f}s wall, {failed} step(s) failed", flush=True)
     return 1 if failed else 0
