@@ -12,7 +12,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from warmup_lab import runs  # noqa: F401 - registers ${hash:} and ${pick:}
 from warmup_lab.paths import CONF_DIR, REPO_ROOT
 
 os.environ.setdefault("WANDB_MODE", "offline")
