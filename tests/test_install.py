@@ -81,3 +81,12 @@ def test_the_installed_search_runs_its_sweeper_plugin(installed, tmp_path):
          "train.eval_batches=1", "train.progress=false", "logger=none", "hydra.sweeper.seeds=[0]",
          "hydra.sweeper.max_rounds=1", "hydra.sweeper.out_dir=out"], cwd=tmp_path)
     assert json.loads((tmp_path / "out" / "search.json").read_text())
+
+
+def test_the_installed_command_finds_a_plugin_in_the_current_directory(installed, tmp_path):
+    shutil.copy(REPO_ROOT / "examples" / "mixer.py", tmp_path / "mixer.py")
+    _sh([installed / "warmup-lab", "train", "task=digits", "model=custom", "model._target_=mixer.MLPMixer",
+         "+model.depth=1", "train.steps=4", "train.batch_size=8", "train.eval_batches=1", "train.progress=false",
+         "logger=none"], cwd=tmp_path)
+    (summary,) = tmp_path.glob("runs/*/summary.json")
+    assert json.loads(summary.read_text())["model"] == "mixer.MLPMixer"
