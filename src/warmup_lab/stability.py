@@ -499,7 +499,7 @@ def _firth_fit(x: np.ndarray, y: np.ndarray, n: np.ndarray) -> tuple[float, floa
     return float(b[0]), float(b[1])
 
 
-def _profile(scan: np.ndarray, x: np.ndarray, y: np.ndarray, n: np.ndarray, bound: float = 200.0, iters: int = 60) -> np.ndarray:
+def _profile(scan: np.ndarray, x: np.ndarray, y: np.ndarray, n: np.ndarray, bound: float = 200.0, iters: int = 45) -> np.ndarray:
     """max over b1 of the penalised log-likelihood with the midpoint held at each `scan` value
     (logit = b1 (x - x0)): a golden-section search on b1 in [-bound, bound], all scan points at once."""
     g = (math.sqrt(5) - 1) / 2
@@ -533,7 +533,8 @@ def lr50(lrs: Iterable[float], stable: Iterable[bool], level: float = CI_LEVEL, 
     """
     x_all = np.log(np.asarray(list(lrs), dtype=float))
     y_all = np.asarray(list(stable), dtype=float)
-    out = dict.fromkeys(LR50_COLUMNS, math.nan) | {"lr50_low_censored": "", "lr50_high_censored": "", "lr50_n": len(x_all)}
+    out = dict.fromkeys(LR50_COLUMNS, math.nan) | {"lr50_low_censored": "", "lr50_high_censored": "",
+                                                   "lr50_censored": "", "lr50_n": len(x_all)}
     if not len(x_all):
         return out
     if not y_all.any() or y_all.all():
@@ -555,15 +556,19 @@ def lr50(lrs: Iterable[float], stable: Iterable[bool], level: float = CI_LEVEL, 
     inside = np.flatnonzero(within(scan))
     est = -b0 / b1 if b1 != 0 else math.nan
     lo, hi = (scan[inside[0]], scan[inside[-1]]) if len(inside) else (math.nan, math.nan)
-    for edge, step in ((0, -1), (1, 1)):  # bisect each edge between its scan point and the next one out
-        i = inside[0] if edge == 0 else inside[-1] if len(inside) else -1
-        if len(inside) and 0 <= i + step < n_scan:
-            a, b = scan[i], scan[i + step]
-            for _ in range(30):
-                mid = (a + b) / 2
-                a, b = (mid, b) if within(mid)[0] else (a, mid)
-            lo, hi = (a, hi) if edge == 0 else (lo, a)
-    return out | {"lr50": _lr(est + centre) if math.isfinite(est) else math.nan, "lr50_n": int(n.sum()),
+    if len(inside):  # bisect both edges at once, between each and the scan point next to it outward
+        a = np.array([scan[inside[0]], scan[inside[-1]]])
+        b = np.array([scan[max(inside[0] - 1, 0)], scan[min(inside[-1] + 1, n_scan - 1)]])
+        for _ in range(20):
+            mid = (a + b) / 2
+            ok = within(mid)
+            a, b = np.where(ok, mid, a), np.where(ok, b, mid)
+        lo, hi = float(a[0]), float(a[1])
+    censored = ""
+    if not math.isfinite(est) or not scan[0] <= est <= scan[-1]:  # a flat fit: the midpoint is off the scan
+        censored = "below" if math.isfinite(est) and est < scan[0] else "above" if math.isfinite(est) else "undetermined"
+        est = scan[0] if censored == "below" else scan[-1] if censored == "above" else math.nan
+    return out | {"lr50": _lr(est + centre), "lr50_censored": censored, "lr50_n": int(n.sum()),
                   "lr50_low": _lr(lo + centre), "lr50_high": _lr(hi + centre),
                   "lr50_low_censored": "below" if len(inside) and inside[0] == 0 else "",
                   "lr50_high_censored": "above" if len(inside) and inside[-1] == n_scan - 1 else ""}
