@@ -139,8 +139,8 @@ def test_comparison_is_resolved_only_when_declared_with_enough_seeds_and_small_h
 
 
 def test_two_settings_censored_below_everywhere_are_never_resolved():
-    """Every seed of both settings below the grid: the ratio is undetermined, whichever way the bootstrap
-    falls, so neither the estimate nor an interval edge may claim a direction."""
+    """Every seed of both settings below the grid: the ratio is undetermined, whichever way the order statistics
+    fall, so neither the estimate nor an interval edge may claim a direction."""
     base = grid_probes([0.001] * 5)
     other = grid_probes([0.001, 0.001, 0.001, 0.001, 0.04], warmup_steps=60)
     comp = stability.tables(pd.DataFrame(base + other), criteria=["plain"])[stability.COMPARE_FILE].iloc[0]

@@ -454,7 +454,7 @@ def figures_section(res: pd.DataFrame, metric_tables: list[tuple[str, str, pd.Da
         plots.eta_max_vs_warmup(per_seed, summary, keys, criteria, out),
         "A panel per task family and criterion. Grey dots: eta_max of one seed; down arrow: a seed with no "
         "stable LR in range, drawn at its first unstable LR; up arrow: every LR stable, drawn at the largest. "
-        f"Black: median over seeds with its {stability.CI_LEVEL:.0%} bootstrap CI (hollow: the median is a "
+        f"Black: median over seeds with its {stability.INTERVAL_TEXT} {stability.CI_LEVEL:.0%} interval (hollow: the median is a "
         "censored bound). Criteria as in the eta_max tables above."), ""]
     md += ["### P(stable | LR)", "", plots.note_or_link(
         plots.p_stable_vs_lr(ps, keys, criteria, out),
