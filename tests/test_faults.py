@@ -22,7 +22,8 @@ from conftest import FAST, make_cfg, run_cli
 from warmup_lab import runs
 from warmup_lab.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_PREEMPTED, ConfigError, DataMissingError
 from warmup_lab.paths import CONF_DIR
-from warmup_lab.trainer import _validate, train
+from warmup_lab.job import train
+from warmup_lab.trainer import validate
 
 BASE = ["task=reverse", "train.steps=20", "logger=none", "train.progress=false", "threads=1",
         "train.batch_size=8", "train.eval_batches=1"]
@@ -208,12 +209,12 @@ def test_4_8_a_refusal_through_the_cli_is_one_line_and_leaves_no_directory(tmp_p
 def test_4_every_schedule_and_experiment_preset_still_composes():
     presets = sorted(p.stem for p in (CONF_DIR / "schedule").glob("*.yaml") if not p.name.startswith("_"))
     for name in presets:
-        _validate(make_cfg([f"schedule={name}", "logger=none"]))
+        validate(make_cfg([f"schedule={name}", "logger=none"]))
     for folder in sorted((CONF_DIR / "experiment").iterdir()):
         for preset in sorted(folder.glob("*.yaml")):
             exp = f"experiment={folder.name}/{preset.stem}"
             for setting in _warmup_settings(preset) or [None]:  # every swept warmup of the grid
-                _validate(make_cfg([exp, *([f"warmup_setting={setting}"] if setting else [])]))
+                validate(make_cfg([exp, *([f"warmup_setting={setting}"] if setting else [])]))
 
 
 def _warmup_settings(preset: Path) -> list[str]:

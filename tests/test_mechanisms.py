@@ -10,7 +10,7 @@ import pytest
 from conftest import make_cfg, run_cli
 from warmup_lab.mechanisms import (CATAPULT, DIVERGED, LAZY, build_report, ffn_grad_norms, largest_trainable,
                                    late_sharpness_ratio, load_runs, phase, phase_boundaries, rise_ratio)
-from warmup_lab.trainer import train
+from warmup_lab.job import train
 
 TINY = ["data.subset=100", "model.width=32", "train.progress=false", "hydra/launcher=basic"]
 
