@@ -48,12 +48,12 @@ def save(run_dir: Path, state: dict[str, Any]) -> None:
         raise
 
 
-def set_aside(run_dir: Path, reason: str) -> None:
+def set_aside(run_dir: Path, what: str, why: str) -> None:
     """Keep a checkpoint the run cannot use under another name, and say why; the run restarts from step 0."""
     path = run_dir / runs.CHECKPOINT_FILE
     kept = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
     path.rename(kept)
-    warnings.warn(f"unusable checkpoint {path} ({reason}); kept as {kept.name}, restarting this run from step 0")
+    warnings.warn(f"{what} checkpoint {path} ({why}); kept as {kept.name}, restarting this run from step 0")
 
 
 def load(run_dir: Path, device: torch.device) -> dict[str, Any] | None:
@@ -64,5 +64,5 @@ def load(run_dir: Path, device: torch.device) -> dict[str, Any] | None:
     try:
         return torch.load(path, map_location=device, weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unreadable checkpoint: keep it, start over
-        set_aside(run_dir, f"unreadable: {type(err).__name__}")
+        set_aside(run_dir, "unreadable", type(err).__name__)
         return None
