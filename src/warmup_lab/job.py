@@ -19,10 +19,11 @@ from warmup_lab import runs
 from warmup_lab.errors import USER_ERRORS, output_error
 from warmup_lab.lifecycle import Stopped
 from warmup_lab.loggers import make_logger
+from warmup_lab.summary import RunSummary, is_finished, read_summary, write_summary
 from warmup_lab.trainer import Run, validate
 
 
-def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: Path | None = None) -> RunSummary:
     """Run (or resume, or skip if finished) the run `cfg` describes; returns its summary."""
     run_dir = Path(run_dir) if run_dir is not None else runs.run_dir_for(cfg)
     try:
@@ -43,13 +44,13 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         raise
 
 
-def _finished(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+def _finished(cfg: DictConfig, run_dir: Path) -> RunSummary | None:
     """The summary of this config's finished run in `run_dir`, else None; another config's run is an error."""
     if not run_dir.is_dir():
         return None
     runs.check_same_config(run_dir, cfg)
-    done = runs.read_summary(run_dir)
-    if done is not None and done.get("status") in runs.FINISHED_STATUSES:
+    done = read_summary(run_dir)
+    if is_finished(done):
         print(f"skip: {run_dir} already finished ({done['status']})", flush=True)
         return done
     return None
@@ -58,7 +59,7 @@ def _finished(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
 def _try_write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     """The closing summary of a run that stopped early, when the disk still takes it."""
     try:
-        runs.write_summary(run_dir, summary)
+        write_summary(run_dir, summary)
     except OSError:
         pass
 
@@ -89,7 +90,7 @@ def _execute(cfg: DictConfig, run_dir: Path, run: Run) -> dict[str, Any]:
         summary["resumed_from"] = run.start_step if resumed else None
         summary["wandb_mode"] = logger.mode
         logger.log_summary(summary)
-        runs.write_summary(run_dir, summary)
+        write_summary(run_dir, summary)
         if not cfg.train.keep_checkpoint:
             (run_dir / runs.CHECKPOINT_FILE).unlink(missing_ok=True)
         ok = True

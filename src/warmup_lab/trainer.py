@@ -32,6 +32,7 @@ from warmup_lab.optim import validate as validate_optimizer
 from warmup_lab.record import MetricsFile, checkpoint_due, eval_due
 from warmup_lab.schedules import LRController, schedule_from_cfg
 from warmup_lab.sharpness import resolve_lr_units
+from warmup_lab.summary import RunSummary, key_values
 from warmup_lab.tasks import build_task, with_true_batch_size
 
 
@@ -78,23 +79,6 @@ def validate(cfg: DictConfig) -> None:
     schedule_from_cfg(cfg)
 
 
-def key_values(cfg: DictConfig, schedule_info: dict[str, Any]) -> dict[str, Any]:
-    """The config values a report pivots on, flat, next to the full config."""
-    model = cfg.model
-    norm = model.get("norm_position") if model.get("family") == "transformer" else model.get("norm")
-    return {
-        "task": cfg.task.name,
-        "model": model.name,
-        "norm": norm,
-        "optimizer": cfg.optimizer.name,
-        "warmup": schedule_info.get("warmup"),
-        "decay": schedule_info.get("decay"),
-        "warmup_steps": schedule_info.get("warmup_steps"),
-        "target_lr": float(cfg.optimizer.lr),
-        "seed": int(cfg.seed),
-        "train_steps": int(cfg.train.steps),
-        "batch_size": int(cfg.train.batch_size),
-    }
 
 
 class Run:
@@ -240,7 +224,7 @@ class Run:
         wall = self.elapsed + time.perf_counter() - began
         return self.summarise(steps_run, diverged, wall, steps_timed / train_time if train_time else float("nan"))
 
-    def summarise(self, steps_run: int, diverged: bool, wall: float, steps_per_s: float) -> dict[str, Any]:
+    def summarise(self, steps_run: int, diverged: bool, wall: float, steps_per_s: float) -> RunSummary:
         losses = self.metrics.final_losses()
         final_train = float(np.mean(losses)) if losses and all(map(math.isfinite, losses)) else float("nan")
         last_eval = self.evals[-1] if self.evals else {}
@@ -257,7 +241,7 @@ class Run:
             peak_lr = max((float(r["lr"]) for r in csv.DictReader(fh)), default=float("nan"))
         finite_evals = [e for e in self.evals if math.isfinite(e.get("eval_loss", math.nan))]
         schedule_info = self.schedule.describe()
-        summary: dict[str, Any] = {
+        summary: RunSummary = {
             "status": status,
             "steps_run": steps_run,
             "diverged_step": self.monitor.divergence.diverged_step,
