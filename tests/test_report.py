@@ -14,6 +14,7 @@ import pytest
 
 from warmup_lab import runs, stability
 from warmup_lab.report import build_report, main
+from warmup_lab.summary import write_summary
 
 SHAPES, LENGTHS, LRS, SEEDS = ("constant", "linear"), (10, 50), (1e-3, 1e-2, 1e-1), (0, 1)
 STEPS = 30
@@ -70,7 +71,7 @@ def write_run(root: Path, shape: str, tw: int, lr: float, seed: int) -> Path:
         "task_info": {"kind": "image", "classes": 10}, "detect": DETECT, "config_hash": chash,
         "experiment": "toy", "sweep_group": "toy", "run_dir": str(run_dir),
     }
-    runs.write_summary(run_dir, summary)
+    write_summary(run_dir, summary)
     return run_dir
 
 
@@ -96,7 +97,7 @@ def test_report_tables_numbers_and_figures(sweep: Path, tmp_path: Path, capsys: 
     no_status = sweep / "toy-nostatus"
     no_status.mkdir()
     (no_status / runs.SUMMARY_FILE).write_text('{"steps_run": 3}')
-    runs.write_summary(sweep / "toy-error", {"status": "error", "error": "RuntimeError: boom", "steps_run": 0,
+    write_summary(sweep / "toy-error", {"status": "error", "error": "RuntimeError: boom", "steps_run": 0,
                                              "config_hash": "err0"})
     shutil.copytree(next(sweep.glob("toy-adamw-linear*")), tmp_path / "copy" / "dup")
 
@@ -218,7 +219,8 @@ def test_a_run_with_non_finite_losses_does_not_crash_the_report(sweep: Path, tmp
     run_dir = write_run(sweep, "linear", 10, 1e-3, 7)
     summary = json.loads((run_dir / runs.SUMMARY_FILE).read_text())
     summary.update(init_loss=math.inf, final_train_loss=math.nan, final_eval_loss=math.inf, final_eval_acc=math.nan)
-    runs.write_summary(run_dir, summary)
+    summary.pop("schema", None)
+    write_summary(run_dir, summary)
     metrics = pd.read_csv(run_dir / runs.METRICS_FILE)
     metrics.loc[::2, "loss"] = math.nan
     metrics.loc[1, "loss"] = -math.inf
@@ -264,10 +266,8 @@ def test_floats_keep_every_digit_through_the_files(tmp_path: Path) -> None:
 def test_make_report_on_a_fresh_clone_rebuilds_from_the_committed_results(sweep: Path, tmp_path: Path) -> None:
     """`make report EXPERIMENT=x` = `warmup-lab sweep x --report-only`: with no sweeps/x (a fresh clone) it
     reads results/x, and writes the same tables back."""
-    from warmup_lab.sweep import CRITERIA
-
     clone = tmp_path / "clone"
-    build_report([sweep], clone / "results" / "warmup_ablation", experiment="warmup_ablation", criteria=CRITERIA)
+    build_report([sweep], clone / "results" / "warmup_ablation", experiment="warmup_ablation")
     before = (clone / "results" / "warmup_ablation" / stability.SUMMARY_FILE).read_bytes()
     done = subprocess.run([sys.executable, "-m", "warmup_lab", "sweep", "warmup_ablation", "--report-only"],
                           cwd=clone, capture_output=True, text=True, timeout=300)
