@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import open_dict
 
 from warmup_lab import runs, stability
 from warmup_lab.stability import GridMismatch, eta_max_of
@@ -313,3 +314,18 @@ def test_non_finite_losses_do_not_break_the_tables():
     t = stability.tables(probes, criteria=["plain", "loss_frac_0.5", "near_best_2"])
     assert set(t[stability.ETA_FILE]["seed"]) == {0, 1, 2, 5}
     assert stability.lr_sensitivity_table(probes[probes["seed"] != 5]).notna().any().any()
+
+
+def test_a_preset_s_declarations_do_not_change_its_runs_config_hash():
+    from hydra import compose, initialize_config_dir
+
+    from warmup_lab.paths import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=warmup_ablation/resnet", "seed=0"])
+    assert list(cfg.comparisons[0]) == ["none@0", "constant@30@0.1"] and list(cfg.selected_from) == ["warmup_length"]
+    bare = cfg.copy()
+    with open_dict(bare):
+        del bare["comparisons"], bare["selected_from"]
+    assert runs.config_hash(cfg) == runs.config_hash(bare)
+    assert len(stability.declared("warmup_ablation").pairs) == 4

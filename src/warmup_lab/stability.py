@@ -590,11 +590,12 @@ def lr50_table(judged: pd.DataFrame, keys: Sequence[str] | None = None, level: f
 
 # -- which comparisons a preset declared, which arms are one ----------------------------------------
 def parse_setting(text: str) -> dict[str, Any]:
-    """A warmup setting as swept, `shape@T_w[@init_ratio]` -> {"warmup": shape, "warmup_steps": T_w}."""
+    """A warmup setting as swept, `shape@T_w[@init_ratio]` -> {"warmup": shape, "warmup_steps": T_w};
+    `shape@null` (a length set by a rule, e.g. untuned_linear) -> {"warmup": shape}."""
     parts = str(text).split("@")
-    if len(parts) < 2 or not parts[0] or not re.fullmatch(r"\d+", parts[1]):
+    if len(parts) < 2 or not parts[0] or not re.fullmatch(r"\d+|null", parts[1]):
         raise ValueError(f"comparisons: {text!r} is not a warmup setting; write shape@T_w, e.g. none@0 or linear@30")
-    return {"warmup": parts[0], "warmup_steps": int(parts[1])}
+    return {"warmup": parts[0]} if parts[1] == "null" else {"warmup": parts[0], "warmup_steps": int(parts[1])}
 
 
 @dataclass(frozen=True)
