@@ -412,8 +412,10 @@ def figures_section(res: pd.DataFrame, metric_tables: list[tuple[str, str, pd.Da
     from warmup_lab import archive, plots
 
     curves = curves if curves is not None else archive.Curves()
-    archive.write_curves(res, out, curves)
     md = ["## Figures", ""]
+    if archive.write_curves(res, out, curves) is None:
+        md += [f"_No per-step curves (no run directory here, and no {archive.CURVES_FILE} among the inputs): "
+               "the loss and LR curve figures are skipped._", ""]
     per_seed = eta_tables.get(stability.ETA_FILE, pd.DataFrame())
     summary = eta_tables.get(stability.SUMMARY_FILE, pd.DataFrame())
     ps = eta_tables.get(stability.P_STABLE_FILE, pd.DataFrame())

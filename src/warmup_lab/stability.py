@@ -55,7 +55,7 @@ COMPARE_COLUMNS = ["criterion", "baseline", "n_seeds", "n_seeds_baseline", "rati
                    "interval", "test", "paired", "n_undetermined", "p_value", "p_holm", "declared", "one_arm",
                    "reused_seeds", "verdict"]
 CI_LEVEL = 0.9
-FLOAT_FORMAT = "%.17g"  # every digit: a table read back (float_precision="round_trip") and rewritten is unchanged
+FLOAT_FORMAT = None  # floats as repr: the shortest text that reads back (float_precision="round_trip") exactly
 VARY = ("warmup", "warmup_steps")  # what compare() varies against its no-warmup baseline
 
 
