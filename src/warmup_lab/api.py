@@ -69,7 +69,7 @@ def run(overrides: Overrides = (), out: str | Path | None = None) -> dict[str, A
     """Train (or resume, or skip if finished) one run; returns its summary (the dict in summary.json).
 
     Without `out` the run lives in runs/<name>-<config hash> under the current directory, like the CLI's."""
-    from warmup_lab.trainer import train
+    from warmup_lab.job import train
 
     return train(compose(overrides), Path(out) if out is not None else None)
 
@@ -122,11 +122,11 @@ def load_curves(paths: Iterable[str | Path]) -> pd.DataFrame:
     config_hash, run_path and the setting it belongs to (task, model, optimizer, warmup, target_lr, seed, ...)."""
     import pandas as pd
 
-    from warmup_lab import report, runs
+    from warmup_lab import runs
+    from warmup_lab.summary import KEY_VALUES
 
     table = load_runs(paths)
-    keys = [k for k in ("config_hash", "run_path", "status", *report.SETTING_KEYS, "target_lr", "seed")
-            if k in table]
+    keys = [k for k in ("config_hash", "run_path", "status", *KEY_VALUES) if k in table]
     frames = []
     for _, row in table.iterrows():
         metrics = Path(row["run_path"]) / runs.METRICS_FILE
