@@ -24,7 +24,8 @@ from conftest import FAST, make_cfg, run_cli
 from warmup_lab import runs
 from warmup_lab.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_PREEMPTED, ConfigError, DataMissingError
 from warmup_lab.paths import CONF_DIR
-from warmup_lab.trainer import _validate, train
+from warmup_lab.job import train
+from warmup_lab.trainer import validate
 
 BASE = ["task=reverse", "train.steps=20", "logger=none", "train.progress=false", "threads=1",
         "train.batch_size=8", "train.eval_batches=1"]
@@ -218,7 +219,7 @@ def test_4_every_schedule_and_experiment_preset_still_composes():
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         for path in sorted((CONF_DIR / "schedule").glob("*.yaml")):
             if not path.name.startswith("_"):
-                _validate(compose("train", overrides=[f"schedule={path.stem}", "logger=none"]))
+                validate(compose("train", overrides=[f"schedule={path.stem}", "logger=none"]))
         for path in sorted((CONF_DIR / "experiment").glob("*/*.yaml")):
             exp = f"experiment={path.parent.name}/{path.stem}"
             cfg = compose("train", overrides=[exp], return_hydra_config=True)
@@ -226,11 +227,11 @@ def test_4_every_schedule_and_experiment_preset_still_composes():
             validated[exp] = str(swept).split(",") if swept is not None else []
             with open_dict(cfg):
                 del cfg["hydra"]  # what compose() leaves without return_hydra_config
-            _validate(cfg)
+            validate(cfg)
             for setting in validated[exp]:  # as the sweep's override does: the schedule keys follow by ${pick:}
                 cfg.warmup_setting = setting
                 assert cfg.schedule.warmup == setting.split("@")[0], (exp, setting)
-                _validate(cfg)
+                validate(cfg)
     # the swept values, not the presets' single defaults, were checked (a first-match parser read `none@0`)
     for part in ("pre_vs_post_ln", "warmup_range"):
         assert len(validated[f"experiment=mechanisms/{part}"]) > 1 and "none@0" in validated[f"experiment=mechanisms/{part}"]

@@ -12,7 +12,7 @@ from warmup_lab import runs
 from warmup_lab.mechanisms import (CATAPULT, DIVERGED, LAZY, build_report, ffn_grad_norms, largest_trainable,
                                    late_sharpness_ratio, load_runs, phase, phase_boundaries, preln_table, rise_ratio)
 from warmup_lab.summary import write_summary
-from warmup_lab.trainer import train
+from warmup_lab.job import train
 
 TINY = ["data.subset=100", "model.width=32", "train.progress=false", "hydra/launcher=basic"]
 

@@ -15,7 +15,7 @@ from conftest import FAST, REPO_ROOT, make_cfg, run_cli
 from warmup_lab import runs
 from warmup_lab.errors import ConfigError
 from warmup_lab.summary import read_summary
-from warmup_lab.trainer import train
+from warmup_lab.job import train
 
 EXAMPLES = REPO_ROOT / "examples"
 MIXER = ["task=digits", "model=custom", "model._target_=mixer.MLPMixer", "+model.dim=16", "+model.depth=1"]
