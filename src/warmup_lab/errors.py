@@ -37,6 +37,10 @@ class OutputError(RuntimeError):
     """A run's files cannot be written (disk full, read-only): the message names the path and the fix."""
 
 
+class RunTakenOver(OutputError):
+    """The run directory was removed or re-owned while this process wrote to it; it stops, writing nothing."""
+
+
 USER_ERRORS = (ConfigError, DataMissingError, OutputError)
 
 # A write that failed because of where the run lives: one line naming the path and the fix.
