@@ -280,7 +280,7 @@ def test_6_unreachable_online_wandb_falls_back_to_offline_in_the_run_dir(tmp_pat
 def test_8_disk_full_at_a_checkpoint_is_one_line_an_error_summary_and_no_tmp(tmp_path):
     """/dev/full answers every write with ENOSPC: the checkpoint's temporary file is pointed at it."""
     out = tmp_path / "run"
-    out.mkdir()
+    runs.write_config(out, make_cfg([*BASE, "train.checkpoint_every=5", f"out={out}"]))  # the run's own directory
     (out / (runs.CHECKPOINT_FILE + ".tmp")).symlink_to("/dev/full")
     proc = run_cli("warmup_lab.train", [*BASE, "train.checkpoint_every=5", f"out={out}"], cwd=tmp_path)
     line = _one_line(proc)

@@ -50,14 +50,21 @@ def _append(path: Path, rows: list[dict[str, Any]]) -> None:
         size = os.fstat(fd).st_size
         try:
             written = os.write(fd, data)
-        except OSError:
-            os.ftruncate(fd, size)
-            raise
+        except OSError as err:
+            _undo(fd, size)
+            raise OSError(err.errno, err.strerror, str(path)) from None
         if written != len(data):
-            os.ftruncate(fd, size)
+            _undo(fd, size)
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     finally:
         os.close(fd)
+
+
+def _undo(fd: int, size: int) -> None:
+    try:
+        os.ftruncate(fd, size)
+    except OSError:  # not a regular file (/dev/full): nothing was kept anyway
+        pass
 
 
 def _read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
