@@ -85,6 +85,7 @@ def test_pre_ln_gradient_at_the_last_layer_shrinks_with_depth_post_ln_does_not()
     assert last("post", 24) > last("pre", 24)
 
 
+@pytest.mark.slow
 def test_load_runs_skips_other_experiments_and_the_cli_rejects_a_missing_root(tmp_path):
     train(make_cfg(["task=digits", "model=mlp", "data.size=8", "train.full_batch=true", "train.steps=3",
                     "logger=none", "train.progress=false", "name=other"]), tmp_path / "sweeps" / "other")
