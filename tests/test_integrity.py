@@ -217,3 +217,71 @@ def test_a_writer_whose_lock_or_directory_is_taken_stops_and_steps_stay_single(t
     _, err = second.communicate(timeout=600)
     assert second.returncode == 0, err
     assert _steps(out) == list(range(1500)) and read_summary(out)["steps_run"] == 1500
+
+
+# -- unclear cases ---------------------------------------------------------------------------------------
+def test_a_copied_finished_run_reports_its_own_path(tmp_path, capsys):
+    cfg = make_cfg(["task=modadd", *FAST])
+    train(cfg, tmp_path / "first")
+    shutil.copytree(tmp_path / "first", tmp_path / "copy")
+    assert train(cfg, tmp_path / "copy")["run_dir"] == str(tmp_path / "copy")
+    assert f"skip: {tmp_path / 'copy'}" in capsys.readouterr().out
+
+
+def test_an_unquoted_non_ascii_value_gets_the_hint_to_quote_it():
+    from warmup_lab.cli import check_quoting
+
+    with pytest.raises(ConfigError, match=r"""^out='/tmp/ré' .*write out='"/tmp/ré"'"""):
+        check_quoting(["task=modadd", "out=/tmp/ré"])
+    check_quoting(["task=modadd", 'out="/tmp/ré"'])  # quoted: Hydra takes it
+
+
+def test_report_out_naming_a_file_is_one_line(tmp_path, capsys):
+    from warmup_lab import report
+
+    train(make_cfg(["task=modadd", *FAST]), tmp_path / "sweep" / "run")
+    (tmp_path / "table.md").write_text("mine")
+    with pytest.raises(SystemExit) as stop:
+        report.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "table.md")])
+    line = capsys.readouterr().err.strip()
+    assert stop.value.code == EXIT_CONFIG and "table.md" in line and "set --out to a directory" in line, line
+    assert (tmp_path / "table.md").read_text() == "mine"
+
+
+@pytest.fixture
+def immutable_dir(tmp_path):
+    """A directory even root cannot write into (chattr +i), standing in for a read-only runs_root."""
+    path = tmp_path / "readonly"
+    path.mkdir()
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here")
+    yield path
+    subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@pytest.mark.slow
+def test_a_multirun_into_a_read_only_runs_root_is_one_line(tmp_path, immutable_dir):
+    proc = run_cli("warmup_lab.train", ["-m", *CLI, "train.steps=2", "seed=0,1", f"runs_root={immutable_dir / 'runs'}"],
+                   cwd=tmp_path)
+    line = _one_line(proc)
+    assert proc.returncode == EXIT_CONFIG and "runs_root=" in line and str(immutable_dir) in line, line
+
+
+@pytest.mark.slow
+def test_a_multirun_under_ulimit_n_16_is_one_line(tmp_path):
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (16, 16))
+
+    proc = run_cli("warmup_lab.train", ["-m", *CLI, "train.steps=2", "seed=0,1", "hydra/launcher=joblib2",
+                                        f"runs_root={tmp_path / 'runs'}"], cwd=tmp_path, preexec_fn=limit)
+    line = _one_line(proc)
+    assert proc.returncode == EXIT_CONFIG and "ulimit -n=16" in line and "ulimit -n 1024" in line, line
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_search_with_max_rounds_0_is_refused(tmp_path):
+    proc = run_cli("warmup_lab.train", ["-m", "hydra/sweeper=max_stable_lr", "hydra.sweeper.max_rounds=0", *CLI,
+                                        "train.steps=2", f"runs_root={tmp_path / 'runs'}"], cwd=tmp_path)
+    line = _one_line(proc)
+    assert proc.returncode == EXIT_CONFIG and "max_rounds=0" in line, line

@@ -63,6 +63,7 @@ def _finished(cfg: DictConfig, run_dir: Path) -> RunSummary | None:
     runs.check_same_config(run_dir, cfg)
     done = read_summary(run_dir)
     if is_finished(done):
+        done["run_dir"] = str(run_dir)  # where it is now: a copied or moved run is not reported at its old path
         print(f"skip: {run_dir} already finished ({done['status']})", flush=True)
         return done
     return None
