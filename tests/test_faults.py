@@ -298,17 +298,6 @@ def test_8_disk_full_at_a_checkpoint_is_one_line_an_error_summary_and_no_tmp(tmp
     assert again.returncode == 0 and _steps(out) == list(range(20))  # space again: from step 0, each step once
 
 
-@pytest.fixture
-def immutable_dir(tmp_path):
-    """A directory even root cannot write into (chattr +i), standing in for a read-only runs_root."""
-    path = tmp_path / "readonly"
-    path.mkdir()
-    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
-        pytest.skip("chattr +i is not supported here")
-    yield path
-    subprocess.run(["chattr", "-i", str(path)], check=True)
-
-
 @pytest.mark.slow
 def test_8_a_read_only_runs_root_is_one_line(tmp_path, immutable_dir):
     proc = run_cli("warmup_lab.train", [*BASE, f"runs_root={immutable_dir}"], cwd=tmp_path)

@@ -248,17 +248,6 @@ def test_report_out_naming_a_file_is_one_line(tmp_path, capsys):
     assert (tmp_path / "table.md").read_text() == "mine"
 
 
-@pytest.fixture
-def immutable_dir(tmp_path):
-    """A directory even root cannot write into (chattr +i), standing in for a read-only runs_root."""
-    path = tmp_path / "readonly"
-    path.mkdir()
-    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
-        pytest.skip("chattr +i is not supported here")
-    yield path
-    subprocess.run(["chattr", "-i", str(path)], check=True)
-
-
 @pytest.mark.slow
 def test_a_multirun_into_a_read_only_runs_root_is_one_line(tmp_path, immutable_dir):
     proc = run_cli("warmup_lab.train", ["-m", *CLI, "train.steps=2", "seed=0,1", f"runs_root={immutable_dir / 'runs'}"],
