@@ -3,7 +3,8 @@
 `+train.dtype=bfloat16` would otherwise run as the default under a new hash. The optimizer and
 schedule groups refuse unread keys where they are built (optim.py, schedules/), so they are not
 listed here. A task or model group with a `_target_` (a user's plug-in) holds the user's own keys:
-those groups are not checked (nor is data, when the task is a plug-in). Flags must be real booleans:
+those groups are not checked (nor is data, when the task is a plug-in). A null key is unset, so it is
+allowed: a preset clears an inherited key that way. Flags must be real booleans:
 `model.qk_layernorm=maybe` is refused, not read as true.
 """
 
@@ -61,7 +62,8 @@ def _refuse_unknown(cfg: DictConfig, group: str, known: tuple[str, ...]) -> None
         return
     for key in node.keys():
         where = f"{group}.{key}" if group else str(key)
-        require(key in known or key == "name" and group in ("model", "data"), where, OmegaConf.select(cfg, where),
+        value = OmegaConf.select(cfg, where)
+        require(key in known or key == "name" and group in ("model", "data") or value is None, where, value,
                 f"unknown key: nothing reads it, so it would change nothing; known {group or 'top-level'} keys: "
                 f"{', '.join(known)}")
 
