@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from conftest import FAST, make_cfg, run_cli
@@ -66,3 +68,18 @@ def test_warmup_lab_train_runs_and_checks_group_choices_first(tmp_path):
     assert (tmp_path / "run" / "summary.json").exists()
     bad = run_cli("warmup_lab", ["train", "schedule=nope"], cwd=tmp_path)
     assert bad.returncode == 2 and "schedule='nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("rest, expected", [
+    (["task=digits"], ["-m", "hydra/sweeper=max_stable_lr", "task=digits"]),
+    (["--multirun", "task=digits"], ["hydra/sweeper=max_stable_lr", "--multirun", "task=digits"]),
+    (["-m", "hydra/sweeper=basic"], ["-m", "hydra/sweeper=basic"]),
+])
+def test_search_is_a_train_multirun_with_the_max_stable_lr_sweeper(monkeypatch, rest, expected):
+    from warmup_lab import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "_load", lambda target: lambda: seen.append((target, list(sys.argv))))
+    monkeypatch.setattr(sys, "argv", ["warmup-lab"])
+    assert cli.main(["search", *rest]) == 0
+    assert seen == [("warmup_lab.cli:train_main", ["warmup-lab search", *expected])]
