@@ -160,6 +160,8 @@ class MaxStableLRSweeper(Sweeper):
         """Bad settings end in one line on stderr and exit 2 (warmup_lab.errors), before any job runs."""
         try:
             search.LRSearch(**self.search_kw)
+            if self.max_rounds < 1:
+                raise ConfigError("hydra.sweeper.max_rounds", self.max_rounds, "must be >= 1 (0 probes nothing)")
             if not self.seeds:
                 raise ConfigError("hydra.sweeper.seeds", "[]", "give at least one seed, e.g. hydra.sweeper.seeds=[0,1,2,3,4]")
             for name in self.criteria:

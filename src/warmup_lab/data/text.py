@@ -26,6 +26,9 @@ def read_text(path: str | None) -> str:
     file = Path(path).expanduser()
     if file.is_dir():
         raise DataMissingError(f"data.path={path} is a directory, not a text file: {fix}")
+    if file.exists() and not file.is_file():
+        raise DataMissingError(f"data.path={path} is not a regular file (a FIFO, socket or device); "
+                               f"training reads it many times: {fix}")
     if not file.is_file():
         raise DataMissingError(f"data.path={path} does not exist: {fix}")
     try:
