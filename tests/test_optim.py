@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,8 +12,9 @@ from torch import nn
 
 from warmup_lab.errors import ConfigError
 from warmup_lab.optim import NAMES, GIAdam, beta2_of, build_optimizer, optimizer_info
+from warmup_lab.paths import CONF_DIR
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "optimizer"
+CONF = CONF_DIR / "optimizer"
 
 
 def load(which: str, **overrides):

@@ -371,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("root", help="the runs root of the mechanisms sweep (sweeps/mechanisms)")
     ap.add_argument("--out", default="results/mechanisms")
-    ap.add_argument("--experiment", default="mechanisms", help="accepted for scripts/sweep.py; unused")
+    ap.add_argument("--experiment", default="mechanisms", help="accepted for warmup_lab.sweep; unused")
     args = ap.parse_args(argv)
     if not Path(args.root).is_dir():
         raise SystemExit(f"error: runs root {args.root!r} does not exist; run `make sweep EXPERIMENT=mechanisms` first")
