@@ -83,13 +83,16 @@ def advise_from(probes: pd.DataFrame, plan: Plan, criterion: str, margin: float,
             break
     n_seeds = int(per_seed["seed"].nunique())
     if n_seeds < 2:
-        thin, pick = f"{n_seeds} seed: no interval", None
+        thin = f"{n_seeds} seed: no interval"
     elif per_seed["censored"].eq("below").all():
         thin = "every seed is censored below (no LR probed was stable under the criterion)"
+    elif per_seed["censored"].ne("").all():
+        thin = "every seed is censored (no search bounded eta_max from both sides): raise the budget"
     elif cands.empty:
         thin = "no LR was stable on every seed of any warmup length"
     elif pick is None:
         thin = f"no LR stable on every seed sits x{margin:.3g} below the low end of a warmup's eta_max interval"
+    pick = None if thin else pick
     notes = _notes(frontier, probes)
     advice = {**base, "frontier": frontier, "candidates": cands.to_dict("records"), "cells": table.to_dict("records"),
               "per_seed": per_seed.to_dict("records"), "pick": pick, "thin": thin, "notes": notes}

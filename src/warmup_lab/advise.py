@@ -29,7 +29,7 @@ from warmup_lab.errors import ConfigError, exit_on_user_error, require
 from warmup_lab.lr_find import compose_train
 
 SEARCH_DIR = "search"
-EST_PROBES_PER_SEARCH = 7  # planning only: bracket ~2-3 + bisect 2 + check 1 + cross-seed ~1 (x2^(1/2) grid)
+EST_PROBES_PER_SEARCH = 6  # planning only: bracket ~2 + bisect 2 + check 1 + cross-seed ~1 (x2^(1/2) grid)
 MIN_SEEDS, MAX_SEEDS = 3, 5
 
 
@@ -104,7 +104,7 @@ def _num(value: Any) -> float:
 
 
 def run_sweep(cmd: list[str]) -> None:
-    """The sweep in its own process, its console (progress) on our stderr: stdout starts with the answer."""
+    """A sweep in its own process, its console (progress) on our stderr: stdout starts with the answer."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     done = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, env=env, check=False)
     if done.returncode != 0:
@@ -163,14 +163,26 @@ def advise(overrides: Sequence[str], args: argparse.Namespace) -> dict[str, Any]
           f"x{args.resolution:.4g}; budget {args.budget or 'none'}", file=sys.stderr, flush=True)
     out.mkdir(parents=True, exist_ok=True)
     group = f"advise-{out.name}"
-    cmd = sweep_command(overrides[: len(overrides)], p, start_lr, criterion, args, out, max_probes, max_core_s, group)
+    reserve = len(p.seeds) * len(p.warmups)  # confirmation runs: one LR per warmup length, every seed
+    sweep_probes = None if max_probes is None else max(1, max_probes - reserve)
+    sweep_core_s = None if max_core_s is None else max_core_s * (1 - reserve / (reserve + sweep_probes_est(p)))
+    cmd = sweep_command(overrides, p, start_lr, criterion, args, out, sweep_probes, sweep_core_s, group)
     cmd = [c for c in cmd if c not in start]  # the user's LR is the search's start, not a fixed override
     run_sweep(cmd)
     found = json.loads((out / SEARCH_DIR / "search.json").read_text())
     probes = probes_of(found)
+    spent = dict(found.get("spent") or {})
+    left_runs = None if max_probes is None else max_probes - spent.get("probes", 0)
+    left_core_s = None if max_core_s is None else max_core_s - spent.get("core_s", 0.0)
+    extra = confirm([o for o in overrides if o not in start], p, probes, criterion, args, start_lr, group,
+                    left_runs, left_core_s)
+    probes = pd.concat([probes, extra], ignore_index=True) if len(extra) else probes
+    spent.update(probes=spent.get("probes", 0) + len(extra), core_s=spent.get("core_s", 0.0) + float(extra["core_s"].sum())
+                 if len(extra) else spent.get("core_s", 0.0), max_probes=max_probes, max_core_s=max_core_s,
+                 confirmation_runs=len(extra))
     advice = advise_from(probes, p, criterion, args.margin, args.shape, total)
     advice.update({"criterion_line": crit_line, "baseline_loss": baseline, "budget": args.budget,
-                   "spent": found.get("spent"), "start_lr": start_lr, "resolution": args.resolution,
+                   "spent": spent, "start_lr": start_lr, "resolution": args.resolution,
                    "overrides": overrides, "out": str(out), "sweep_command": cmd[1:]})
     runs.atomic_write_text(out / ADVICE_FILE, json.dumps(runs._json_safe(advice), indent=1, default=str) + "\n")
     table = pd.DataFrame(advice["frontier"])
@@ -179,6 +191,59 @@ def advise(overrides: Sequence[str], args: argparse.Namespace) -> dict[str, Any]
     figure(probes, advice, out / FIGURE_FILE)
     advice["wandb_dir"] = log_table(cfg, out, table, advice)
     return advice
+
+
+def _threads(cfg: Any) -> int:
+    """The torch threads a run of `cfg` uses (its `threads`, else torch's default here): core-s = wall_s x this."""
+    import torch
+
+    return int(cfg.get("threads") or torch.get_num_threads())
+
+
+def sweep_probes_est(p: Plan) -> int:
+    return EST_PROBES_PER_SEARCH * len(p.seeds) * len(p.warmups)
+
+
+def confirm(overrides: list[str], p: Plan, probes: pd.DataFrame, criterion: str, args: argparse.Namespace,
+            start_lr: float, group: str, left_runs: int | None, left_core_s: float | None) -> pd.DataFrame:
+    """Per warmup length, the search-grid LR one margin below the low end of its eta_max interval, run on
+    every seed that has not probed it (a Hydra multirun: normal runs, the user's launcher): the pick's
+    candidates then include an LR with the margin, measured on every seed. Longest warmups first, while
+    the budget lasts."""
+    from warmup_lab.advice import KEYS
+
+    if probes.empty:
+        return probes
+    per_seed = stability.eta_max_per_seed(stability.judge(probes, [criterion], KEYS), KEYS)
+    summary = stability.eta_max_summary(per_seed, KEYS)
+    rows, mean_cost = [], float(probes["core_s"].mean()) if probes["core_s"].notna().any() else 0.0
+    for _, f in summary.sort_values("warmup_steps", ascending=False).iterrows():
+        if f["ci_low_censored"] not in ("", "above") or not f["ci_low"] > 0:
+            continue
+        k = math.floor(math.log(f["ci_low"] / args.margin / start_lr) / math.log(args.resolution) + 1e-9)
+        lr = search.grid_lr(start_lr, args.resolution, k)
+        w = int(f["warmup_steps"])
+        done = set(probes[(probes["warmup_steps"] == w) & (probes["lr"].sub(lr).abs() <= 1e-9 * lr)]["seed"])
+        seeds = [s for s in p.seeds if s not in done]
+        if not seeds or lr < search.MIN_LR:
+            continue
+        if (left_runs is not None and len(seeds) > left_runs - len(rows)) or (
+                left_core_s is not None and (len(rows) + len(seeds)) * mean_cost > left_core_s):
+            continue
+        fixed = [*overrides, f"schedule.warmup={args.shape}", "schedule.warmup_ratio=null", f"schedule.warmup_steps={w}",
+                 f"optimizer.lr={lr!r}"]
+        print(f"confirm: warmup {w}, LR {lr:.4g} on seeds {seeds}", file=sys.stderr, flush=True)
+        run_sweep([sys.executable, "-m", "warmup_lab.train", "-m", *fixed, f"seed={','.join(map(str, seeds))}",
+                   f"++logger.group={group}", "++logger.job_type=probe", "train.progress=false"])
+        for seed in seeds:
+            cfg = compose_train([*fixed, f"seed={seed}"])
+            summary_ = runs.read_summary(runs.run_dir_for(cfg)) or {}
+            status = summary_.get("status") if summary_.get("status") in runs.FINISHED_STATUSES else runs.ERROR
+            rows.append({"warmup_steps": w, "seed": seed, "lr": lr, "status": status,
+                         **{k: _num(summary_.get(k)) for k in ("init_loss", "final_train_loss", "final_eval_loss")},
+                         "baseline_loss": stability.baseline_of(summary_),
+                         "core_s": _num(summary_.get("wall_s")) * _threads(cfg)})
+    return pd.DataFrame(rows, columns=probes.columns)
 
 
 def _baseline(cfg: Any) -> float | None:
