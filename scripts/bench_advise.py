@@ -122,6 +122,7 @@ def main() -> None:
     p.add_argument("--budgets", default="24runs,60runs")
     p.add_argument("--arm", action="append", default=[], help="NAME=OVERRIDE[ OVERRIDE...] (adds an arm)")
     p.add_argument("--no-default-arms", action="store_true", help="only the --arm ones")
+    p.add_argument("--append", action="store_true", help="keep the other arms already in --out's table")
     args = p.parse_args()
     arms = {} if args.no_default_arms else dict(ARMS)
     for spec in args.arm:
@@ -138,9 +139,16 @@ def main() -> None:
         all_advice += advices
     table = pd.DataFrame([{k: v for k, v in r.items() if k != "_runs"} for r in all_rows])
     per_seed = pd.DataFrame([{"arm": r["arm"], "method": r["method"], **x} for r in all_rows for x in r["_runs"]])
+    wall = time.time() - began
+    if args.append and (out / "bench.csv").exists():  # arms benched earlier (other arms of the same table)
+        before = json.loads((out / "bench.json").read_text())
+        keep = lambda df: df[~df["arm"].isin(list(arms))]  # noqa: E731
+        table = pd.concat([keep(pd.read_csv(out / "bench.csv")), table], ignore_index=True)
+        per_seed = pd.concat([keep(pd.read_csv(out / "bench_runs.csv")), per_seed], ignore_index=True)
+        all_advice = [a for a in before["advice"] if a["arm"] not in arms] + all_advice
+        wall += before["wall_s"]
     won = wins(table)
     smallest = next((b for b in budgets if won[won["method"] == f"advise {b}"]["wins"].all()), None)
-    wall = time.time() - began
     table.to_csv(out / "bench.csv", index=False, lineterminator="\n")
     per_seed.to_csv(out / "bench_runs.csv", index=False, lineterminator="\n")
     won.to_csv(out / "wins.csv", index=False, lineterminator="\n")
@@ -157,7 +165,7 @@ def main() -> None:
           won.to_markdown(index=False), "",
           f"Smallest budget at which advise wins on every arm: {smallest or 'none of ' + ', '.join(budgets)}", "",
           "## advise's answers", "", *[f"- {a['arm']} @ {a['budget']}: `{a['answer']}`" for a in all_advice], "",
-          f"Benchmark wall time: {wall:.0f} s"]
+          f"Benchmark wall time (all arms): {wall:.0f} s"]
     (out / "bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md), flush=True)
 
