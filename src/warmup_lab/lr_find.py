@@ -19,6 +19,7 @@ the run's files, and prints the answer as its first line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -154,7 +155,8 @@ def lr_find(overrides: Sequence[str], min_lr: float = MIN_LR, max_lr: float = MA
     with open_dict(cfg):
         cfg.logger.job_type = "lr-find"
     run_dir = Path(cfg.out) if cfg.get("out") else runs.run_dir_for(cfg)
-    summary = train(cfg, run_dir)
+    with contextlib.redirect_stdout(sys.stderr):  # the run's own messages: stdout starts with the answer
+        summary = train(cfg, run_dir)
     lrs, losses = _read_steps(run_dir)
     result = {**analyse(lrs, losses, steps, beta, early_stop), "min_lr": min_lr, "max_lr": max_lr, "beta": beta,
               "early_stop": early_stop, "overrides": list(overrides), "run_dir": str(run_dir),
