@@ -9,7 +9,7 @@ per table and one PNG per part:
 - warmup (Kalra & Barkeshli 2024): the largest trainable c per warmup length and seed;
 - Pre-LN vs Post-LN (Xiong et al. 2020): final training loss per LR and warmup over seeds, and the
   gradient norm of each layer's FFN output weight at initialisation (their Figure 3), computed here.
-The phase and "trainable" rules use the harness's own statuses and catapult detector (metrics.py), so
+The phase and "trainable" rules use the harness's own statuses and catapult detector (detectors.py), so
 the calibration tests those instruments rather than a second definition of them.
 """
 
@@ -19,7 +19,7 @@ import argparse
 import csv
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import pandas as pd
 import torch
