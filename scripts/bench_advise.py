@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,8 @@ def full_run(overrides: list[str], lr: float, warmup: int, seed: int) -> dict[st
             "core_s": float(s["wall_s"]) * _threads(cfg)}
 
 
-def run_advise(overrides: list[str], budget: str, out: Path) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "warmup_lab.advise", *overrides, "--budget", budget, "--out", str(out)]
+def run_advise(overrides: list[str], budget: str, out: Path, launcher: list[str]) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "warmup_lab.advise", *overrides, *launcher, "--budget", budget, "--out", str(out)]
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"advise failed ({done.returncode}): {' '.join(cmd)}")
@@ -69,7 +70,8 @@ def method_row(arm: str, method: str, lr: float | None, warmup: int | None, resu
             "cost_core_s": cost}
 
 
-def bench_arm(arm: str, overrides: list[str], budgets: list[str], out: Path) -> tuple[list[dict], list[dict]]:
+def bench_arm(arm: str, overrides: list[str], budgets: list[str], out: Path, launcher: list[str],
+              jobs: int) -> tuple[list[dict], list[dict]]:
     t = time.time()
     found = lr_find([*(o for o in overrides if not o.startswith("train.steps=")), "seed=0"])  # its own 100 steps
     cfg = compose_train(overrides)
@@ -82,16 +84,19 @@ def bench_arm(arm: str, overrides: list[str], budgets: list[str], out: Path) -> 
     methods = [("lr-find, no warmup", suggestion, 0, lf_cost), (f"lr-find, linear warmup {tw} (10% of T)", suggestion, tw, lf_cost)]
     advices = []
     for budget in budgets:
-        advice = run_advise(overrides, budget, out / arm / f"advise_{budget}")
+        advice = run_advise(overrides, budget, out / arm / f"advise_{budget}", launcher)
         advices.append({"arm": arm, "budget": budget, "answer": advice["first_line"], "spent": advice["spent"],
                         "thin": advice["thin"]})
         print(f"[{arm}] {advice['first_line']} ({time.time() - t:.0f} s)", flush=True)
         pick = advice["pick"]
         methods.append((f"advise {budget}", pick["lr"] if pick else None, pick["warmup_steps"] if pick else None,
                         advice["spent"]["core_s"]))
+    jobs_ = [(overrides, lr, w, s) for _, lr, w, _ in methods if lr is not None for s in FRESH_SEEDS]
+    with ProcessPoolExecutor(jobs) as pool:  # fresh runs side by side (each run sets its own threads)
+        done = dict(zip([(lr, w, s) for _, lr, w, s in jobs_], pool.map(full_run, *zip(*jobs_))))
     rows = []
     for name, lr, w, cost in methods:
-        results = [full_run(overrides, lr, w, s) for s in FRESH_SEEDS] if lr is not None else []
+        results = [done[(lr, w, s)] for s in FRESH_SEEDS] if lr is not None else []
         rows.append({**method_row(arm, name, lr, w, results, cost), "_runs": results})
     run_cost = statistics.median(r["core_s"] for row in rows for r in row["_runs"])
     for row in rows:
@@ -119,7 +124,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="results/advise")
     p.add_argument("--runs-root", default="sweeps/bench_advise")
-    p.add_argument("--budgets", default="24runs,60runs")
+    p.add_argument("--budgets", default="24runs,48runs")
+    p.add_argument("--launcher", default="hydra/launcher=joblib2", help="advise's launcher overrides (space-separated)")
+    p.add_argument("--jobs", type=int, default=2, help="fresh runs at a time")
     p.add_argument("--arm", action="append", default=[], help="NAME=OVERRIDE[ OVERRIDE...] (adds an arm)")
     p.add_argument("--no-default-arms", action="store_true", help="only the --arm ones")
     p.add_argument("--append", action="store_true", help="keep the other arms already in --out's table")
@@ -134,7 +141,7 @@ def main() -> None:
     began, all_rows, all_advice = time.time(), [], []
     for arm, ovs in arms.items():
         rows, advices = bench_arm(arm, [*ovs, f"runs_root={args.runs_root}", "logger=none", "train.progress=false"],
-                                  budgets, out)
+                                  budgets, out, args.launcher.split(), args.jobs)
         all_rows += rows
         all_advice += advices
     table = pd.DataFrame([{k: v for k, v in r.items() if k != "_runs"} for r in all_rows])

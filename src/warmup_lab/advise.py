@@ -12,6 +12,7 @@ to --out, and the frontier is logged as a W&B table when the config's logger is 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -189,7 +190,8 @@ def advise(overrides: Sequence[str], args: argparse.Namespace) -> dict[str, Any]
     runs.atomic_write_text(out / TABLE_FILE, table.to_csv(index=False, lineterminator="\n"))
     runs.atomic_write_text(out / "advice.md", markdown(advice))
     figure(probes, advice, out / FIGURE_FILE)
-    advice["wandb_dir"] = log_table(cfg, out, table, advice)
+    with contextlib.redirect_stdout(sys.stderr):  # W&B's own lines: stdout starts with the answer
+        advice["wandb_dir"] = log_table(cfg, out, table, advice)
     return advice
 
 
