@@ -73,7 +73,8 @@ def method_row(arm: str, method: str, lr: float | None, warmup: int | None, resu
 def bench_arm(arm: str, overrides: list[str], budgets: list[str], out: Path, launcher: list[str],
               jobs: int) -> tuple[list[dict], list[dict]]:
     t = time.time()
-    found = lr_find([*(o for o in overrides if not o.startswith("train.steps=")), "seed=0"])  # its own 100 steps
+    ramp = ("train.steps=", "optimizer.lr=")  # the range test sets both: its own 100 steps, its own LRs
+    found = lr_find([*(o for o in overrides if not o.startswith(ramp)), "seed=0"])
     cfg = compose_train(overrides)
     tw = int(math.floor(0.1 * int(cfg.train.steps)))
     (out / arm).mkdir(parents=True, exist_ok=True)
@@ -124,7 +125,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="results/advise")
     p.add_argument("--runs-root", default="sweeps/bench_advise")
-    p.add_argument("--budgets", default="24runs,48runs")
+    p.add_argument("--budgets", default="24runs,36runs")
     p.add_argument("--launcher", default="hydra/launcher=joblib2", help="advise's launcher overrides (space-separated)")
     p.add_argument("--jobs", type=int, default=2, help="fresh runs at a time")
     p.add_argument("--arm", action="append", default=[], help="NAME=OVERRIDE[ OVERRIDE...] (adds an arm)")
