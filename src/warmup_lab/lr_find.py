@@ -149,7 +149,7 @@ def lr_find(overrides: Sequence[str], min_lr: float = MIN_LR, max_lr: float = MA
     require(0 <= beta < 1, "--beta", beta, "0 <= beta < 1")
     for ov in overrides:
         key = ov.split("=", 1)[0].lstrip("+~")
-        if key in ("optimizer.lr", "train.steps") or key.startswith("schedule"):
+        if key in ("optimizer.lr", "train.steps") or key.startswith("schedule."):
             raise ConfigError(key, ov.split("=", 1)[-1], "lr-find sets the ramp itself: drop it (use --min-lr/--max-lr/--steps)")
     cfg = compose_train([*overrides, *ramp_overrides(min_lr, max_lr, steps)])
     with open_dict(cfg):
