@@ -117,3 +117,10 @@ def test_advise_says_too_thin_when_every_seed_is_censored(tmp_path):
     first = proc.stdout.splitlines()[0]
     assert first.startswith("advice: none, the evidence is too thin (every seed is censored below")
     assert json.loads((tmp_path / "advice" / "advice.json").read_text())["pick"] is None
+
+
+def test_an_unknown_option_is_one_line_not_a_hydra_override():
+    with pytest.raises(ConfigError, match="option='--budgt'.*--help"):
+        advise.parse(["--budgt", "3runs", "task=digits"])
+    args, overrides = advise.parse(["--budget", "3runs", "task=digits", "+model.dim=8"])
+    assert args.budget == "3runs" and overrides == ["task=digits", "+model.dim=8"]

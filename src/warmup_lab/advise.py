@@ -272,7 +272,11 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
                    help="the pick's LR x margin must stay <= the low end of eta_max's interval (default 2^0.5)")
     p.add_argument("--resolution", type=float, default=2 ** 0.5, help="search grid factor (default 2^0.5)")
     p.add_argument("--out", help="where advice.json/.md/.png go (default advice/<name>-<config hash>)")
-    return p.parse_known_args(list(argv))
+    args, overrides = p.parse_known_args(list(argv))
+    for arg in overrides:
+        if arg.startswith("-"):
+            raise ConfigError("option", arg, f"one of warmup-lab advise's options (--help), or a Hydra override KEY=VALUE")
+    return args, overrides
 
 
 @exit_on_user_error

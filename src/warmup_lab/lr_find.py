@@ -185,7 +185,11 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--beta", type=float, default=BETA, help="loss smoothing (default %(default)s)")
     p.add_argument("--early-stop", type=float, default=EARLY_STOP,
                    help="stop the curve when the smoothed loss exceeds this x its best (default %(default)s)")
-    return p.parse_known_args(list(argv))
+    args, overrides = p.parse_known_args(list(argv))
+    for arg in overrides:
+        if arg.startswith("-"):
+            raise ConfigError("option", arg, f"one of warmup-lab lr-find's options (--help), or a Hydra override KEY=VALUE")
+    return args, overrides
 
 
 @exit_on_user_error
