@@ -181,7 +181,7 @@ class MaxStableLRSweeper(Sweeper):
         print(f"[max_stable_lr] {len(settings)} settings x {len(self.seeds)} seeds = {len(searches)} searches; "
               f"search criterion {stability.criterion(self.criterion).text}; out: {out_dir}", flush=True)
         returns: List[Sequence[JobReturn]] = []
-        job_idx, rounds, crossed = 0, 0, set()
+        job_idx, rounds, crossed, over_budget = 0, 0, set(), False
         waiting = {(i, seed) for i, seed in searches if self.share_brackets and seed != self.seeds[0]}
         while rounds < self.max_rounds:
             self._start_from_hints(searches, waiting)
@@ -192,6 +192,7 @@ class MaxStableLRSweeper(Sweeper):
             if not self.budget.allows(len(pending)):
                 print(f"[max_stable_lr] budget reached: {self.budget.text()}; {len(pending)} more probes would exceed it",
                       flush=True)
+                over_budget = True
                 break
             rounds += 1
             batch = [settings[i] + [f"{self.seed_key}={seed}", f"{self.lr_key}={lr!r}"] for (i, seed), lr in pending]
@@ -216,7 +217,8 @@ class MaxStableLRSweeper(Sweeper):
             self._write(out_dir, settings, searches, rounds)
         unfinished = sum(not s.done for s in searches.values())
         if unfinished:
-            log.warning(f"max_rounds={self.max_rounds} reached with {unfinished} searches unfinished (done=False)")
+            why = f"the budget ({self.budget.text()})" if over_budget else f"max_rounds={self.max_rounds}"
+            log.warning(f"{why} stopped the sweep with {unfinished} searches unfinished (done=False)")
         tables = self._write(out_dir, settings, searches, rounds)
         print(self._table(settings, searches, tables), flush=True)
         return returns
