@@ -34,9 +34,10 @@ def main(cfg):
     if cfg.crash_above is not None and cfg.optimizer.lr > cfg.crash_above:
         raise RuntimeError("boom")
     status = runs.COMPLETED if cfg.optimizer.lr <= cfg.threshold else runs.DIVERGED
-    final = 0.1 if status == runs.COMPLETED else float("nan")  # learned: every default criterion agrees with plain
+    final = cfg.final if status == runs.COMPLETED else float("nan")  # default 0.1: learned, as plain would say
     runs.write_summary(run_dir, {"status": status, "target_lr": cfg.optimizer.lr, "seed": cfg.seed,
-                                 "init_loss": 2.3, "final_train_loss": final})
+                                 "init_loss": 2.3, "final_train_loss": final,
+                                 "task_info": {"baseline_loss": cfg.baseline}})
     return float(cfg.optimizer.lr)
 
 if __name__ == "__main__":
@@ -46,6 +47,8 @@ CONFIG = '''
 seed: 0
 threshold: 0.01
 crash_above: null
+final: 0.1
+baseline: null
 optimizer: {lr: 0.001}
 hydra:
   sweep: {dir: sweep, subdir: "${hydra.job.override_dirname}"}
@@ -283,3 +286,26 @@ def test_shared_brackets_find_the_same_eta_max_with_fewer_runs(tmp_path):
     cols = ["warmup_steps", "seed", "eta_max", "hi", "censored"]
     pd.testing.assert_frame_equal(found["false"][cols], found["true"][cols])
     assert found["true"]["n_probes"].sum() < found["false"]["n_probes"].sum()
+
+
+def test_a_budget_in_runs_stops_before_a_round_that_would_exceed_it_and_every_criterion_is_printed(app):
+    proc = sweep(app, "hydra.sweeper.max_probes=5", "hydra.sweeper.criterion=plain")
+    report, _, _ = load(app)
+    assert report["spent"]["probes"] == 4 and report["spent"]["max_probes"] == 5  # a second round of 4 would exceed it
+    assert "budget reached: 4 of 5 runs" in proc.stdout
+    assert all(not s["done"] for setting in report["settings"] for s in setting["seeds"])
+    for name in ("plain", *stability.DEFAULT_CRITERIA):  # one aggregate line per criterion, the steering one marked
+        assert f", {name}" in proc.stdout
+    assert ", plain (steers)" in proc.stdout
+    assert "criteria: plain: status `completed`" in proc.stdout and "; learned_0.9: plain, and final train" in proc.stdout
+
+
+def test_a_warning_line_when_the_stable_runs_at_the_edge_did_not_learn(app):
+    # completed runs (final 2.0 < l0 2.3) that never got below the task's baseline 1.5: plain calls them stable
+    proc = sweep(app, "hydra.sweeper.criterion=plain", "final=2.0", "baseline=1.5", "hydra.sweeper.seeds=[0]")
+    warnings = [line for line in proc.stdout.splitlines() if line.startswith("warning: setting")]
+    assert len(warnings) == 2 and "1 of 1 stable runs at the edge did not learn (final train loss up to 2" in warnings[0]
+    assert "steer with learned_0.9" in warnings[0]
+    quiet = sweep(app, "hydra.sweeper.criterion=plain", "hydra.sweeper.seeds=[0]", "baseline=1.5",
+                  "hydra.sweeper.out_dir=quiet", "hydra.sweep.dir=quiet")  # final 0.1: learned
+    assert "warning: setting" not in quiet.stdout
