@@ -124,3 +124,11 @@ def test_an_unknown_option_is_one_line_not_a_hydra_override():
         advise.parse(["--budgt", "3runs", "task=digits"])
     args, overrides = advise.parse(["--budget", "3runs", "task=digits", "+model.dim=8"])
     assert args.budget == "3runs" and overrides == ["task=digits", "+model.dim=8"]
+
+
+def test_confirmation_cells_a_ladder_below_the_longest_warmups_edge_then_each_warmups_margin_lr():
+    summary = pd.DataFrame([{"warmup_steps": 0, "ci_low": 0.4, "ci_low_censored": ""},
+                            {"warmup_steps": 4, "ci_low": 0.9, "ci_low_censored": "below"},  # an upper bound: unusable
+                            {"warmup_steps": 12, "ci_low": 0.8, "ci_low_censored": ""}])
+    got = advise.confirm_targets(summary, 2 ** 0.5, 0.4, 2 ** 0.5)
+    assert [(w, round(lr, 4)) for w, lr in got] == [(12, 0.5657), (12, 0.2828), (12, 0.1414), (0, 0.2828)]

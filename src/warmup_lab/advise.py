@@ -32,6 +32,7 @@ from warmup_lab.lr_find import compose_train
 SEARCH_DIR = "search"
 EST_PROBES_PER_SEARCH = 6  # planning only: bracket ~2 + bisect 2 + check 1 + cross-seed ~1 (x2^(1/2) grid)
 MIN_SEEDS, MAX_SEEDS = 3, 5
+LADDER = 3  # confirmation LRs at the longest warmup: s, s/margin^2, s/margin^4
 
 
 def parse_budget(text: str | None) -> tuple[int | None, float | None]:
@@ -164,7 +165,7 @@ def advise(overrides: Sequence[str], args: argparse.Namespace) -> dict[str, Any]
           f"x{args.resolution:.4g}; budget {args.budget or 'none'}", file=sys.stderr, flush=True)
     out.mkdir(parents=True, exist_ok=True)
     group = f"advise-{out.name}"
-    reserve = len(p.seeds) * len(p.warmups)  # confirmation runs: one LR per warmup length, every seed
+    reserve = len(p.seeds) * (len(p.warmups) + LADDER - 1)  # confirmation runs (confirm_targets), every seed
     sweep_probes = None if max_probes is None else max(1, max_probes - reserve)
     sweep_core_s = None if max_core_s is None else max_core_s * (1 - reserve / (reserve + sweep_probes_est(p)))
     cmd = sweep_command(overrides, p, start_lr, criterion, args, out, sweep_probes, sweep_core_s, group)
@@ -206,12 +207,30 @@ def sweep_probes_est(p: Plan) -> int:
     return EST_PROBES_PER_SEARCH * len(p.seeds) * len(p.warmups)
 
 
+def confirm_targets(summary: pd.DataFrame, margin: float, start_lr: float, resolution: float,
+                    ladder: int = LADDER) -> list[tuple[int, float]]:
+    """(warmup, LR) cells to run on every seed, in order: at the longest warmup with a usable interval, the
+    ladder s, s/margin^2, s/margin^4, ... (`ladder` rungs; s = the largest grid LR <= the interval's low end
+    / margin), since the LR of the lowest final loss often lies well below the edge; then s at every other
+    warmup length, longest first."""
+    usable = summary[summary["ci_low_censored"].isin(["", "above"]) & (summary["ci_low"] > 0)]
+    out: list[tuple[int, float]] = []
+    step = math.log(resolution)
+    for i, (_, f) in enumerate(usable.sort_values("warmup_steps", ascending=False).iterrows()):
+        top = math.log(f["ci_low"] / margin / start_lr) / step
+        for rung in range(ladder if i == 0 else 1):
+            k = math.floor(top - rung * 2 * math.log(margin) / step + 1e-9)
+            lr = search.grid_lr(start_lr, resolution, k)
+            if lr >= search.MIN_LR:
+                out.append((int(f["warmup_steps"]), lr))
+    return out
+
+
 def confirm(overrides: list[str], p: Plan, probes: pd.DataFrame, criterion: str, args: argparse.Namespace,
             start_lr: float, group: str, left_runs: int | None, left_core_s: float | None) -> pd.DataFrame:
-    """Per warmup length, the search-grid LR one margin below the low end of its eta_max interval, run on
-    every seed that has not probed it (a Hydra multirun: normal runs, the user's launcher): the pick's
-    candidates then include an LR with the margin, measured on every seed. Longest warmups first, while
-    the budget lasts."""
+    """Run confirm_targets on every seed that has not run them (a Hydra multirun per cell: normal runs, the
+    user's launcher), while the budget lasts: the pick's candidates then include LRs with the margin,
+    measured on every seed."""
     from warmup_lab.advice import KEYS
 
     if probes.empty:
@@ -219,15 +238,10 @@ def confirm(overrides: list[str], p: Plan, probes: pd.DataFrame, criterion: str,
     per_seed = stability.eta_max_per_seed(stability.judge(probes, [criterion], KEYS), KEYS)
     summary = stability.eta_max_summary(per_seed, KEYS)
     rows, mean_cost = [], float(probes["core_s"].mean()) if probes["core_s"].notna().any() else 0.0
-    for _, f in summary.sort_values("warmup_steps", ascending=False).iterrows():
-        if f["ci_low_censored"] not in ("", "above") or not f["ci_low"] > 0:
-            continue
-        k = math.floor(math.log(f["ci_low"] / args.margin / start_lr) / math.log(args.resolution) + 1e-9)
-        lr = search.grid_lr(start_lr, args.resolution, k)
-        w = int(f["warmup_steps"])
+    for w, lr in confirm_targets(summary, args.margin, start_lr, args.resolution):
         done = set(probes[(probes["warmup_steps"] == w) & (probes["lr"].sub(lr).abs() <= 1e-9 * lr)]["seed"])
         seeds = [s for s in p.seeds if s not in done]
-        if not seeds or lr < search.MIN_LR:
+        if not seeds:
             continue
         if (left_runs is not None and len(seeds) > left_runs - len(rows)) or (
                 left_core_s is not None and (len(rows) + len(seeds)) * mean_cost > left_core_s):
