@@ -165,7 +165,9 @@ def main() -> None:
         table, per_seed, all_advice, span = _combine(part, out, table, per_seed, all_advice, span)
     wall = max(end for _, end in span) - min(start for start, _ in span)
     won = wins(table)
-    smallest = next((b for b in budgets if won[won["method"] == f"advise {b}"]["wins"].all()), None)
+    arms_in = list(table["arm"].unique())  # a budget wins only with a winning row on every arm
+    smallest = next((b for b in budgets if sorted(won[(won["method"] == f"advise {b}") & won["wins"]]["arm"])
+                     == sorted(arms_in)), None)
     table.to_csv(out / "bench.csv", index=False, lineterminator="\n")
     per_seed.to_csv(out / "bench_runs.csv", index=False, lineterminator="\n")
     won.to_csv(out / "wins.csv", index=False, lineterminator="\n")
