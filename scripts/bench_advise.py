@@ -27,7 +27,7 @@ import pandas as pd
 from warmup_lab import runs, stability
 from warmup_lab.advise import _threads
 from warmup_lab.lr_find import compose_train, lr_find
-from warmup_lab.trainer import train
+from warmup_lab.job import train
 
 ARMS = {
     "resnet_sgd": ["+arm=resnet_sgd"],

@@ -7,7 +7,7 @@ import pytest
 from conftest import FAST, make_cfg, run_cli
 from warmup_lab.cli import check_group_choices
 from warmup_lab.errors import ConfigError
-from warmup_lab.trainer import train
+from warmup_lab.job import train
 
 
 def test_known_choices_sweeps_and_plugin_groups_pass():

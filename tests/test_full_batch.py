@@ -18,7 +18,7 @@ from warmup_lab.models import MLP
 from warmup_lab.sharpness import initial_sharpness, lr_from_sharpness_units, resolve_lr_units
 from warmup_lab.tasks.base import Task
 from warmup_lab.tasks.image import make_loss, per_sample_loss
-from warmup_lab.trainer import train
+from warmup_lab.job import train
 
 GD = ["experiment=mechanisms/catapult", "data.subset=100", "model.width=16", "train.steps=20", "sharpness.every=0",
       "train.progress=false", "hydra/launcher=basic"]

@@ -28,6 +28,7 @@ from warmup_lab import runs, search, stability
 from warmup_lab.advice import ADVICE_FILE, FIGURE_FILE, TABLE_FILE, Plan, advise_from, answer_lines, figure, markdown
 from warmup_lab.errors import ConfigError, exit_on_user_error, require
 from warmup_lab.lr_find import compose_train
+from warmup_lab.summary import read_summary
 
 SEARCH_DIR = "search"
 EST_PROBES_PER_SEARCH = 6  # planning only: bracket ~2 + bisect 2 + check 1 + cross-seed ~1 (x2^(1/2) grid)
@@ -253,7 +254,7 @@ def confirm(overrides: list[str], p: Plan, probes: pd.DataFrame, criterion: str,
                    f"++logger.group={group}", "++logger.job_type=probe", "train.progress=false"])
         for seed in seeds:
             cfg = compose_train([*fixed, f"seed={seed}"])
-            summary_ = runs.read_summary(runs.run_dir_for(cfg)) or {}
+            summary_ = read_summary(runs.run_dir_for(cfg)) or {}
             status = summary_.get("status") if summary_.get("status") in runs.FINISHED_STATUSES else runs.ERROR
             rows.append({"warmup_steps": w, "seed": seed, "lr": lr, "status": status,
                          **{k: _num(summary_.get(k)) for k in ("init_loss", "final_train_loss", "final_eval_loss")},

@@ -81,7 +81,7 @@ COMMANDS = {
 def train_main() -> object:
     """`python -m warmup_lab.train`'s entry: stop with a launcher that started us, checks, then Hydra."""
     from warmup_lab import train
-    from warmup_lab.trainer import LAUNCHER_PID_ENV, stop_with_launcher
+    from warmup_lab.lifecycle import LAUNCHER_PID_ENV, stop_with_launcher
 
     stop_with_launcher()
     os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # the workers of our launcher stop with us

@@ -142,7 +142,7 @@ def lr_find(overrides: Sequence[str], min_lr: float = MIN_LR, max_lr: float = MA
     """Run (or reuse) the range test of the config `overrides` describe; write and return its result."""
     from omegaconf import open_dict
 
-    from warmup_lab.trainer import train
+    from warmup_lab.job import train
 
     require(0 < min_lr < max_lr, "--min-lr/--max-lr", f"{min_lr}/{max_lr}", "0 < min_lr < max_lr")
     require(steps >= 20, "--steps", steps, "at least 20 (the suggestions skip the first tenth and the last points)")

@@ -15,10 +15,13 @@ digit, so a re-run asks for the very same configs (same config hash, same run di
 from __future__ import annotations
 
 import math
+import sys
+import types
 from typing import Any, Sequence
 
 from warmup_lab.stability import eta_max_of
 
+START_LR = 1e-3
 BRACKET_FACTOR = 4.0
 RESOLUTION = 2**0.25
 MIN_LR = 1e-6
@@ -26,6 +29,19 @@ MAX_LR = 10.0
 CHECK_ABOVE = 1
 ERROR_RETRIES = 1
 _EPS = 1e-9
+
+
+class _SearchModule(types.ModuleType):
+    """Called, `warmup_lab.search(overrides, out_dir=...)` runs a whole search (warmup_lab.api.search);
+    as a module it keeps the search rule below, which the sweeper and advise import."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from warmup_lab.api import search
+
+        return search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _SearchModule
 
 
 def _grid(start_lr: float, bracket_factor: float, resolution: float, min_lr: float, max_lr: float):
@@ -62,7 +78,7 @@ class LRSearch:
     `start_lr`: a seed that agrees with the hint is done in two probes plus the checks.
     """
 
-    def __init__(self, start_lr: float = 1e-3, bracket_factor: float = BRACKET_FACTOR,
+    def __init__(self, start_lr: float = START_LR, bracket_factor: float = BRACKET_FACTOR,
                  resolution: float = RESOLUTION, min_lr: float = MIN_LR, max_lr: float = MAX_LR,
                  check_above: int = CHECK_ABOVE, error_retries: int = ERROR_RETRIES, hint: float | None = None):
         self.start_lr, self.resolution = float(start_lr), float(resolution)
@@ -215,7 +231,7 @@ def disagreement_lrs(results: Sequence[dict[str, Any]]) -> list[list[float]]:
             for r in results]
 
 
-def predicted_probes(threshold: float, start_lr: float = 1e-3, bracket_factor: float = BRACKET_FACTOR,
+def predicted_probes(threshold: float, start_lr: float = START_LR, bracket_factor: float = BRACKET_FACTOR,
                      resolution: float = RESOLUTION, min_lr: float = MIN_LR, max_lr: float = MAX_LR,
                      check_above: int = CHECK_ABOVE) -> int:
     """Exact probe count for a monotone objective (stable iff lr <= threshold), no errors.

@@ -33,6 +33,7 @@ import pandas as pd
 
 from warmup_lab import runs, search, stability
 from warmup_lab.errors import EXIT_CONFIG, ConfigError
+from warmup_lab.summary import SETTING_KEYS, json_safe, read_summary
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class MaxStableLRSweeperConf:
     seeds: List[Any] = field(default_factory=lambda: [0, 1])
     lr_key: str = "optimizer.lr"  # config key each probe overrides with its LR
     seed_key: str = "seed"
-    start_lr: float = 1e-3
+    start_lr: float = search.START_LR
     bracket_factor: float = search.BRACKET_FACTOR
     resolution: float = search.RESOLUTION
     min_lr: float = search.MIN_LR
@@ -86,14 +87,12 @@ def _key(override: str) -> str:
 
 
 class MaxStableLRSweeper(Sweeper):
-    def __init__(self, params: Optional[Dict[str, Any]] = None, seeds: Sequence[Any] = (0, 1),
-                 lr_key: str = "optimizer.lr", seed_key: str = "seed", start_lr: float = 1e-3,
-                 bracket_factor: float = search.BRACKET_FACTOR, resolution: float = search.RESOLUTION,
-                 min_lr: float = search.MIN_LR, max_lr: float = search.MAX_LR, check_above: int = search.CHECK_ABOVE,
-                 error_retries: int = search.ERROR_RETRIES, max_rounds: int = 50,
-                 criterion: str = stability.DEFAULT_CRITERION, criteria: Sequence[str] = stability.DEFAULT_CRITERIA,
-                 max_probes: Optional[int] = None, max_core_s: Optional[float] = None, cross_seed: bool = True,
-                 share_brackets: bool = False, out_dir: Optional[str] = None) -> None:
+    def __init__(self, *, params: Optional[Dict[str, Any]], seeds: Sequence[Any], lr_key: str, seed_key: str,
+                 start_lr: float, bracket_factor: float, resolution: float, min_lr: float, max_lr: float,
+                 check_above: int, error_retries: int, max_rounds: int, criterion: str, criteria: Sequence[str],
+                 max_probes: Optional[int], max_core_s: Optional[float], cross_seed: bool, share_brackets: bool,
+                 out_dir: Optional[str]) -> None:
+        """Every argument comes from MaxStableLRSweeperConf (its defaults live there only)."""
         super().__init__()
         if isinstance(params, DictConfig):
             params = OmegaConf.to_container(params, resolve=True)  # type: ignore[assignment]
@@ -125,18 +124,30 @@ class MaxStableLRSweeper(Sweeper):
         assert self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
-        settings = BasicSweeper.split_arguments(overrides, None)[0]
+        settings = [setting + self._filing() for setting in BasicSweeper.split_arguments(overrides, None)[0]]
         for ov in settings[0] if settings else []:
             if _key(ov) in (_key(self.lr_key), _key(self.seed_key)):
                 raise ConfigError(_key(ov), ov.split("=", 1)[1],
                                   f"the search sets it; drop it and use hydra.sweeper.{'seeds' if _key(ov) == _key(self.seed_key) else 'start_lr/min_lr/max_lr'}")
         return settings
 
+    def _filing(self) -> List[str]:
+        """Probes are filed in W&B as job_type `probe`, grouped by the search's name (its out_dir), unless
+        the command line set them (advise does); logger keys change no result (runs.HASH_EXCLUDED)."""
+        assert self.config is not None
+        logger = self.config.get("logger") or {}
+        filing = []
+        if "job_type" in logger and logger.get("job_type") in (None, "train"):
+            filing.append("logger.job_type=probe")
+        if "group" in logger and logger.get("group") is None:
+            filing.append(f"logger.group='{Path(self.out_dir or str(self.config.hydra.sweep.dir)).name}'")
+        return filing
+
     def _outcome(self, ret: JobReturn) -> tuple[Optional[bool], Dict[str, Any]]:
         """Stable/unstable under `criterion` from the job's summary.json; None (an error probe) when it has no result."""
         run_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir") if ret.hydra_cfg is not None else None
-        summary = runs.read_summary(Path(run_dir)) if run_dir else None
-        status = summary.get("status") if summary else None
+        summary = read_summary(Path(run_dir)) if run_dir else None
+        status = summary["status"] if summary else None
         info: Dict[str, Any] = {"status": status if status is not None else "no_summary", "run_dir": run_dir,
                                 **{k: (summary or {}).get(k) for k in PROBE_FIELDS},
                                 "baseline_loss": stability.baseline_of(summary), "core_s": _core_s(ret, summary)}
@@ -249,12 +260,12 @@ class MaxStableLRSweeper(Sweeper):
     def _probes(self, settings: List[List[str]], searches: Dict[Any, search.LRSearch]) -> tuple[pd.DataFrame, List[str]]:
         """Every resolved probe as a stability probe row, and the setting keys that label it.
 
-        Keys: `setting` (the grid index), the resolved runs.SETTING_KEYS the probes' summaries carry,
+        Keys: `setting` (the grid index), the resolved SETTING_KEYS the probes' summaries carry,
         and the overrides that can change a result (not logger, threads, runs_root, train.progress...).
         """
         values = [_setting_values([p for seed in self.seeds for p in searches[(i, seed)].probes])
                   for i in range(len(settings))]
-        resolved = [k for k in runs.SETTING_KEYS if any(v.get(k) is not None for v in values)]
+        resolved = [k for k in SETTING_KEYS if any(v.get(k) is not None for v in values)]
         overrides = [dict(ov.split("=", 1) for ov in setting) for setting in settings]
         extra = [k for k in dict.fromkeys(_key(k) for o in overrides for k in o)
                  if k not in resolved and not _excluded(k)]
@@ -274,7 +285,7 @@ class MaxStableLRSweeper(Sweeper):
                rounds: int) -> Dict[str, pd.DataFrame]:
         probes, keys = self._probes(settings, searches)
         # compare() pairs settings that differ only in the warmup: the grid index and raw overrides vary too
-        vary = [k for k in keys if k not in runs.SETTING_KEYS or k in stability.VARY]
+        vary = [k for k in keys if k not in SETTING_KEYS or k in stability.VARY]
         tables = stability.tables(probes, keys, self.criteria, vary=vary)
         per_setting = {i: g.drop(columns="setting").to_dict("records")
                        for i, g in tables[stability.SUMMARY_FILE].groupby("setting")}
@@ -291,7 +302,7 @@ class MaxStableLRSweeper(Sweeper):
                           "seeds": [{"seed": seed, **searches[(i, seed)].result()} for seed in self.seeds],
                           "summary": per_setting.get(i, [])} for i, setting in enumerate(settings)],
         }
-        runs.atomic_write_text(out_dir / SEARCH_FILE, json.dumps(runs._json_safe(report), indent=2, default=str) + "\n")
+        runs.atomic_write_text(out_dir / SEARCH_FILE, json.dumps(json_safe(report), indent=2, default=str) + "\n")
         stability.write_tables(out_dir, tables)
         return tables
 
@@ -371,9 +382,9 @@ def _setting_values(probes: List[Dict[str, Any]]) -> Dict[str, Any]:
     """The resolved setting (task, model, warmup shape and length, ...) read from one of its probes' summaries,
     so that rows of different arms or presets stay distinguishable in a report."""
     for probe in probes:
-        summary = runs.read_summary(Path(probe["run_dir"])) if probe.get("run_dir") else None
+        summary = read_summary(Path(probe["run_dir"])) if probe.get("run_dir") else None
         if summary and "task" in summary:
-            return {k: summary.get(k) for k in runs.SETTING_KEYS}
+            return {k: summary.get(k) for k in SETTING_KEYS}
     return {}
 
 
