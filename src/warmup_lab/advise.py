@@ -27,7 +27,7 @@ import pandas as pd
 from warmup_lab import runs, search, stability
 from warmup_lab.advice import ADVICE_FILE, FIGURE_FILE, TABLE_FILE, Plan, advise_from, answer_lines, figure, markdown
 from warmup_lab.errors import ConfigError, exit_on_user_error, require
-from warmup_lab.lr_find import compose_train
+from warmup_lab.lr_find import compose_train, options_and_overrides
 from warmup_lab.summary import read_summary
 
 SEARCH_DIR = "search"
@@ -287,11 +287,7 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
                    help="the pick's LR x margin must stay <= the low end of eta_max's interval (default 2^0.5)")
     p.add_argument("--resolution", type=float, default=2 ** 0.5, help="search grid factor (default 2^0.5)")
     p.add_argument("--out", help="where advice.json/.md/.png go (default advice/<name>-<config hash>)")
-    args, overrides = p.parse_known_args(list(argv))
-    for arg in overrides:
-        if arg.startswith("-"):
-            raise ConfigError("option", arg, f"one of warmup-lab advise's options (--help), or a Hydra override KEY=VALUE")
-    return args, overrides
+    return options_and_overrides(p, argv)
 
 
 @exit_on_user_error

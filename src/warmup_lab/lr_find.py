@@ -185,10 +185,15 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--beta", type=float, default=BETA, help="loss smoothing (default %(default)s)")
     p.add_argument("--early-stop", type=float, default=EARLY_STOP,
                    help="stop the curve when the smoothed loss exceeds this x its best (default %(default)s)")
-    args, overrides = p.parse_known_args(list(argv))
+    return options_and_overrides(p, argv)
+
+
+def options_and_overrides(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The command's options, and every other argument as a Hydra override; an unknown option is one line."""
+    args, overrides = parser.parse_known_args(list(argv))
     for arg in overrides:
         if arg.startswith("-"):
-            raise ConfigError("option", arg, f"one of warmup-lab lr-find's options (--help), or a Hydra override KEY=VALUE")
+            raise ConfigError("option", arg, f"one of {parser.prog}'s options (--help), or a Hydra override KEY=VALUE")
     return args, overrides
 
 
