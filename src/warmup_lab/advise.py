@@ -28,7 +28,7 @@ from warmup_lab import runs, search, stability
 from warmup_lab.advice import ADVICE_FILE, FIGURE_FILE, TABLE_FILE, Plan, advise_from, answer_lines, figure, markdown
 from warmup_lab.errors import ConfigError, exit_on_user_error, require
 from warmup_lab.lr_find import compose_train, options_and_overrides
-from warmup_lab.summary import read_summary
+from warmup_lab.summary import json_safe, read_summary
 
 SEARCH_DIR = "search"
 EST_PROBES_PER_SEARCH = 6  # planning only: bracket ~2 + bisect 2 + check 1 + cross-seed ~1 (x2^(1/2) grid)
@@ -187,7 +187,7 @@ def advise(overrides: Sequence[str], args: argparse.Namespace) -> dict[str, Any]
     advice.update({"criterion_line": crit_line, "baseline_loss": baseline, "budget": args.budget,
                    "spent": spent, "start_lr": start_lr, "resolution": args.resolution,
                    "overrides": overrides, "out": str(out), "sweep_command": cmd[1:]})
-    runs.atomic_write_text(out / ADVICE_FILE, json.dumps(runs._json_safe(advice), indent=1, default=str) + "\n")
+    runs.atomic_write_text(out / ADVICE_FILE, json.dumps(json_safe(advice), indent=1, default=str) + "\n")
     table = pd.DataFrame(advice["frontier"])
     runs.atomic_write_text(out / TABLE_FILE, table.to_csv(index=False, lineterminator="\n"))
     runs.atomic_write_text(out / "advice.md", markdown(advice))

@@ -30,6 +30,7 @@ import numpy as np
 
 from warmup_lab import runs
 from warmup_lab.errors import ConfigError, exit_on_user_error, require
+from warmup_lab.summary import json_safe
 
 RESULT_FILE, FIGURE_FILE = "lr_find.json", "lr_find.png"
 MIN_LR, MAX_LR, STEPS = 1e-8, 1.0, 100  # Lightning's defaults
@@ -162,7 +163,7 @@ def lr_find(overrides: Sequence[str], min_lr: float = MIN_LR, max_lr: float = MA
               "early_stop": early_stop, "overrides": list(overrides), "run_dir": str(run_dir),
               "status": summary.get("status"), "wall_s": summary.get("wall_s"), "threads": cfg.get("threads"),
               "task": summary.get("task"), "optimizer": summary.get("optimizer")}
-    runs.atomic_write_text(run_dir / RESULT_FILE, json.dumps(runs._json_safe(result), indent=1) + "\n")
+    runs.atomic_write_text(run_dir / RESULT_FILE, json.dumps(json_safe(result), indent=1) + "\n")
     figure(result, run_dir / FIGURE_FILE, f"LR range test: {result['task']} + {result['optimizer']}, "
                                           f"{min_lr:g}..{max_lr:g} over {steps} steps (seed {cfg.seed})")
     return result
