@@ -55,7 +55,9 @@ def test_no_warmup_when_it_already_has_the_margin():
     assert any("not resolved" in n for n in advice["notes"])  # identical intervals: warmup's effect unresolved
 
 
-def test_too_thin_when_every_seed_is_censored_or_a_single_seed():
+def test_too_thin_when_every_seed_is_censored_or_a_single_seed_or_nothing_ran():
+    nothing = advise_from(probes({0: 0.4}).iloc[:0], Plan([0, 1, 2], [0]), "learned_0.9", 2 ** 0.5, "linear", 120)
+    assert nothing["answer"] == "advice: none, the evidence is too thin (no probe finished within the budget)"
     below = advise_from(probes({0: 0.01, 12: 0.01}), Plan([0, 1, 2], [0, 12]), "learned_0.9", 2 ** 0.5, "linear", 120)
     assert below["pick"] is None and "every seed is censored below" in below["answer"]
     above = advise_from(probes({0: 10.0, 12: 10.0}), Plan([0, 1, 2], [0, 12]), "learned_0.9", 2 ** 0.5, "linear", 120)
@@ -111,7 +113,7 @@ def test_advise_on_a_tiny_budget_answers_first_respects_the_budget_and_logs_a_wa
 @pytest.mark.slow
 def test_advise_says_too_thin_when_every_seed_is_censored(tmp_path):
     # no run of 12 steps gets its training loss to 1% of l0: every probe is unstable, every seed censored below
-    proc = _advise(tmp_path, "logger=none", "--criterion", "loss_frac_0.01", "--budget", "8runs", "--seeds", "2",
+    proc = _advise(tmp_path, "logger=none", "--criterion", "loss_frac_0.01", "--budget", "16runs", "--seeds", "2",
                    "--warmups", "0,2", "--out", str(tmp_path / "advice"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     first = proc.stdout.splitlines()[0]

@@ -64,7 +64,8 @@ def advise_from(probes: pd.DataFrame, plan: Plan, criterion: str, margin: float,
             "shape": shape, "total_steps": total_steps, "seeds": plan.seeds, "warmups": plan.warmups,
             "n_probes": len(probes), "frontier": [], "candidates": [], "pick": None}
     if probes.empty:
-        return {**base, "thin": "no probe finished", **_answer(None, [], base)}
+        base["thin"] = "no probe finished within the budget"
+        return {**base, **_answer(None, [], base)}
     judged = stability.judge(probes, [criterion], KEYS)
     per_seed = stability.eta_max_per_seed(judged, KEYS)
     summary = stability.eta_max_summary(per_seed, KEYS)
