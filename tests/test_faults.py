@@ -65,6 +65,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 # -- 1. data corrupted, exit 0 ------------------------------------------------------------------
+@pytest.mark.slow
 def test_1_a_rerun_without_summary_starts_over_and_writes_each_step_once(tmp_path):
     out = tmp_path / "run"
     first = run_cli("warmup_lab.train", [*BASE, f"out={out}"], cwd=tmp_path)
@@ -78,6 +79,7 @@ def test_1_a_rerun_without_summary_starts_over_and_writes_each_step_once(tmp_pat
     assert _summary(out)["final_train_loss"] == before["final_train_loss"]
 
 
+@pytest.mark.slow
 def test_2_two_processes_on_one_run_dir_give_one_intact_result(tmp_path):
     args = [*BASE, "train.steps=300", f"runs_root={tmp_path / 'runs'}"]
     procs = [_popen(args, tmp_path) for _ in range(2)]
@@ -160,6 +162,7 @@ def test_2_sigterm_to_the_sweep_script_stops_hydra_and_every_worker(tmp_path):
     assert len(stopped) == 2 and {s["status"] for s in stopped} == {runs.PREEMPTED}, stopped
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change", ["optimizer.lr=0.01", "model.d_model=32"])
 def test_3_out_reused_by_another_config_is_refused_and_nothing_is_touched(tmp_path, change):
     out = tmp_path / "run"
@@ -172,6 +175,7 @@ def test_3_out_reused_by_another_config_is_refused_and_nothing_is_touched(tmp_pa
     assert _snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_3_a_multirun_with_a_fixed_out_is_refused(tmp_path):
     proc = run_cli("warmup_lab.train", ["-m", *BASE, f"out={tmp_path / 'run'}", "optimizer.lr=1e-3,1e-2"], cwd=tmp_path)
     assert proc.returncode == EXIT_CONFIG and "multirun" in _one_line(proc)
@@ -202,6 +206,7 @@ def test_4_8_9_bad_values_are_refused_at_config_time(tmp_path, override, key, ex
     assert not root.exists()
 
 
+@pytest.mark.slow
 def test_4_8_a_refusal_through_the_cli_is_one_line_and_leaves_no_directory(tmp_path):
     proc = run_cli("warmup_lab.train", [*BASE, "+optimizer.lrr=1"], cwd=tmp_path)
     assert proc.returncode == EXIT_CONFIG and "optimizer.lrr" in _one_line(proc)
@@ -265,6 +270,7 @@ def test_9_a_short_text_file_names_both_fixes(tmp_path):
 
 
 # -- 6. W&B never costs the results or the clock ------------------------------------------------
+@pytest.mark.slow
 def test_6_unreachable_online_wandb_falls_back_to_offline_in_the_run_dir(tmp_path):
     out = tmp_path / "run"
     env = {"WANDB_MODE": "online", "WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
@@ -277,6 +283,7 @@ def test_6_unreachable_online_wandb_falls_back_to_offline_in_the_run_dir(tmp_pat
 
 
 # -- 8. clean failures: disk full, read-only, Ctrl-C ---------------------------------------------
+@pytest.mark.slow
 def test_8_disk_full_at_a_checkpoint_is_one_line_an_error_summary_and_no_tmp(tmp_path):
     """/dev/full answers every write with ENOSPC: the checkpoint's temporary file is pointed at it."""
     out = tmp_path / "run"
@@ -302,6 +309,7 @@ def immutable_dir(tmp_path):
     subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
+@pytest.mark.slow
 def test_8_a_read_only_runs_root_is_one_line(tmp_path, immutable_dir):
     proc = run_cli("warmup_lab.train", [*BASE, f"runs_root={immutable_dir}"], cwd=tmp_path)
     line = _one_line(proc)
@@ -365,6 +373,7 @@ def test_8_submitit_preemption_checkpoints_requeues_and_resumes_exactly(tmp_path
 
 
 # -- 10. clutter and permissions ----------------------------------------------------------------
+@pytest.mark.slow
 def test_10_out_creates_nothing_else_and_files_follow_the_umask(tmp_path):
     cwd, out = tmp_path / "cwd", tmp_path / "run"
     cwd.mkdir()

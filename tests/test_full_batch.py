@@ -117,6 +117,7 @@ def test_mlp_shapes_and_init_scale():
         assert net.readout.weight.std().item() == pytest.approx(1 / math.sqrt(512), rel=0.05)
 
 
+@pytest.mark.slow
 def test_bad_loss_or_sharpness_units_is_one_clear_line(tmp_path):
     with pytest.raises(ConfigError, match="task.loss"):
         train(make_cfg(GD + ["task.loss=hinge"]), tmp_path / "a")

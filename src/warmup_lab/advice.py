@@ -1,7 +1,7 @@
 """The rules that turn advise's probes into a (warmup, peak LR) pick (docs/advise.md), kept apart from
 the command so that tests can hold them against synthetic probes.
 
-- The frontier: eta_max per warmup length, median over seeds with its bootstrap interval, by
+- The frontier: eta_max per warmup length, median over seeds with its interval, by
   stability.eta_max_per_seed / eta_max_summary under the one criterion (the rule the sweeper and the
   report apply).
 - Peak LR: among the LRs probed on every seed of a warmup length and stable on every one of them, the one
@@ -126,7 +126,7 @@ def _answer(pick: dict[str, Any] | None, frontier: list[dict[str, Any]], advice:
 
 
 def frontier_lines(advice: dict[str, Any]) -> list[str]:
-    lines = [f"{'warmup':>7} {'eta_max [90% CI]':>28} {'seeds':>5} {'censored':>9} {'probes':>6}"]
+    lines = [f"{'warmup':>7} {'eta_max [interval]':>28} {'seeds':>5} {'censored':>9} {'probes':>6}"]
     for f in advice["frontier"]:
         mark = "  <- pick" if advice["pick"] and advice["pick"]["warmup_steps"] == f["warmup_steps"] else ""
         lines.append(f"{f['warmup_steps']:>7} {eta_text(f):>28} {f['n_seeds']:>5} "
@@ -140,7 +140,8 @@ def answer_lines(advice: dict[str, Any]) -> list[str]:
     lines = [advice["answer"], advice.get("criterion_line", f"criterion: {advice['criterion_text']}"),
              f"rules (docs/advise.md): peak LR = lowest median final train loss among LRs stable on every seed; "
              f"warmup = shortest whose eta_max interval's low end >= {advice['margin']:.3g} x that LR",
-             "frontier (eta_max per warmup length, median over seeds, 90% bootstrap CI):", *frontier_lines(advice)]
+             f"frontier (eta_max per warmup length, median over seeds, {stability.INTERVAL_TEXT} interval):",
+             *frontier_lines(advice)]
     if advice["pick"]:
         p = advice["pick"]
         lines.append(f"pick: median final train loss {_fmt(p['median_train_loss'])}, eval loss "
@@ -187,7 +188,7 @@ def figure(probes: pd.DataFrame, advice: dict[str, Any], path: Path) -> None:
                 label=f"pick: warmup {p['warmup_steps']}, peak LR {_fmt(p['lr'])}")
         ax.legend(fontsize=8, loc="upper left")
     ax.plot([], [], "o", color="0.6", label="eta_max of one seed (v/^: censored)")
-    ax.plot([], [], "s", color="black", label="median over seeds, 90% CI")
+    ax.plot([], [], "s", color="black", label=f"median over seeds, {stability.INTERVAL_TEXT} interval")
     ax.legend(fontsize=8, loc="upper left")
     ax.set_yscale("log")
     ax.set_xticks(range(len(ws)), [str(w) for w in ws])

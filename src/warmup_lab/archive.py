@@ -47,9 +47,19 @@ class Curves:
 
 
 def read_runs(dirs: Iterable[Path | str]) -> pd.DataFrame:
-    """The runs.csv of committed results folders (the report's input when no run directory is left)."""
-    frames = [pd.read_csv(Path(d) / RUNS_FILE, dtype={RUN_KEY: str}) for d in dirs if (Path(d) / RUNS_FILE).is_file()]
+    """The runs.csv of committed results folders (the report's input when no run directory is left), every
+    float as written (round_trip)."""
+    frames = [pd.read_csv(Path(d) / RUNS_FILE, dtype={RUN_KEY: str}, float_precision="round_trip")
+              for d in dirs if (Path(d) / RUNS_FILE).is_file()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def read_curves(dirs: Iterable[Path | str]) -> Curves:
+    """The curves archives of the report's inputs (a committed results folder holds one), merged: what a
+    report draws from when the run directories are not here. Never the output folder's own archive."""
+    frames = [pd.read_csv(Path(d) / CURVES_FILE, dtype={RUN_KEY: str}, float_precision="round_trip")
+              for d in dirs if (Path(d) / CURVES_FILE).is_file()]
+    return Curves(pd.concat(frames, ignore_index=True) if frames else None)
 
 
 def write_curves(res: pd.DataFrame, out: Path | str, curves: Curves) -> Path | None:

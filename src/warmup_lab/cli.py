@@ -117,8 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {ConfigError('command', name, 'one of ' + ', '.join(COMMANDS))}", file=sys.stderr)
         return 2
     cmd = COMMANDS[name]
-    prefix = [a for a in cmd.prefix if a not in rest and not (a.startswith("hydra/sweeper=")
-                                                              and any(r.startswith("hydra/sweeper=") for r in rest))]
+    given = {a.split("=", 1)[0] for a in rest} | ({"-m"} if "--multirun" in rest else set())
+    prefix = [a for a in cmd.prefix if a.split("=", 1)[0] not in given]  # what the user gave wins
     sys.argv = [f"warmup-lab {name}", *prefix, *rest]
     if cmd.hydra:
         check_argv()
