@@ -135,9 +135,11 @@ def _cut(path: Path, keep_lines: int, extra: str) -> None:
 def test_a_torn_last_row_is_repaired_and_the_resume_matches(whole, tmp_path):
     cfg, reference, stopped = whole
     _cut(stopped / runs.METRICS_FILE, 6, "5,2.3")  # header, steps 0-4, half of step 5
+    (stopped / runs.EVAL_FILE).unlink()  # rebuilt from the checkpoint's evaluations
     summary = train(cfg, stopped)
     assert summary["resumed_from"] == 3 and summary["final_train_loss"] == reference["final_train_loss"]
-    assert (stopped / runs.METRICS_FILE).read_bytes() == (tmp_path / "whole" / runs.METRICS_FILE).read_bytes()
+    for name in (runs.METRICS_FILE, runs.EVAL_FILE):
+        assert (stopped / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
 
 
 @pytest.mark.parametrize("damage, reason", [

@@ -155,6 +155,14 @@ class MetricsFile:
         return (f"{runs.METRICS_FILE} holds {len(steps)} of the {next_step} steps before it"
                 if (self.run_dir / runs.METRICS_FILE).exists() else f"{runs.METRICS_FILE} is missing")
 
+    def restore(self, next_step: int, evals: list[dict[str, Any]], sharpness: list[dict[str, Any]]) -> None:
+        """Resume at `next_step`: metrics.csv cut to it; eval.csv and sharpness.csv rewritten from the
+        checkpoint's own rows, so a deleted or cut evaluation file loses nothing."""
+        self.truncate(next_step)
+        for name, rows in ((runs.EVAL_FILE, evals), (SHARPNESS_FILE, sharpness)):
+            if rows:
+                runs.atomic_write_text(self.run_dir / name, _csv(rows, list(rows[0].keys()), header=True))
+
     def truncate(self, next_step: int) -> None:
         """Resume at `next_step`: drop later rows on disk and reload the loss tail."""
         # Step rows are indexed by update (0..next_step-1); eval and sharpness rows by updates done.

@@ -146,7 +146,7 @@ class Run:
         checkpoint.set_rng_state(state["rng"])
         self.evals, self.sharpness = state["evals"], state["sharpness"]
         self.start_step, self.elapsed = int(state["step"]), float(state["elapsed"])
-        self.metrics.truncate(self.start_step)
+        self.metrics.restore(self.start_step, self.evals, self.sharpness)
         return True
 
     # -- measurements ------------------------------------------------------------------------
