@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from warmup_lab import runs, stability
+from warmup_lab import archive, runs, stability
 from warmup_lab.errors import ConfigError, exit_on_user_error
 
 # The config values a report pivots on (trainer.key_values); a "setting" is all of them but LR and seed.
@@ -346,9 +346,9 @@ def figures_section(res: pd.DataFrame, metric_tables: list[tuple[str, str, pd.Da
 
     Per-step curves come from each run's metrics.csv when the run directory is here, else from
     `out/curves.csv.gz`, which is rewritten from them: committed results redraw without re-training."""
-    from warmup_lab import archive, plots
+    from warmup_lab import plots
 
-    curves = archive.Curves.read(out / archive.CURVES_FILE)
+    curves = archive.Curves.read(out).load(res["run_path"] if "run_path" in res else [])
     archive.write_curves(res, out, curves)
     md = ["## Figures", ""]
     per_seed = eta_tables.get(stability.ETA_FILE, pd.DataFrame())
@@ -388,16 +388,14 @@ def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, expe
         if not d.is_dir():
             warn(f"{d} is not a directory")
     df = load_runs(dirs)
-    if df.empty:  # committed results (runs.csv + curves.csv.gz), no run directories: redraw from them
-        from warmup_lab.archive import read_runs
-
-        df = read_runs(dirs)
+    if df.empty:  # committed results (runs.parquet/csv + curves), no run directories: redraw from them
+        df = archive.read_runs(dirs)
     if df.empty:
         raise NoRunsError(dirs)
     experiment = experiment or experiment_name(df, dirs)
     out = Path(out) if out is not None else Path("results") / experiment
     out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / "runs.csv", index=False)
+    archive.write_runs(df, out)
     res, crit = results(df), detect_text(df)
     md = [f"# Report: {experiment}", "", f"Sweep dirs: {', '.join(f'`{d}`' for d in dirs)}", ""]
 
