@@ -27,7 +27,6 @@ os.environ.setdefault("WANDB_SILENT", "true")
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from warmup_lab import runs  # noqa: E402,F401
 from warmup_lab.loggers import make_logger  # noqa: E402
 from warmup_lab.optim import build_optimizer  # noqa: E402
 from warmup_lab.paths import CONF_DIR  # noqa: E402

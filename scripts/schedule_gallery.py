@@ -18,8 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from warmup_lab.errors import exit_on_user_error  # noqa: E402
-from warmup_lab.lr_curve import plot_curve, schedule_from_cfg, title_for, write_curve  # noqa: E402
+from warmup_lab.lr_curve import plot_curve, write_curve  # noqa: E402
 from warmup_lab.paths import CONF_DIR  # noqa: E402
+from warmup_lab.schedules import schedule_from_cfg  # noqa: E402
 
 
 def presets() -> list[str]:

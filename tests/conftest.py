@@ -12,7 +12,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from warmup_lab import runs  # noqa: F401 - registers ${hash:} and ${pick:}
 from warmup_lab.paths import CONF_DIR, REPO_ROOT
 
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -36,9 +35,10 @@ def make_cfg(overrides: list[str], config_name: str = "train") -> DictConfig:
         return compose(config_name, overrides=overrides)
 
 
-def run_cli(module: str, args: list[str], cwd: Path, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+def run_cli(module: str, args: list[str], cwd: Path, timeout: float = 300, env_extra: dict | None = None,
+            **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1",
-           "HYDRA_FULL_ERROR": "0"}
+           "HYDRA_FULL_ERROR": "0", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout, **kw)
 

@@ -13,8 +13,9 @@ from warmup_lab.data import cifar10 as cifar
 from warmup_lab.data import load_image_data
 from warmup_lab.errors import DataMissingError
 from warmup_lab.tasks import build_task
+from warmup_lab.paths import CONF_DIR
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = CONF_DIR
 
 
 def write_cifar(root: Path, n_per_batch: int = 12, n_test: int = 20, skip: str | None = None) -> dict:

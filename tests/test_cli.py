@@ -40,3 +40,24 @@ def test_a_corrupt_checkpoint_is_kept_aside_and_the_run_restarts(tmp_path):
     assert summary["final_train_loss"] == whole["final_train_loss"] and summary["resumed_from"] is None
     assert (run_dir / "metrics.csv").read_text() == (tmp_path / "whole" / "metrics.csv").read_text()
     assert [p.name.startswith("checkpoint.pt.corrupt-") for p in run_dir.iterdir()].count(True) == 1
+
+
+def test_warmup_lab_help_lists_every_subcommand(tmp_path):
+    proc = run_cli("warmup_lab", ["--help"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    listed = [line.split()[0] for line in proc.stdout.splitlines() if line.startswith("  ")]
+    assert listed == ["train", "sweep", "search", "report", "lr-curve", "lr-find", "advise"]
+
+
+def test_an_unknown_subcommand_is_one_line_naming_the_choices(tmp_path):
+    proc = run_cli("warmup_lab", ["trian"], cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "command='trian'" in proc.stderr and "train, sweep, search" in proc.stderr
+
+
+def test_warmup_lab_train_runs_and_checks_group_choices_first(tmp_path):
+    proc = run_cli("warmup_lab", ["train", "task=modadd", *FAST, f"out={tmp_path / 'run'}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "run" / "summary.json").exists()
+    bad = run_cli("warmup_lab", ["train", "schedule=nope"], cwd=tmp_path)
+    assert bad.returncode == 2 and "schedule='nope'" in bad.stderr and "Traceback" not in bad.stderr

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from warmup_lab.errors import ConfigError
-from warmup_lab.metrics import (
+from warmup_lab.detectors import (
     CatapultDetector,
     DivergenceDetector,
     Monitor,

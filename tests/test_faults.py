@@ -133,12 +133,12 @@ def test_2_workers_stop_with_their_killed_sweep_and_a_rerun_has_each_run_once(tm
 
 @pytest.mark.slow
 def test_2_sigterm_to_the_sweep_script_stops_hydra_and_every_worker(tmp_path):
-    """scripts/sweep.py runs Hydra in its own process group and forwards the signal to all of it."""
+    """`warmup-lab sweep` (make sweep) runs Hydra in its own process group and forwards the signal to all of it."""
     root = tmp_path / "runs"
     extra = [f"runs_root={root}", "train.steps=3000", "logger=none", "warmup_setting=linear@30", "optimizer.lr=1e-3,2e-3"]
-    code = ("import sys; sys.path.insert(0, 'scripts'); import sweep; "
+    code = ("import sys; from warmup_lab import sweep; "
             f"sys.exit(sweep.run_preset('warmup_ablation/transformer', 'preset', {extra!r}))")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=ENV,
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     end = time.monotonic() + 240
     while len(list(root.glob(f"*/{runs.CONFIG_FILE}"))) < 2:

@@ -12,8 +12,9 @@ from omegaconf import OmegaConf
 from warmup_lab.data.images import Batches, augment, load_digits, load_shapes
 from warmup_lab.errors import ConfigError
 from warmup_lab.tasks import build_task
+from warmup_lab.paths import CONF_DIR
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = CONF_DIR
 CPU = torch.device("cpu")
 
 

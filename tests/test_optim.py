@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,9 +11,10 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from warmup_lab.errors import ConfigError
-from warmup_lab.optim import NAMES, GIAdam, beta2_of, build_optimizer, optimizer_info
+from warmup_lab.optim import NAMES, GIAdam, build_optimizer, optimizer_info
+from warmup_lab.paths import CONF_DIR
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "optimizer"
+CONF = CONF_DIR / "optimizer"
 
 
 def load(which: str, **overrides):
@@ -94,12 +94,6 @@ def test_error_messages_say_what_is_expected():
         build_optimizer(load("adam", lr=0), model)
     with pytest.raises(ConfigError, match="adam, adamw, gi_adam, radam, sgd"):
         build_optimizer(load("adam", name="lion"), model)
-
-
-def test_beta2_of():
-    assert beta2_of(load("adam")) == 0.999
-    assert beta2_of(load("gi_adam", betas=[0.9, 0.99])) == 0.99
-    assert beta2_of(load("sgd")) is None
 
 
 def test_optimizer_info_records_the_variant():

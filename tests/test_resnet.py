@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 from warmup_lab.errors import ConfigError
 from warmup_lab.models import build_image_model, count_params
 from warmup_lab.models.resnet import ResNet
+from warmup_lab.paths import CONF_DIR
 
 
 @pytest.mark.parametrize("depth,params_m", [(20, 0.27), (32, 0.46), (56, 0.85)])
@@ -65,7 +66,7 @@ def test_both_norms_train_on_a_fixed_batch(norm):
 
 
 def test_build_from_config_validates():
-    cfg = OmegaConf.load("conf/model/resnet32.yaml")
+    cfg = OmegaConf.load(CONF_DIR / "model" / "resnet32.yaml")
     assert count_params(build_image_model(cfg, 3, 10)) == count_params(ResNet(32))
     for key, bad in [("depth", 21), ("norm", "layernorm"), ("shortcut", "C"), ("family", "transformer")]:
         broken = OmegaConf.merge(cfg, {key: bad})

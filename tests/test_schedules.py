@@ -202,7 +202,7 @@ def test_resume_gives_identical_lrs_including_loss_release():
 
     whole, ctl = run(0, None)
     assert ctl.release_step == 12 and whole[11] == pytest.approx(1e-4) and whole[12] == LR
-    assert ctl.sched.describe()["release_step"] == 12
+    assert ctl.describe()["release_step"] == 12
     for k in (5, 20):
         c = LRController(torch.optim.SGD(_groups(LR), lr=LR), sched(**cfg))
         for t in range(k):

@@ -27,7 +27,7 @@ from warmup_lab import runs
 @hydra.main(config_path=".", config_name="config", version_base="1.3")
 def main(cfg):
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if runs.is_finished(run_dir):
+    if (runs.read_summary(run_dir) or {}).get("status") in runs.FINISHED_STATUSES:
         return 0.0
     with open(Path(__file__).parent / "calls.log", "a") as fh:
         fh.write(f"{cfg.optimizer.lr} {cfg.seed}\\n")

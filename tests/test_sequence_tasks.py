@@ -1,7 +1,6 @@
 """Sequence tasks end to end: data correctness, batch determinism, learning, evaluation, Hydra configs."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +11,9 @@ from warmup_lab.data.sequences import IGNORE, modadd
 from warmup_lab.errors import DataMissingError
 from warmup_lab.tasks import build_task
 from warmup_lab.tasks.sequence import build_sequence_task
+from warmup_lab.paths import CONF_DIR
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = CONF_DIR
 CPU = torch.device("cpu")
 TASKS = ["modadd", "copy", "reverse", "charlm"]
 

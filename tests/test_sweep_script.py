@@ -1,19 +1,13 @@
-"""scripts/sweep.py: the default study's shape, and the core-time line `make sweep` ends with."""
+"""warmup_lab.sweep (`make sweep`): the default study's shape, and the core-time line it ends with."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
 
 import pytest
 
-from conftest import REPO_ROOT
-from warmup_lab import runs
-
-spec = importlib.util.spec_from_file_location("sweep_script", REPO_ROOT / "scripts" / "sweep.py")
-sweep = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sweep)
+from warmup_lab import runs, sweep
 
 
 def test_the_default_study_covers_both_task_families_with_5_seeds_and_4_warmup_lengths():

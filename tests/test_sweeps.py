@@ -14,7 +14,7 @@ import pytest
 
 from conftest import run_cli
 from warmup_lab import runs
-from warmup_lab.wandb_io import find_run_files, read_run, wait_complete
+from wandb_io import find_run_files, read_run, wait_complete
 
 TINY = ["task=modadd", "train.steps=4", "train.batch_size=8", "train.eval_batches=1", "train.checkpoint_every=0",
         "train.progress=false", "threads=1"]
@@ -28,6 +28,10 @@ LAUNCHERS = {
 
 def _run_dirs(root: Path) -> list[Path]:
     return [d for d in runs.find_run_dirs([root]) if (d / runs.CONFIG_FILE).exists()]
+
+
+def _finished(run_dir: Path) -> bool:
+    return (runs.read_summary(run_dir) or {}).get("status") in runs.FINISHED_STATUSES
 
 
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
@@ -66,14 +70,14 @@ def test_a_sweep_killed_mid_way_and_rerun_has_every_run_exactly_once(tmp_path):
     deadline = time.time() + 300
 
     def finished() -> int:
-        return sum(runs.is_finished(d) for d in _run_dirs(root)) if root.exists() else 0
+        return sum(_finished(d) for d in _run_dirs(root)) if root.exists() else 0
 
     # Kill once one run has finished and the next has a checkpoint: a finished run, a half-done one,
     # and runs never started.
     while time.time() < deadline and proc.poll() is None:
         # The checkpoint must belong to an unfinished run: a finished run deletes its own just after
         # writing its summary, and a kill in between would leave nothing half-done to resume.
-        if finished() >= 1 and any((d / runs.CHECKPOINT_FILE).exists() and not runs.is_finished(d)
+        if finished() >= 1 and any((d / runs.CHECKPOINT_FILE).exists() and not _finished(d)
                                    for d in _run_dirs(root)):
             break
         time.sleep(0.02)

@@ -18,7 +18,7 @@ import torch
 from conftest import FAST, make_cfg, run_cli
 from warmup_lab import runs
 from warmup_lab.trainer import train
-from warmup_lab.wandb_io import find_run_files, read_run, wait_complete
+from wandb_io import find_run_files, read_run, wait_complete
 
 TASKS = {
     "digits": ["model.width=0.5"],

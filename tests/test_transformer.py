@@ -1,6 +1,5 @@
 """The tiny Transformer: shapes, causality, the Pre/Post-LN and QK-LN switches, seeded init."""
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -8,9 +7,10 @@ from omegaconf import OmegaConf
 
 from warmup_lab.errors import ConfigError
 from warmup_lab.models.transformer import Transformer, build_transformer
+from warmup_lab.paths import CONF_DIR
 
 V, T = 20, 10
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = CONF_DIR
 
 
 def make(norm="pre", qk=False, seed=0, **kw):

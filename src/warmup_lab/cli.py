@@ -1,4 +1,7 @@
-"""Command-line checks that run before Hydra composes anything.
+"""The `warmup-lab` command (one subcommand per entry module), and the checks that run before Hydra.
+
+`warmup-lab <command> ...` sets sys.argv to `["warmup-lab <command>", *rest]` and calls that module's
+`main()`, so each subcommand parses its own arguments exactly as `python -m warmup_lab.<module>` does.
 
 Hydra answers an unknown config-group option (`schedule=nope`) with a multi-line dump of its search
 path; a researcher needs one line that names the value and the options. Group choices in the command
@@ -9,9 +12,11 @@ each component.
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from warmup_lab.errors import ConfigError, exit_on_user_error
 from warmup_lab.paths import CONF_DIR
@@ -34,7 +39,7 @@ def check_group_choices(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
             continue  # plugin groups (launchers, sweepers) and sweep functions are Hydra's to check
         for option in filter(None, value.split(",")):
             if option != "null" and not (group / f"{option}.yaml").exists():
-                raise ConfigError(key, option, f"one of {', '.join(_options(group))} (files in conf/{key}/)")
+                raise ConfigError(key, option, f"one of {', '.join(_options(group))} (files in warmup_lab/conf/{key}/)")
 
 
 def check_multirun_out(argv: Sequence[str]) -> None:
@@ -51,3 +56,79 @@ def check_multirun_out(argv: Sequence[str]) -> None:
 def check_argv() -> None:
     check_group_choices(sys.argv[1:])
     check_multirun_out(sys.argv[1:])
+
+
+class Command(NamedTuple):
+    target: str  # "module:function", imported only when the command runs (keeps `--help` fast)
+    summary: str
+    prefix: tuple[str, ...] = ()  # arguments put before the user's (search = a train multirun)
+    hydra: bool = False  # a Hydra app: check group choices first (one line instead of Hydra's dump)
+
+
+COMMANDS = {
+    "train": Command("warmup_lab.cli:train_main", "one run (Hydra overrides), or `-m` for a grid multirun"),
+    "sweep": Command("warmup_lab.sweep:main", "an experiment preset as a sweep into sweeps/<name>/, then its report"),
+    "search": Command("warmup_lab.cli:train_main", "maximum-stable-LR search over seeds (hydra/sweeper=max_stable_lr)",
+                      ("-m", "hydra/sweeper=max_stable_lr")),
+    "report": Command("warmup_lab.report:main", "tables and figures from run directories into results/"),
+    "lr-curve": Command("warmup_lab.lr_curve:main", "the LR of every step of a schedule, as CSV and PNG",
+                        hydra=True),
+    "lr-find": Command("warmup_lab.lr_find:main", "the LR range test (exponential ramp) on any task"),
+    "advise": Command("warmup_lab.advise:main", "recommend a warmup length and peak LR for your task and model"),
+}
+
+
+def train_main() -> object:
+    """`python -m warmup_lab.train`'s entry: stop with a launcher that started us, checks, then Hydra."""
+    from warmup_lab import train
+    from warmup_lab.trainer import LAUNCHER_PID_ENV, stop_with_launcher
+
+    stop_with_launcher()
+    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # the workers of our launcher stop with us
+    check_argv()
+    return train.main()
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {cmd.summary}" for name, cmd in COMMANDS.items()]
+    return ("usage: warmup-lab <command> [args...]   (`warmup-lab <command> --help` for its own)\n\ncommands:\n"
+            + "\n".join(lines) + "\n")
+
+
+def _load(target: str) -> Callable[[], object]:
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script `warmup-lab`: dispatch to the subcommand's module."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage(), end="")
+        return 0 if args else 2
+    if args[0] == "--version":
+        from warmup_lab import __version__
+
+        print(f"warmup-lab {__version__}")
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"error: {ConfigError('command', name, 'one of ' + ', '.join(COMMANDS))}", file=sys.stderr)
+        return 2
+    cmd = COMMANDS[name]
+    prefix = [a for a in cmd.prefix if a not in rest and not (a.startswith("hydra/sweeper=")
+                                                              and any(r.startswith("hydra/sweeper=") for r in rest))]
+    sys.argv = [f"warmup-lab {name}", *prefix, *rest]
+    if cmd.hydra:
+        check_argv()
+    try:
+        entry = _load(cmd.target)
+    except ModuleNotFoundError as err:
+        if not cmd.target.startswith(f"{err.name}:"):
+            raise
+        print(f"error: command={name!r} is not in this install ({err.name} is missing): reinstall warmup-lab",
+              file=sys.stderr)
+        return 2
+    code = entry()
+    return code if isinstance(code, int) else 0

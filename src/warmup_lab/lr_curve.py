@@ -13,18 +13,10 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from warmup_lab import runs  # noqa: F401 - registers the ${first:} resolver of conf/lr_curve.yaml
 from warmup_lab.cli import check_argv
 from warmup_lab.errors import exit_on_user_error
 from warmup_lab.paths import CONF_DIR
-from warmup_lab.schedules import Schedule, build_schedule
-
-
-def schedule_from_cfg(cfg: DictConfig) -> Schedule:
-    """The Schedule a composed config (lr_curve or train) describes."""
-    betas = cfg.optimizer.get("betas")
-    return build_schedule(cfg.schedule, total_steps=int(cfg.train.steps), target_lr=float(cfg.optimizer.lr),
-                          betas=tuple(betas) if betas is not None else None)
+from warmup_lab.schedules import Schedule, schedule_from_cfg
 
 
 def title_for(sched: Schedule) -> str:

@@ -9,7 +9,7 @@ per table and one PNG per part:
 - warmup (Kalra & Barkeshli 2024): the largest trainable c per warmup length and seed;
 - Pre-LN vs Post-LN (Xiong et al. 2020): final training loss per LR and warmup over seeds, and the
   gradient norm of each layer's FFN output weight at initialisation (their Figure 3), computed here.
-The phase and "trainable" rules use the harness's own statuses and catapult detector (metrics.py), so
+The phase and "trainable" rules use the harness's own statuses and catapult detector (detectors.py), so
 the calibration tests those instruments rather than a second definition of them.
 """
 
@@ -19,7 +19,7 @@ import argparse
 import csv
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import pandas as pd
 import torch
@@ -371,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("root", help="the runs root of the mechanisms sweep (sweeps/mechanisms)")
     ap.add_argument("--out", default="results/mechanisms")
-    ap.add_argument("--experiment", default="mechanisms", help="accepted for scripts/sweep.py; unused")
+    ap.add_argument("--experiment", default="mechanisms", help="accepted for warmup_lab.sweep; unused")
     args = ap.parse_args(argv)
     if not Path(args.root).is_dir():
         raise SystemExit(f"error: runs root {args.root!r} does not exist; run `make sweep EXPERIMENT=mechanisms` first")

@@ -21,7 +21,6 @@ from torch import nn
 from warmup_lab.errors import ConfigError
 
 NAMES = ("adam", "adamw", "gi_adam", "radam", "sgd")
-_ADAPTIVE = ("adam", "adamw", "gi_adam", "radam")
 # Keys each optimizer reads. A key from another optimizer's set must be null (or the value the
 # optimizer implies) here, so `optimizer=adam optimizer.momentum=0.9` fails instead of being ignored.
 _KEYS = {
@@ -218,13 +217,6 @@ def build_optimizer(cfg_opt: Any, model_or_params: Any) -> torch.optim.Optimizer
     return GIAdam(params, lr=lr, betas=betas, eps=eps, weight_decay=wd,
                   decoupled=bool(_get(cfg_opt, "decoupled", True)),
                   bias_correction=bool(_get(cfg_opt, "bias_correction", True)))
-
-
-def beta2_of(cfg_opt: Any) -> float | None:
-    """Adam's beta2 for the untuned warmup rules (2/(1-beta2) steps); None for SGD."""
-    if _get(cfg_opt, "name") not in _ADAPTIVE or _get(cfg_opt, "betas") is None:
-        return None
-    return _betas(cfg_opt)[1]
 
 
 def optimizer_name(optimizer: torch.optim.Optimizer) -> str | None:

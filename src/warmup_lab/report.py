@@ -127,10 +127,6 @@ def label(keys: Sequence[str], values: Any) -> str:
     return ", ".join(f"{k}={v}" for k, v in zip(keys, values))
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "_", text.replace("task=", "").replace("optimizer=", "")).strip("_") or "all"
-
-
 # -- what the runs were judged by ------------------------------------------------------------------
 def detect_text(df: pd.DataFrame) -> str:
     """The live detectors' settings the runs used (docs/definitions.md), printed with every table."""

@@ -64,42 +64,6 @@ def config_hash(cfg: DictConfig, length: int = 10) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
-def _hash_resolver(*, _root_: DictConfig) -> str:
-    return config_hash(_root_)
-
-
-_NO_DEFAULT = object()
-
-
-def _pick(setting: str, index: int, default: Any = _NO_DEFAULT) -> Any:
-    """`${pick:linear@64,1}` -> 64: one sweep value that sets several keys together.
-
-    Sweeps vary (warmup shape, warmup length[, initial-LR ratio]) as one value such as `none@0`,
-    `linear@64` or `constant@64@0.1`, so that shapes without a length are not re-run at every length
-    of a grid. A missing field takes `default` when one is given.
-    """
-    import yaml
-
-    parts = str(setting).split("@")
-    if 0 <= int(index) < len(parts):
-        return yaml.safe_load(parts[int(index)])
-    if default is not _NO_DEFAULT:
-        return default
-    from warmup_lab.errors import ConfigError
-
-    raise ConfigError("warmup_setting", setting, f"needs at least {int(index) + 1} '@'-separated fields")
-
-
-if not OmegaConf.has_resolver("hash"):
-    # `${hash:}` in conf/train.yaml names each run's directory after its config.
-    OmegaConf.register_new_resolver("hash", _hash_resolver, use_cache=False)
-if not OmegaConf.has_resolver("pick"):
-    OmegaConf.register_new_resolver("pick", _pick)
-if not OmegaConf.has_resolver("first"):
-    # `${first:${out},<default>}`: Hydra's run dir is `out` when given, so Hydra creates nothing elsewhere.
-    OmegaConf.register_new_resolver("first", lambda *values: next((v for v in values if v is not None), None))
-
-
 def run_dir_for(cfg: DictConfig) -> Path:
     """`out` if given, else <runs_root>/<name>-<hash> (the same path Hydra's run/sweep dir uses)."""
     if cfg.get("out"):
@@ -151,11 +115,6 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def is_finished(run_dir: Path) -> bool:
-    summary = read_summary(run_dir)
-    return summary is not None and summary.get("status") in FINISHED_STATUSES
 
 
 def write_config(run_dir: Path, cfg: DictConfig) -> None:

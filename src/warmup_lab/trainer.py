@@ -2,7 +2,7 @@
 
 The loop knows nothing about which task or schedule it runs: the Task gives batches, losses and
 evaluations; the LRController sets each group's LR for update t. Every step's loss, LR and gradient
-norm go to `metrics.csv`; the detectors of metrics.py watch the loss as it happens and a diverged run
+norm go to `metrics.csv`; the detectors of detectors.py watch the loss as it happens and a diverged run
 stops at once. A run killed at any point resumes from its last checkpoint and ends with the same
 summary as an uninterrupted run (batches are a pure function of (seed, step); the schedule a pure
 function of the step; detector, optimizer and RNG state are checkpointed).
@@ -34,12 +34,11 @@ from omegaconf import DictConfig, OmegaConf
 from warmup_lab import runs
 from warmup_lab.errors import USER_ERRORS, OutputError, require
 from warmup_lab.loggers import make_logger
-from warmup_lab.lr_curve import schedule_from_cfg
-from warmup_lab.metrics import Monitor, failed_to_train
+from warmup_lab.detectors import Monitor, failed_to_train
 from warmup_lab.optim import build_optimizer, optimizer_info
 from warmup_lab.optim import validate as validate_optimizer
 from warmup_lab.record import MetricsFile, checkpoint_due, eval_due
-from warmup_lab.schedules import LRController
+from warmup_lab.schedules import LRController, schedule_from_cfg
 from warmup_lab.sharpness import resolve_lr_units
 from warmup_lab.tasks import build_task, with_true_batch_size
 

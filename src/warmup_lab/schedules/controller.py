@@ -24,7 +24,6 @@ class LRController:
     def __init__(self, optimizer: "torch.optim.Optimizer", sched: Schedule):
         self.optimizer, self.sched = optimizer, sched
         self.release_step: int | None = None
-        self.last_step: int | None = None
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
         self.bases = [float(g["initial_lr"]) for g in optimizer.param_groups]
@@ -38,7 +37,6 @@ class LRController:
         scale = value / self.sched.target_lr
         for group, base in zip(self.optimizer.param_groups, self.bases):
             group["lr"] = base * scale
-        self.last_step = int(step)
         return value
 
     def observe(self, step: int, loss: float) -> None:
@@ -48,20 +46,16 @@ class LRController:
             return
         if step + 1 < self.sched.warmup_steps and math.isfinite(loss) and loss < hold:
             self.release_step = int(step) + 1  # the next update runs at the post-warmup LR
-            self.sched.release_step = self.release_step
 
     def group_floors(self) -> list[float]:
         """Each group's final LR (its floor): sched.final_lr * base / target."""
         return [self.sched.final_lr * base / self.sched.target_lr for base in self.bases]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"release_step": self.release_step, "last_step": self.last_step}
+        return {"release_step": self.release_step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.release_step = state.get("release_step")
-        self.last_step = state.get("last_step")
-        if self.sched.hold_until_loss is not None:
-            self.sched.release_step = self.release_step
 
     def describe(self) -> dict[str, Any]:
         return {**self.sched.describe(), "release_step": self.release_step, "group_base_lrs": list(self.bases),

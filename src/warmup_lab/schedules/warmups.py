@@ -24,9 +24,6 @@ RAMPS: dict[str, RampFn] = {
     ),
 }
 
-# Shapes whose value is not init + (peak - init) * g(u).
-SPECIAL = ("none", "constant", "geometric")
-
 # pytorch-warmup multipliers: name -> (period rule from beta2, as pytorch-warmup writes it)
 PYTORCH_WARMUP = {
     "untuned_linear": lambda b2: int(2.0 / (1.0 - b2)),

@@ -16,7 +16,7 @@ from torch import nn
 
 from warmup_lab.data.sequences import IGNORE, Batch, SequenceData, copy_reverse, modadd
 from warmup_lab.errors import ConfigError, require
-from warmup_lab.models.transformer import build_transformer
+from warmup_lab.models import build_sequence_model
 from warmup_lab.tasks.base import Task
 
 DATASETS = ("modadd", "copy", "reverse", "charlm")
@@ -84,7 +84,7 @@ def build_sequence_task(cfg: DictConfig, device: torch.device) -> Task:
     data = build_data(cfg, device)
     kind = "lm" if data.name == "charlm" else "sequence"
     require(cfg.task.kind == kind, "task.kind", cfg.task.kind, f"{kind} for data={data.name}")
-    model = build_transformer(cfg.model, data.vocab_size, data.seq_len, int(cfg.seed)).to(device)
+    model = build_sequence_model(cfg.model, data.vocab_size, data.seq_len, int(cfg.seed)).to(device)
     # Hessian-vector products (sharpness monitor) need attention with a double backward.
     model.math_attention = bool(OmegaConf.select(cfg, "sharpness.every", default=0)
                                 or OmegaConf.select(cfg, "optimizer.lr_in_sharpness_units") is not None)

@@ -1,4 +1,4 @@
-"""The live measurements of a run, defined once (docs/definitions.md).
+"""The detectors of a run: spikes, divergence, catapults and failure to train, defined once (docs/definitions.md).
 
 The trainer feeds losses in as they happen and writes the plain-rule status; the criteria, eta_max and
 their statistics over seeds live in warmup_lab.stability, which reads the summaries back. Every detector is plain Python state that
