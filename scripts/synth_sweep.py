@@ -28,7 +28,7 @@ import numpy as np
 
 from warmup_lab import runs
 from warmup_lab.record import MetricsFile
-from warmup_lab.schedules.compose import build_schedule
+from warmup_lab.schedules.build import build_schedule
 
 WARMUPS = ("none@0", "linear@10", "linear@30", "linear@60", "cosine@10", "cosine@30", "cosine@60",
            "exponential@30", "constant@30@0.1", "constant@60@0.1")
