@@ -60,7 +60,7 @@ def _key(item: Any) -> str:
 
 
 def read_run(path: str | Path) -> dict[str, Any]:
-    """{'history': [row dicts], 'summary': {...}, 'config': {...}, 'run': {id, group, name, project}}."""
+    """{'history': [row dicts], 'summary': {...}, 'config': {...}, 'run': {id, group, name, project, job_type, tags}}."""
     history: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
     config: dict[str, Any] = {}
@@ -75,7 +75,8 @@ def read_run(path: str | Path) -> dict[str, Any]:
             config.update({_key(i): json.loads(i.value_json) for i in record.config.update})
         elif kind == "run":
             r = record.run
-            run = {"id": r.run_id, "group": r.run_group, "name": r.display_name, "project": r.project}
+            run = {"id": r.run_id, "group": r.run_group, "name": r.display_name, "project": r.project,
+                   "job_type": r.job_type, "tags": list(r.tags)}
             config.update({_key(i): json.loads(i.value_json) for i in r.config.update})
     return {"history": history, "summary": summary, "config": config, "run": run}
 

@@ -6,6 +6,11 @@ within `logger.init_timeout` seconds, the run logs offline into its directory (s
 upload it later) and says so in one line. Any other W&B failure is a warning: the run and its local
 files go on. `finish()` is always called by the trainer (in a `finally`), which is what
 keeps jobs of a multirun from reusing the first job's W&B run (harness pitfall 4, docs/definitions.md).
+
+Every run is filed like a tidy W&B project: a group (`logger.group`: a sweep's experiment, a search's
+or an advice's name; else the experiment, else the run's name), a job_type (`logger.job_type`: `train`,
+`probe` for a search's probes, `advise`, `lr-find`) and tags naming its task, model, optimizer and warmup
+(plus `logger.tags`), so the W&B UI can filter and group runs without reading their configs.
 """
 
 from __future__ import annotations
@@ -56,6 +61,34 @@ def _resolve_mode(requested: str) -> str:
     return "online" if _has_api_key() else "offline"
 
 
+JOB_TYPES = ("train", "probe", "advise", "lr-find")
+
+
+def run_group(cfg: DictConfig) -> str:
+    """The W&B group of a run: logger.group, else the experiment's name, else the run's name."""
+    return str(OmegaConf.select(cfg, "logger.group") or OmegaConf.select(cfg, "experiment_name")
+               or OmegaConf.select(cfg, "name"))
+
+
+def job_type(cfg: DictConfig) -> str:
+    """logger.job_type: one of JOB_TYPES for warmup-lab's own commands (W&B takes any short name)."""
+    return str(OmegaConf.select(cfg, "logger.job_type") or "train")[:64]
+
+
+def run_tags(cfg: DictConfig) -> list[str]:
+    """`task:..`, `model:..`, `optimizer:..`, `warmup:<shape>@<steps>`, then logger.tags (W&B keeps 64 chars)."""
+    tags = [f"{key}:{OmegaConf.select(cfg, f'{key}.name')}" for key in ("task", "model", "optimizer")
+            if OmegaConf.select(cfg, f"{key}.name") is not None]
+    try:
+        from warmup_lab.schedules import schedule_from_cfg
+
+        sched = schedule_from_cfg(cfg)
+        tags.append(f"warmup:{sched.describe()['warmup']}@{sched.warmup_steps}")
+    except Exception:  # noqa: BLE001 - a config without a full schedule (e.g. advise's own record) has no warmup tag
+        pass
+    return [t[:64] for t in dict.fromkeys([*tags, *map(str, OmegaConf.select(cfg, "logger.tags") or [])])]
+
+
 class WandbLogger:
     """One W&B run per training run, resumed (same id) when the training run resumes."""
 
@@ -82,9 +115,10 @@ class WandbLogger:
         args = dict(
             project=str(lcfg.project),
             entity=lcfg.get("entity"),
-            group=lcfg.get("group"),
+            group=run_group(cfg),
+            job_type=job_type(cfg),
             name=f"{cfg.name}-{run_dir.name.rsplit('-', 1)[-1]}",
-            tags=list(lcfg.get("tags") or []),
+            tags=run_tags(cfg),
             config=dict(config),
             dir=str(wandb_dir),
             id=run_id,

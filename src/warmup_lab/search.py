@@ -15,6 +15,8 @@ digit, so a re-run asks for the very same configs (same config hash, same run di
 from __future__ import annotations
 
 import math
+import sys
+import types
 from typing import Any, Sequence
 
 from warmup_lab.stability import eta_max_of
@@ -26,6 +28,19 @@ MAX_LR = 10.0
 CHECK_ABOVE = 1
 ERROR_RETRIES = 1
 _EPS = 1e-9
+
+
+class _SearchModule(types.ModuleType):
+    """Called, `warmup_lab.search(overrides, out_dir=...)` runs a whole search (warmup_lab.api.search);
+    as a module it keeps the search rule below, which the sweeper and advise import."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from warmup_lab.api import search
+
+        return search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _SearchModule
 
 
 def _grid(start_lr: float, bracket_factor: float, resolution: float, min_lr: float, max_lr: float):

@@ -127,12 +127,24 @@ class MaxStableLRSweeper(Sweeper):
         assert self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
-        settings = BasicSweeper.split_arguments(overrides, None)[0]
+        settings = [setting + self._filing() for setting in BasicSweeper.split_arguments(overrides, None)[0]]
         for ov in settings[0] if settings else []:
             if _key(ov) in (_key(self.lr_key), _key(self.seed_key)):
                 raise ConfigError(_key(ov), ov.split("=", 1)[1],
                                   f"the search sets it; drop it and use hydra.sweeper.{'seeds' if _key(ov) == _key(self.seed_key) else 'start_lr/min_lr/max_lr'}")
         return settings
+
+    def _filing(self) -> List[str]:
+        """Probes are filed in W&B as job_type `probe`, grouped by the search's name (its out_dir), unless
+        the command line set them (advise does); logger keys change no result (runs.HASH_EXCLUDED)."""
+        assert self.config is not None
+        logger = self.config.get("logger") or {}
+        filing = []
+        if "job_type" in logger and logger.get("job_type") in (None, "train"):
+            filing.append("logger.job_type=probe")
+        if "group" in logger and logger.get("group") is None:
+            filing.append(f"logger.group='{Path(self.out_dir or str(self.config.hydra.sweep.dir)).name}'")
+        return filing
 
     def _outcome(self, ret: JobReturn) -> tuple[Optional[bool], Dict[str, Any]]:
         """Stable/unstable under `criterion` from the job's summary.json; None (an error probe) when it has no result."""
