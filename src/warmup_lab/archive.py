@@ -33,22 +33,25 @@ CURVE_TYPES = {"step": "int64", "loss": "float64", "lr": "float64", "spike": "bo
 
 
 def _typed(table: pd.DataFrame) -> pd.DataFrame:
-    """The curve columns with their types (a torn or foreign value becomes NaN, never a string column)."""
-    cols = {c: pd.to_numeric(table[c], errors="coerce") for c in CURVE_COLS if c in table}
+    """Step columns with their types: step int64, spike bool, every other column but the run key float64
+    (a torn or foreign value becomes NaN, never turns a column into strings)."""
+    cols = {c: pd.to_numeric(table[c], errors="coerce") for c in table if c != RUN_KEY}
     if "step" in cols:
         cols["step"] = cols["step"].fillna(-1).astype("int64")
     if "spike" in cols:
         cols["spike"] = cols["spike"].fillna(0).astype(float) > 0
-    keep = {c: table[c] for c in table if c not in cols}
-    return pd.DataFrame({**keep, **cols})
+    for c in cols:
+        if c not in ("step", "spike"):
+            cols[c] = cols[c].astype("float64")
+    return pd.DataFrame({**({RUN_KEY: table[RUN_KEY].astype(str)} if RUN_KEY in table else {}), **cols})
 
 
 def _parse(data: bytes, header: list[str]) -> pd.DataFrame:
-    return pd.read_csv(io.BytesIO(data), header=None, names=header, usecols=[c for c in CURVE_COLS if c in header])
+    return pd.read_csv(io.BytesIO(data), header=None, names=header)
 
 
 def read_metrics(paths: Sequence[str]) -> tuple[pd.DataFrame, dict[str, tuple[int, int]]]:
-    """The curve columns of every `<path>/metrics.csv` in one table, and each path's row span in it.
+    """Every `<path>/metrics.csv` in one typed table, and each path's row span in it.
 
     Files that share the first file's header are parsed together; any other readable file on its own.
     A missing or unparseable file has no span (its curve is then looked up in the archive)."""
@@ -99,10 +102,9 @@ def read_metrics(paths: Sequence[str]) -> tuple[pd.DataFrame, dict[str, tuple[in
 
 def _read_one(path: str) -> pd.DataFrame | None:
     try:
-        m = pd.read_csv(Path(path) / runs.METRICS_FILE)
+        return pd.read_csv(Path(path) / runs.METRICS_FILE)
     except (OSError, ValueError, pd.errors.ParserError):
         return None
-    return m[[c for c in CURVE_COLS if c in m]]
 
 
 class Curves:
@@ -158,7 +160,8 @@ class Curves:
             else:
                 parts.append(table.iloc[idx][[c for c in CURVE_COLS if c in table]].assign(**{RUN_KEY: key}))
         if run_idx:
-            parts.insert(0, self.runs.iloc[np.concatenate(run_idx)].assign(**{RUN_KEY: np.concatenate(run_keys)}))
+            own = self.runs.iloc[np.concatenate(run_idx)][[c for c in CURVE_COLS if c in self.runs]]
+            parts.insert(0, own.assign(**{RUN_KEY: np.concatenate(run_keys)}))
         if not parts:
             return pd.DataFrame(columns=[RUN_KEY, *CURVE_COLS])
         table = pd.concat(parts, ignore_index=True)
