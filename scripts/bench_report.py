@@ -32,12 +32,13 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from warmup_lab import runs
+from warmup_lab.summary import write_summary
 
 @hydra.main(config_path=".", config_name="config", version_base="1.3")
 def main(cfg):
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     status = runs.COMPLETED if cfg.optimizer.lr <= cfg.threshold else runs.DIVERGED
-    runs.write_summary(run_dir, {"status": status, "target_lr": cfg.optimizer.lr, "seed": cfg.seed,
+    write_summary(run_dir, {"status": status, "target_lr": cfg.optimizer.lr, "seed": cfg.seed,
                                  "init_loss": 2.0, "final_train_loss": 0.5 if status == runs.COMPLETED else 9.0})
     return 0.0
 

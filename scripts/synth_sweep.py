@@ -28,6 +28,7 @@ import numpy as np
 
 from warmup_lab import runs
 from warmup_lab.record import MetricsFile
+from warmup_lab.summary import write_summary
 from warmup_lab.schedules.build import build_schedule
 
 WARMUPS = ("none@0", "linear@10", "linear@30", "linear@60", "cosine@10", "cosine@30", "cosine@60",
@@ -102,7 +103,7 @@ def write_run(root: Path, base: dict[str, Any], config_text: str, setting: str, 
     )
     summary["lr_groups"] = {**base["lr_groups"], "warmup": shape, "warmup_steps": int(tw), "target_lr": float(lr),
                             "peak_lr": float(lr), "group_base_lrs": [float(lr)]}
-    runs.write_summary(run_dir, summary)
+    write_summary(run_dir, summary)
 
 
 def generate(out: Path, n_runs: int, steps: int, seed: int = 0) -> int:

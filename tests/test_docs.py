@@ -46,6 +46,7 @@ def train_commands(doc: str) -> list[list[str]]:
 def test_your_model_md_files_and_train_commands_run_from_an_empty_folder(tmp_path):
     from conftest import run_cli
     from warmup_lab import runs
+    from warmup_lab.summary import read_summary
 
     doc = (REPO_ROOT / "docs" / "your-model.md").read_text()
     files = FILE_BLOCK.findall(doc)
@@ -57,7 +58,7 @@ def test_your_model_md_files_and_train_commands_run_from_an_empty_folder(tmp_pat
     for args in commands:
         proc = run_cli("warmup_lab", ["train", *args, *SHORT], cwd=tmp_path)  # the folder with the files
         assert proc.returncode == 0, proc.stderr[-3000:]
-    summaries = [runs.read_summary(d) for d in runs.find_run_dirs([tmp_path / "runs"])]
+    summaries = [read_summary(d) for d in runs.find_run_dirs([tmp_path / "runs"])]
     assert sorted(s["task"] for s in summaries) == ["digits", "xor"]
     for s in summaries:
         assert s["status"] == "completed" and s["final_train_loss"] < s["init_loss"], s

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
 
 from conftest import FAST, make_cfg, run_cli
 from warmup_lab import runs
@@ -210,21 +212,27 @@ def test_4_8_a_refusal_through_the_cli_is_one_line_and_leaves_no_directory(tmp_p
 
 
 def test_4_every_schedule_and_experiment_preset_still_composes():
-    presets = sorted(p.stem for p in (CONF_DIR / "schedule").glob("*.yaml") if not p.name.startswith("_"))
-    for name in presets:
-        _validate(make_cfg([f"schedule={name}", "logger=none"]))
-    for folder in sorted((CONF_DIR / "experiment").iterdir()):
-        for preset in sorted(folder.glob("*.yaml")):
-            exp = f"experiment={folder.name}/{preset.stem}"
-            for setting in _warmup_settings(preset) or [None]:  # every swept warmup of the grid
-                _validate(make_cfg([exp, *([f"warmup_setting={setting}"] if setting else [])]))
-
-
-def _warmup_settings(preset: Path) -> list[str]:
-    for line in preset.read_text().splitlines():
-        if line.strip().startswith("warmup_setting:"):
-            return line.split(":", 1)[1].split("#")[0].strip().split(",")
-    return []
+    """Every schedule preset, and every experiment preset at every warmup setting its grid sweeps."""
+    validated: dict[str, list[str]] = {}
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        for path in sorted((CONF_DIR / "schedule").glob("*.yaml")):
+            if not path.name.startswith("_"):
+                _validate(compose("train", overrides=[f"schedule={path.stem}", "logger=none"]))
+        for path in sorted((CONF_DIR / "experiment").glob("*/*.yaml")):
+            exp = f"experiment={path.parent.name}/{path.stem}"
+            cfg = compose("train", overrides=[exp], return_hydra_config=True)
+            swept = OmegaConf.select(cfg, "hydra.sweeper.params.warmup_setting")
+            validated[exp] = str(swept).split(",") if swept is not None else []
+            with open_dict(cfg):
+                del cfg["hydra"]  # what compose() leaves without return_hydra_config
+            _validate(cfg)
+            for setting in validated[exp]:  # as the sweep's override does: the schedule keys follow by ${pick:}
+                cfg.warmup_setting = setting
+                assert cfg.schedule.warmup == setting.split("@")[0], (exp, setting)
+                _validate(cfg)
+    # the swept values, not the presets' single defaults, were checked (a first-match parser read `none@0`)
+    for part in ("pre_vs_post_ln", "warmup_range"):
+        assert len(validated[f"experiment=mechanisms/{part}"]) > 1 and "none@0" in validated[f"experiment=mechanisms/{part}"]
 
 
 def test_5_threads_is_part_of_the_config_hash_and_of_the_check():

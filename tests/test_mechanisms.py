@@ -8,8 +8,10 @@ import math
 import pytest
 
 from conftest import make_cfg, run_cli
+from warmup_lab import runs
 from warmup_lab.mechanisms import (CATAPULT, DIVERGED, LAZY, build_report, ffn_grad_norms, largest_trainable,
-                                   late_sharpness_ratio, load_runs, phase, phase_boundaries, rise_ratio)
+                                   late_sharpness_ratio, load_runs, phase, phase_boundaries, preln_table, rise_ratio)
+from warmup_lab.summary import write_summary
 from warmup_lab.trainer import train
 
 TINY = ["data.subset=100", "model.width=32", "train.progress=false", "hydra/launcher=basic"]
@@ -89,6 +91,20 @@ def test_load_runs_skips_other_experiments_and_the_cli_rejects_a_missing_root(tm
     assert load_runs(tmp_path / "sweeps").empty
     out = run_cli("warmup_lab.mechanisms", [str(tmp_path / "nowhere")], cwd=tmp_path)
     assert out.returncode != 0 and "nowhere" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_non_finite_final_loss_does_not_break_the_pre_vs_post_ln_table(tmp_path):
+    """A run whose final loss is nan (stored as the string "nan") is a number to the table, not a TypeError."""
+    for seed, final in enumerate([0.5, math.nan, 0.7]):
+        run_dir = tmp_path / f"preln-{seed}"
+        run_dir.mkdir()
+        (run_dir / runs.CONFIG_FILE).write_text("name: preln-adam\nmodel: {activation: null}\n")
+        (run_dir / runs.METRICS_FILE).write_text("step,loss\n0,2.8\n1,nan\n")
+        write_summary(run_dir, {"status": runs.COMPLETED, "seed": seed, "norm": "post", "warmup": "none",
+                                "warmup_steps": 0, "target_lr": 8e-3, "train_steps": 2, "init_loss": 2.8,
+                                "final_train_loss": final, "task_info": {}})
+    tab = preln_table(load_runs(tmp_path))
+    assert tab[["mean", "min", "max", "seeds"]].values.tolist() == [[pytest.approx(0.6), 0.5, 0.7, 2]]
 
 
 @pytest.mark.parametrize("part", ["catapult", "edge_of_stability", "warmup_range"])

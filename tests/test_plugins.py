@@ -14,6 +14,7 @@ import torch
 from conftest import FAST, REPO_ROOT, make_cfg, run_cli
 from warmup_lab import runs
 from warmup_lab.errors import ConfigError
+from warmup_lab.summary import read_summary
 from warmup_lab.trainer import train
 
 EXAMPLES = REPO_ROOT / "examples"
@@ -173,7 +174,7 @@ def test_both_examples_run_from_the_command_line_as_examples_readme_says(tmp_pat
                                       "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], cwd=tmp_path,
                        env_extra=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    summaries = [runs.read_summary(d) for d in runs.find_run_dirs([tmp_path / "runs"])]
+    summaries = [read_summary(d) for d in runs.find_run_dirs([tmp_path / "runs"])]
     assert sorted((s["task"], s["seed"]) for s in summaries) == [("digits", 0), ("digits", 1),
                                                                   ("gru_charlm", 0), ("gru_charlm", 1)]
 

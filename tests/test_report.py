@@ -14,6 +14,7 @@ import pytest
 
 from warmup_lab import runs, stability
 from warmup_lab.report import build_report, main
+from warmup_lab.summary import write_summary
 
 SHAPES, LENGTHS, LRS, SEEDS = ("constant", "linear"), (10, 50), (1e-3, 1e-2, 1e-1), (0, 1)
 STEPS = 30
@@ -70,7 +71,7 @@ def write_run(root: Path, shape: str, tw: int, lr: float, seed: int) -> Path:
         "task_info": {"kind": "image", "classes": 10}, "detect": DETECT, "config_hash": chash,
         "experiment": "toy", "sweep_group": "toy", "run_dir": str(run_dir),
     }
-    runs.write_summary(run_dir, summary)
+    write_summary(run_dir, summary)
     return run_dir
 
 
@@ -96,7 +97,7 @@ def test_report_tables_numbers_and_figures(sweep: Path, tmp_path: Path, capsys: 
     no_status = sweep / "toy-nostatus"
     no_status.mkdir()
     (no_status / runs.SUMMARY_FILE).write_text('{"steps_run": 3}')
-    runs.write_summary(sweep / "toy-error", {"status": "error", "error": "RuntimeError: boom", "steps_run": 0,
+    write_summary(sweep / "toy-error", {"status": "error", "error": "RuntimeError: boom", "steps_run": 0,
                                              "config_hash": "err0"})
     shutil.copytree(next(sweep.glob("toy-adamw-linear*")), tmp_path / "copy" / "dup")
 

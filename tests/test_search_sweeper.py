@@ -17,24 +17,26 @@ import pytest
 
 from warmup_lab import runs, stability
 from warmup_lab.search import predicted_probes
+from warmup_lab.summary import read_summary
 
 APP = '''
 from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from warmup_lab import runs
+from warmup_lab.summary import is_finished, read_summary, write_summary
 
 @hydra.main(config_path=".", config_name="config", version_base="1.3")
 def main(cfg):
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if (runs.read_summary(run_dir) or {}).get("status") in runs.FINISHED_STATUSES:
+    if is_finished(read_summary(run_dir)):
         return 0.0
     with open(Path(__file__).parent / "calls.log", "a") as fh:
         fh.write(f"{cfg.optimizer.lr} {cfg.seed}\\n")
     if cfg.crash_above is not None and cfg.optimizer.lr > cfg.crash_above:
         raise RuntimeError("boom")
     status = runs.COMPLETED if cfg.optimizer.lr <= cfg.threshold else runs.DIVERGED
-    runs.write_summary(run_dir, {"status": status, "target_lr": cfg.optimizer.lr, "seed": cfg.seed})
+    write_summary(run_dir, {"status": status, "target_lr": cfg.optimizer.lr, "seed": cfg.seed})
     return float(cfg.optimizer.lr)
 
 if __name__ == "__main__":
@@ -81,7 +83,7 @@ def check_probes(report):
     for setting in report["settings"]:
         for res in setting["seeds"]:
             for p in res["probes"]:
-                summary = runs.read_summary(Path(p["run_dir"]))
+                summary = read_summary(Path(p["run_dir"]))
                 if p["stable"] is None:
                     assert summary is None and p["status"] == "no_summary" and "boom" in p["job_error"]
                 else:
@@ -167,7 +169,7 @@ def test_real_trainer_two_settings(tmp_path):
     probes = [(p["lr"], p["status"], p["run_dir"]) for s in report["settings"] for r in s["seeds"] for p in r["probes"]]
     assert len(report["settings"]) == 2 and len(probes) >= 4
     for lr, status, run_dir in probes:
-        summary = runs.read_summary(Path(run_dir))
+        summary = read_summary(Path(run_dir))
         assert summary["status"] == status in runs.FINISHED_STATUSES and summary["target_lr"] == pytest.approx(lr)
         assert Path(run_dir).parent == tmp_path / "runs"
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -204,6 +206,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from warmup_lab import runs
+from warmup_lab.summary import write_summary
 
 @hydra.main(config_path=".", config_name="config", version_base="1.3")
 def main(cfg):
@@ -212,7 +215,7 @@ def main(cfg):
     threshold = 0.01 * (1 + ws / 5) * 1.5 ** cfg.seed  # seeds disagree: each seed is probed at the median seed's edge
     ok = lr <= threshold
     final = 0.3 + 20 * lr if ok else float("nan")
-    runs.write_summary(run_dir, {"status": runs.COMPLETED if ok else runs.DIVERGED, "target_lr": lr, "seed": cfg.seed,
+    write_summary(run_dir, {"status": runs.COMPLETED if ok else runs.DIVERGED, "target_lr": lr, "seed": cfg.seed,
                                  "task": "toy", "warmup": "linear" if ws else "none", "warmup_steps": ws,
                                  "init_loss": 2.3, "final_train_loss": final, "final_eval_loss": final})
 

@@ -21,6 +21,7 @@ import pytest
 
 from warmup_lab import runs
 from warmup_lab.paths import REPO_ROOT
+from warmup_lab.summary import read_summary
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +88,7 @@ def _run_dirs(root: Path) -> list[Path]:
 
 
 def _summary_status(root: Path) -> str | None:
-    summaries = [runs.read_summary(d) for d in _run_dirs(root)] if root.exists() else []
+    summaries = [read_summary(d) for d in _run_dirs(root)] if root.exists() else []
     return summaries[0].get("status") if len(summaries) == 1 and summaries[0] else None
 
 
@@ -107,7 +108,7 @@ def test_an_array_of_20_runs_at_parallelism_2_completes_and_the_report_reads_it(
     code, said = _finish(_train(args, tmp_path))
     assert code == 0, said
     dirs = _run_dirs(root)
-    summaries = [runs.read_summary(d) for d in dirs]
+    summaries = [read_summary(d) for d in dirs]
     assert len(dirs) == 20 and all(s["status"] in runs.FINISHED_STATUSES for s in summaries), summaries
     assert all(_steps(d) == list(range(10)) for d in dirs)
     (job,) = {p.name.split("_")[0] for p in root.glob(".submitit/*/*_submitted.pkl")}  # one array job
@@ -139,7 +140,7 @@ def test_a_job_at_its_time_limit_checkpoints_is_requeued_and_resumes_each_step_o
     code, said = _finish(proc)
     assert code == 0, said
     (run_dir,) = _run_dirs(root)
-    summary = runs.read_summary(run_dir)
+    summary = read_summary(run_dir)
     assert summary["status"] == runs.COMPLETED and 0 < summary["resumed_from"] < steps, summary
     assert _steps(run_dir) == list(range(steps))
     logs = "".join(p.read_text() for p in root.glob(".submitit/*/*_log.*"))
@@ -159,12 +160,12 @@ def test_scancel_term_leaves_a_preempted_run_that_the_same_command_resumes(clust
     code, said = _finish(proc)
     assert code != 0 and "preempted" in said, said  # the sweep ends; it does not wait forever for the job
     (run_dir,) = _run_dirs(root)
-    stopped = runs.read_summary(run_dir)
+    stopped = read_summary(run_dir)
     assert stopped["status"] == runs.PREEMPTED and stopped["signal"] == "SIGTERM", stopped
     assert _steps(run_dir) == list(range(stopped["checkpoint_step"]))
     code, said = _finish(_train(args, tmp_path))
     assert code == 0, said
-    done = runs.read_summary(run_dir)
+    done = read_summary(run_dir)
     assert done["status"] == runs.COMPLETED and done["resumed_from"] == stopped["checkpoint_step"], done
     assert _steps(run_dir) == list(range(steps))
 

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from warmup_lab import runs, sweep
+from warmup_lab.summary import write_summary
 
 
 def test_the_default_study_covers_both_task_families_with_5_seeds_and_4_warmup_lengths():
@@ -32,10 +33,10 @@ def test_the_default_study_covers_both_task_families_with_5_seeds_and_4_warmup_l
 def test_core_use_counts_training_time_of_the_runs_finished_since_the_start(tmp_path):
     began = time.time()
     old = tmp_path / "old"
-    runs.write_summary(old, {"status": "completed", "steps_run": 100, "batch_size": 10, "samples_per_s": 100.0})
+    write_summary(old, {"status": "completed", "steps_run": 100, "batch_size": 10, "samples_per_s": 100.0})
     os.utime(old / runs.SUMMARY_FILE, (began - 60, began - 60))  # finished before this sweep: not counted
     for i, steps in enumerate((120, 60)):
-        runs.write_summary(tmp_path / f"new{i}", {"status": "completed", "steps_run": steps, "batch_size": 32,
+        write_summary(tmp_path / f"new{i}", {"status": "completed", "steps_run": steps, "batch_size": 32,
                                                   "samples_per_s": 320.0})
     line = sweep.core_use(tmp_path, began - 1, wall=36.0, cores=2)
     assert line == "training steps of 2 runs: 18 core-s of 36 s wall x 2 cores = 25% of the machine's core time"

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import run_cli
 from warmup_lab import runs
+from warmup_lab.summary import is_finished, read_summary
 from wandb_io import find_run_files, read_run, wait_complete
 
 TINY = ["task=modadd", "train.steps=4", "train.batch_size=8", "train.eval_batches=1", "train.checkpoint_every=0",
@@ -31,7 +32,7 @@ def _run_dirs(root: Path) -> list[Path]:
 
 
 def _finished(run_dir: Path) -> bool:
-    return (runs.read_summary(run_dir) or {}).get("status") in runs.FINISHED_STATUSES
+    return is_finished(read_summary(run_dir))
 
 
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
@@ -45,7 +46,7 @@ def test_every_launcher_gives_one_summary_and_one_wandb_run_per_job(tmp_path, la
     assert len(dirs) == 4
     ids = set()
     for d in dirs:
-        summary = runs.read_summary(d)
+        summary = read_summary(d)
         assert summary and summary["status"] in runs.FINISHED_STATUSES
         assert d.name.endswith(summary["config_hash"])
         (wandb_file,) = find_run_files(d)  # one W&B run per job: no job reused another's run
@@ -92,7 +93,7 @@ def test_a_sweep_killed_mid_way_and_rerun_has_every_run_exactly_once(tmp_path):
     dirs = _run_dirs(root)
     assert len(dirs) == 4
     for d in dirs:
-        summary = runs.read_summary(d)
+        summary = read_summary(d)
         assert summary["status"] in runs.FINISHED_STATUSES
         steps = [int(r["step"]) for r in csv.DictReader((d / runs.METRICS_FILE).open())]
         assert steps == list(range(summary["steps_run"])), d

@@ -7,6 +7,7 @@ import pytest
 from conftest import FAST, make_cfg, run_cli
 from warmup_lab import runs
 from warmup_lab.schedules import schedule_from_cfg
+from warmup_lab.summary import read_summary
 from warmup_lab.trainer import train
 from wandb_io import find_run_files, read_run, wait_complete
 
@@ -55,4 +56,4 @@ def test_a_searchs_probes_are_probe_jobs_grouped_by_the_search(tmp_path):
     for d in dirs:
         run = _logged(d)
         assert (run["job_type"], run["group"]) == ("probe", "my_search")
-        assert runs.read_summary(d)["sweep_group"] == "my_search"
+        assert read_summary(d)["sweep_group"] == "my_search"

@@ -127,11 +127,11 @@ def load_curves(paths: Iterable[str | Path]) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
 
-    from warmup_lab import archive, report
+    from warmup_lab import archive
+    from warmup_lab.summary import KEY_VALUES
 
     table = load_runs(paths)
-    keys = [k for k in ("config_hash", "run_path", "status", *report.SETTING_KEYS, "target_lr", "seed")
-            if k in table]
+    keys = [k for k in ("config_hash", "run_path", "status", *KEY_VALUES) if k in table]
     steps, spans = archive.read_metrics(list(table["run_path"])) if "run_path" in table else (pd.DataFrame(), {})
     if not spans:  # committed results: the archive, joined to its runs on config_hash
         saved = [archive.Curves.read(p).archive for p in paths]

@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 
 from warmup_lab import runs
 from warmup_lab.record import SHARPNESS_FILE
+from warmup_lab.summary import is_finished, read_summary
 
 PARTS = ("eos", "catapult", "warmup", "preln")
 LATE_FRACTION = 0.5  # "late phase" = the last half of a run's sharpness measurements
@@ -45,8 +46,8 @@ def load_runs(root: Path | str) -> pd.DataFrame:
     """One row per finished run under `root`: its part, settings, status, lambda0, eta and curves."""
     rows = []
     for run_dir in runs.find_run_dirs([Path(root)]):
-        summary = runs.read_summary(run_dir)
-        if summary is None or summary.get("status") not in runs.FINISHED_STATUSES:
+        summary = read_summary(run_dir)
+        if not is_finished(summary):
             continue
         cfg = OmegaConf.load(run_dir / runs.CONFIG_FILE)
         part = str(cfg.get("name", run_dir.name)).split("-")[0]

@@ -6,7 +6,7 @@ its criteria and statistics come from warmup_lab.stability over the same summari
 search read, so a grid sweep and a search give their answers by one rule (docs/definitions.md).
 
     python -m warmup_lab.report <sweep dirs...> [--out results/<experiment>] [--experiment NAME]
-        [--criteria plain loss_frac_0.5 near_best_2]
+        [--criteria NAME ...]   (default: stability.DEFAULT_CRITERIA)
 """
 
 from __future__ import annotations
@@ -24,12 +24,9 @@ import pandas as pd
 
 from warmup_lab import archive, runs, stability
 from warmup_lab.errors import ConfigError, exit_on_user_error
+from warmup_lab.summary import KEY_VALUES, SETTING_KEYS, read_summary
 
-# The config values a report pivots on (trainer.key_values); a "setting" is all of them but LR and seed.
-SETTING_KEYS = runs.SETTING_KEYS
 TABLE_KEYS = tuple(k for k in SETTING_KEYS if k != "warmup_steps")  # one table each; length is its rows
-_NONFINITE = {"nan": math.nan, "NaN": math.nan, "inf": math.inf, "Infinity": math.inf,
-              "-inf": -math.inf, "-Infinity": -math.inf}
 
 
 class NoRunsError(ConfigError):
@@ -48,42 +45,13 @@ def warn(msg: str) -> None:
 
 
 # -- loading ---------------------------------------------------------------------------------------
-def _floats(value: Any) -> Any:
-    """Undo runs._json_safe: "nan"/"inf" strings back to floats, so columns come out numeric."""
-    if isinstance(value, str):
-        return _NONFINITE.get(value, value)
-    if isinstance(value, dict):
-        return {k: _floats(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_floats(v) for v in value]
-    return value
-
-
-def _read(run_dir: Path) -> tuple[dict[str, Any] | None, str]:
-    """The summary, or None and why not (runs.read_summary says only None)."""
-    path = run_dir / runs.SUMMARY_FILE
-    if not path.exists():
-        return None, "missing (run not finished?)"
-    try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError) as err:
-        return None, f"unreadable JSON ({type(err).__name__})"
-    if not isinstance(data, dict):
-        return None, "not a JSON object"
-    if "status" not in data:
-        return None, "no 'status' field"
-    return data, ""
-
-
 def load_runs(dirs: Iterable[Path]) -> pd.DataFrame:
     """One row per run (nested dicts flattened, lists JSON-encoded or dropped), duplicates kept once."""
     records = []
     for run_dir in runs.find_run_dirs([Path(d) for d in dirs]):
-        summary, why = _read(run_dir)
-        if summary is None:
-            warn(f"skipping {run_dir / runs.SUMMARY_FILE}: {why}")
-            continue
-        records.append({**_floats(summary), "run_path": str(run_dir)})
+        summary = read_summary(run_dir, warn)
+        if summary is not None:
+            records.append({**summary, "run_path": str(run_dir)})
     if not records:
         return pd.DataFrame()
     df = pd.json_normalize(records)
@@ -99,7 +67,7 @@ def load_runs(dirs: Iterable[Path]) -> pd.DataFrame:
     order = (~df["status"].isin(runs.FINISHED_STATUSES)).astype(int)
     df = df.assign(_key=key, _order=order).sort_values(["_order", "run_path"], kind="stable")
     df = df.drop_duplicates("_key").drop(columns=["_key", "_order"]).sort_values("run_path").reset_index(drop=True)
-    for k in SETTING_KEYS + ("target_lr", "seed", "steps_run", "init_loss", "final_train_loss", "diverged_step"):
+    for k in KEY_VALUES + ("steps_run", "init_loss", "final_train_loss", "diverged_step"):
         if k not in df:
             df[k] = np.nan
     df["warmup_steps"] = pd.to_numeric(df["warmup_steps"], errors="coerce").fillna(0)  # no warmup = length 0

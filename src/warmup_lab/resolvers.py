@@ -41,15 +41,12 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
-RESOLVERS: dict[str, tuple[Callable[..., Any], bool]] = {  # name -> (function, use_cache)
-    "hash": (_hash, False),
-    "pick": (pick, True),
-    "first": (_first, True),
-}
+# Uncached: a cached value would outlive a change of what it was computed from (a config edited in place).
+RESOLVERS: dict[str, Callable[..., Any]] = {"hash": _hash, "pick": pick, "first": _first}
 
 
 def register() -> None:
     """Register every resolver above (idempotent)."""
-    for name, (fn, use_cache) in RESOLVERS.items():
+    for name, fn in RESOLVERS.items():
         if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn, use_cache=use_cache)
+            OmegaConf.register_new_resolver(name, fn, use_cache=False)

@@ -16,7 +16,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import math
 import os
 import tempfile
 from pathlib import Path
@@ -35,10 +34,7 @@ LOCK_FILE = ".lock"
 COMPLETED, DIVERGED, FAILED, ERROR = "completed", "diverged", "failed_to_train", "error"
 INTERRUPTED, PREEMPTED = "interrupted", "preempted"
 FINISHED_STATUSES = (COMPLETED, DIVERGED, FAILED)
-
-# The summary fields that identify a setting (trainer.key_values minus target LR and seed): reports pivot
-# on them and the max-stable-LR search labels its rows with them.
-SETTING_KEYS = ("task", "model", "norm", "optimizer", "warmup", "decay", "warmup_steps", "train_steps", "batch_size")
+STATUSES = FINISHED_STATUSES + (ERROR, INTERRUPTED, PREEMPTED)
 
 # Keys that name, place or display a run but cannot change its result. `threads` is not one of them:
 # the order of float reductions depends on it (issue 9 saw digits' final accuracy move with it).
@@ -91,30 +87,6 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf are not JSON; store them as strings pandas reads back as floats."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(_json_safe(summary), indent=2, sort_keys=True) + "\n")
-
-
-def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    """The run's summary, or None when it is missing or unreadable (a corrupt file is not a result)."""
-    try:
-        data = json.loads((Path(run_dir) / SUMMARY_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def write_config(run_dir: Path, cfg: DictConfig) -> None:

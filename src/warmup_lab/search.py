@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 from warmup_lab.stability import eta_max_of
 
+START_LR = 1e-3
 BRACKET_FACTOR = 4.0
 RESOLUTION = 2**0.25
 MIN_LR = 1e-6
@@ -77,7 +78,7 @@ class LRSearch:
     `start_lr`: a seed that agrees with the hint is done in two probes plus the checks.
     """
 
-    def __init__(self, start_lr: float = 1e-3, bracket_factor: float = BRACKET_FACTOR,
+    def __init__(self, start_lr: float = START_LR, bracket_factor: float = BRACKET_FACTOR,
                  resolution: float = RESOLUTION, min_lr: float = MIN_LR, max_lr: float = MAX_LR,
                  check_above: int = CHECK_ABOVE, error_retries: int = ERROR_RETRIES, hint: float | None = None):
         self.start_lr, self.resolution = float(start_lr), float(resolution)
@@ -230,7 +231,7 @@ def disagreement_lrs(results: Sequence[dict[str, Any]]) -> list[list[float]]:
             for r in results]
 
 
-def predicted_probes(threshold: float, start_lr: float = 1e-3, bracket_factor: float = BRACKET_FACTOR,
+def predicted_probes(threshold: float, start_lr: float = START_LR, bracket_factor: float = BRACKET_FACTOR,
                      resolution: float = RESOLUTION, min_lr: float = MIN_LR, max_lr: float = MAX_LR,
                      check_above: int = CHECK_ABOVE) -> int:
     """Exact probe count for a monotone objective (stable iff lr <= threshold), no errors.

@@ -24,12 +24,9 @@ from typing import Sequence
 
 from warmup_lab import runs
 from warmup_lab.paths import CONF_DIR
+from warmup_lab.summary import read_summary
 
 DEFAULT = ["warmup_length"]
-# Stability criteria every report shows side by side (warmup_lab.stability): loss_frac_0.65 sits just below
-# the char-LM's unigram entropy (0.69 l0: learned more than character frequencies), loss_frac_0.5 is the
-# stricter bar that the image arm's trained runs clear by far.
-CRITERIA = ["plain", "loss_frac_0.65", "loss_frac_0.5"]
 # Experiments whose report is their own module's (the generic report's tables do not fit them).
 REPORT_MODULES = {"mechanisms": "warmup_lab.mechanisms"}
 
@@ -68,8 +65,8 @@ def grid_size(preset: str, extra: list[str]) -> int | None:
 def count(root: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
     for run_dir in runs.find_run_dirs([root]):
-        summary = runs.read_summary(run_dir)
-        status = summary.get("status", "?") if summary else "running"
+        summary = read_summary(run_dir)
+        status = summary["status"] if summary else "running"
         counts[status] = counts.get(status, 0) + 1
     return counts
 
@@ -101,8 +98,8 @@ def core_use(root: Path, since: float, wall: float, cores: int) -> str:
     busy, n = 0.0, 0
     for run_dir in runs.find_run_dirs([root]):
         path = run_dir / runs.SUMMARY_FILE
-        summary = runs.read_summary(run_dir) if path.exists() and path.stat().st_mtime >= since else None
-        if summary and summary.get("samples_per_s") and summary.get("batch_size"):
+        summary = read_summary(run_dir) if path.exists() and path.stat().st_mtime >= since else None
+        if summary and summary.get("samples_per_s", math.nan) > 0 and summary.get("batch_size"):  # nan: not > 0
             busy += summary["steps_run"] * summary["batch_size"] / summary["samples_per_s"]
             n += 1
     share = busy / (wall * cores) if wall > 0 else 0.0
@@ -187,8 +184,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Relative paths, so the committed report.md names `sweeps/<name>`, not this machine's path.
         module = REPORT_MODULES.get(name.removesuffix("_full"), "warmup_lab.report")
         cmd = [sys.executable, "-m", module, str(root), "--out", f"results/{name}", "--experiment", name]
-        if module == "warmup_lab.report":
-            cmd += ["--criteria", *CRITERIA]
         code = subprocess.call(cmd)
         failed += code != 0
     print(f"sweep {args.experiment}: {time.time() - began:.0f}s wall, {failed} step(s) failed", flush=True)

@@ -40,6 +40,7 @@ from warmup_lab.optim import validate as validate_optimizer
 from warmup_lab.record import MetricsFile, checkpoint_due, eval_due
 from warmup_lab.schedules import LRController, schedule_from_cfg
 from warmup_lab.sharpness import resolve_lr_units
+from warmup_lab.summary import RunSummary, is_finished, key_values, read_summary, write_summary
 from warmup_lab.tasks import build_task, with_true_batch_size
 
 FINAL_LOSS_WINDOW = 10  # final_train_loss = mean of the last 10 training losses
@@ -183,25 +184,6 @@ class StopRequest:
         handler = self.previous.get(signum)
         if callable(handler) and handler is not signal.default_int_handler:
             handler(signum, None)
-
-
-def key_values(cfg: DictConfig, schedule_info: dict[str, Any]) -> dict[str, Any]:
-    """The config values a report pivots on, flat, next to the full config."""
-    model = cfg.model
-    norm = model.get("norm_position") if model.get("family") == "transformer" else model.get("norm")
-    return {
-        "task": cfg.task.name,
-        "model": model.name,
-        "norm": norm,
-        "optimizer": cfg.optimizer.name,
-        "warmup": schedule_info.get("warmup"),
-        "decay": schedule_info.get("decay"),
-        "warmup_steps": schedule_info.get("warmup_steps"),
-        "target_lr": float(cfg.optimizer.lr),
-        "seed": int(cfg.seed),
-        "train_steps": int(cfg.train.steps),
-        "batch_size": int(cfg.train.batch_size),
-    }
 
 
 class Run:
@@ -365,7 +347,7 @@ class Run:
         wall = self.elapsed + time.perf_counter() - began
         return self.summarise(steps_run, diverged, wall, steps_timed / train_time if train_time else float("nan"))
 
-    def summarise(self, steps_run: int, diverged: bool, wall: float, steps_per_s: float) -> dict[str, Any]:
+    def summarise(self, steps_run: int, diverged: bool, wall: float, steps_per_s: float) -> RunSummary:
         losses = self.metrics.last_losses(FINAL_LOSS_WINDOW)
         final_train = float(np.mean(losses)) if losses and all(map(math.isfinite, losses)) else float("nan")
         last_eval = self.evals[-1] if self.evals else {}
@@ -382,7 +364,7 @@ class Run:
             peak_lr = max((float(r["lr"]) for r in csv.DictReader(fh)), default=float("nan"))
         finite_evals = [e for e in self.evals if math.isfinite(e.get("eval_loss", math.nan))]
         schedule_info = self.schedule.describe()
-        summary: dict[str, Any] = {
+        summary: RunSummary = {
             "status": status,
             "steps_run": steps_run,
             "diverged_step": self.monitor.divergence.diverged_step,
@@ -434,7 +416,7 @@ def _output_error(err: OSError, run_dir: Path) -> OutputError | None:
 def _try_write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     """The closing summary of a run that stopped early, when the disk still takes it."""
     try:
-        runs.write_summary(run_dir, summary)
+        write_summary(run_dir, summary)
     except OSError:
         pass
 
@@ -467,13 +449,13 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         raise
 
 
-def _finished(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+def _finished(cfg: DictConfig, run_dir: Path) -> RunSummary | None:
     """The summary of this config's finished run in `run_dir`, else None; another config's run is an error."""
     if not run_dir.is_dir():
         return None
     runs.check_same_config(run_dir, cfg)
-    done = runs.read_summary(run_dir)
-    if done is not None and done.get("status") in runs.FINISHED_STATUSES:
+    done = read_summary(run_dir)
+    if is_finished(done):
         print(f"skip: {run_dir} already finished ({done['status']})", flush=True)
         return done
     return None
@@ -505,7 +487,7 @@ def _execute(cfg: DictConfig, run_dir: Path, run: Run) -> dict[str, Any]:
         summary["resumed_from"] = run.start_step if resumed else None
         summary["wandb_mode"] = logger.mode
         logger.log_summary(summary)
-        runs.write_summary(run_dir, summary)
+        write_summary(run_dir, summary)
         if not cfg.train.get("keep_checkpoint", False):
             (run_dir / runs.CHECKPOINT_FILE).unlink(missing_ok=True)
         ok = True

@@ -34,6 +34,7 @@ import pandas as pd
 
 from warmup_lab import runs, search, stability
 from warmup_lab.errors import EXIT_CONFIG, ConfigError
+from warmup_lab.summary import SETTING_KEYS, json_safe, read_summary
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class MaxStableLRSweeperConf:
     seeds: List[Any] = field(default_factory=lambda: [0, 1])
     lr_key: str = "optimizer.lr"  # config key each probe overrides with its LR
     seed_key: str = "seed"
-    start_lr: float = 1e-3
+    start_lr: float = search.START_LR
     bracket_factor: float = search.BRACKET_FACTOR
     resolution: float = search.RESOLUTION
     min_lr: float = search.MIN_LR
@@ -57,7 +58,7 @@ class MaxStableLRSweeperConf:
     check_above: int = search.CHECK_ABOVE
     error_retries: int = search.ERROR_RETRIES
     max_rounds: int = 50
-    criterion: str = "plain"  # steers the search (per run: plain | loss_frac_<f>); stability.criterion
+    criterion: str = stability.DEFAULT_CRITERION  # steers the search (per run: plain | loss_frac_<f>)
     criteria: List[str] = field(default_factory=lambda: list(stability.DEFAULT_CRITERIA))  # tables
     cross_seed: bool = True  # where seeds disagree, probe each at the median seed's lo and hi
     share_brackets: bool = False  # the first seed searches alone; the others start from its eta_max (fewer runs)
@@ -84,13 +85,11 @@ def _key(override: str) -> str:
 
 
 class MaxStableLRSweeper(Sweeper):
-    def __init__(self, params: Optional[Dict[str, Any]] = None, seeds: Sequence[Any] = (0, 1),
-                 lr_key: str = "optimizer.lr", seed_key: str = "seed", start_lr: float = 1e-3,
-                 bracket_factor: float = search.BRACKET_FACTOR, resolution: float = search.RESOLUTION,
-                 min_lr: float = search.MIN_LR, max_lr: float = search.MAX_LR, check_above: int = search.CHECK_ABOVE,
-                 error_retries: int = search.ERROR_RETRIES, max_rounds: int = 50, criterion: str = "plain",
-                 criteria: Sequence[str] = stability.DEFAULT_CRITERIA, cross_seed: bool = True,
-                 share_brackets: bool = False, out_dir: Optional[str] = None) -> None:
+    def __init__(self, *, params: Optional[Dict[str, Any]], seeds: Sequence[Any], lr_key: str, seed_key: str,
+                 start_lr: float, bracket_factor: float, resolution: float, min_lr: float, max_lr: float,
+                 check_above: int, error_retries: int, max_rounds: int, criterion: str, criteria: Sequence[str],
+                 cross_seed: bool, share_brackets: bool, out_dir: Optional[str]) -> None:
+        """Every argument comes from MaxStableLRSweeperConf (its defaults live there only)."""
         super().__init__()
         if isinstance(params, DictConfig):
             params = OmegaConf.to_container(params, resolve=True)  # type: ignore[assignment]
@@ -149,8 +148,8 @@ class MaxStableLRSweeper(Sweeper):
     def _outcome(self, ret: JobReturn) -> tuple[Optional[bool], Dict[str, Any]]:
         """Stable/unstable under `criterion` from the job's summary.json; None (an error probe) when it has no result."""
         run_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir") if ret.hydra_cfg is not None else None
-        summary = runs.read_summary(Path(run_dir)) if run_dir else None
-        status = summary.get("status") if summary else None
+        summary = read_summary(Path(run_dir)) if run_dir else None
+        status = summary["status"] if summary else None
         info: Dict[str, Any] = {"status": status if status is not None else "no_summary", "run_dir": run_dir,
                                 **{k: (summary or {}).get(k) for k in PROBE_FIELDS}}
         if ret.status == JobStatus.FAILED:
@@ -254,14 +253,14 @@ class MaxStableLRSweeper(Sweeper):
 
     # -- outputs -----------------------------------------------------------------------------
     def _keys(self, settings: List[List[str]], searches: Dict[Any, search.LRSearch]) -> List[str]:
-        """`setting` (the grid index), the resolved runs.SETTING_KEYS the probes' summaries carry, and the
+        """`setting` (the grid index), the resolved SETTING_KEYS the probes' summaries carry, and the
         overrides that can change a result (not logger, threads, runs_root, train.progress...)."""
         for i in range(len(settings)):
             if i not in self._values:  # read once: a setting's key values do not change between probes
                 found = _setting_values([p for seed in self.seeds for p in searches[(i, seed)].probes])
                 if found:
                     self._values[i] = found
-        resolved = [k for k in runs.SETTING_KEYS if any(v.get(k) is not None for v in self._values.values())]
+        resolved = [k for k in SETTING_KEYS if any(v.get(k) is not None for v in self._values.values())]
         extra = [k for k in dict.fromkeys(_key(ov.split("=", 1)[0]) for setting in settings for ov in setting)
                  if k not in resolved and not _excluded(k)]
         return ["setting", *resolved, *extra]
@@ -287,7 +286,7 @@ class MaxStableLRSweeper(Sweeper):
         if keys != self._tables_keys:  # a setting's key values arrived: every label changes
             self._tables, self._tables_keys = {}, keys
         # compare() pairs settings that differ only in the warmup: the grid index and raw overrides vary too
-        vary = [k for k in keys if k not in runs.SETTING_KEYS or k in stability.VARY]
+        vary = [k for k in keys if k not in SETTING_KEYS or k in stability.VARY]
         redo = set(range(len(settings))) if changed is None else set(changed) | (set(range(len(settings))) - set(self._tables))
         for i in sorted(redo):
             judged = stability.judge(self._probes(i, settings[i], searches, keys), self.criteria, keys)
@@ -312,7 +311,7 @@ class MaxStableLRSweeper(Sweeper):
                           "seeds": [{"seed": seed, **searches[(i, seed)].result()} for seed in self.seeds],
                           "summary": per_setting.get(i, [])} for i, setting in enumerate(settings)],
         }
-        runs.atomic_write_text(out_dir / SEARCH_FILE, json.dumps(runs._json_safe(report), indent=2, default=str) + "\n")
+        runs.atomic_write_text(out_dir / SEARCH_FILE, json.dumps(json_safe(report), indent=2, default=str) + "\n")
         stability.write_tables(out_dir, tables)
         return tables
 
@@ -360,9 +359,9 @@ def _setting_values(probes: List[Dict[str, Any]]) -> Dict[str, Any]:
     """The resolved setting (task, model, warmup shape and length, ...) read from one of its probes' summaries,
     so that rows of different arms or presets stay distinguishable in a report."""
     for probe in probes:
-        summary = runs.read_summary(Path(probe["run_dir"])) if probe.get("run_dir") else None
+        summary = read_summary(Path(probe["run_dir"])) if probe.get("run_dir") else None
         if summary and "task" in summary:
-            return {k: summary.get(k) for k in runs.SETTING_KEYS}
+            return {k: summary.get(k) for k in SETTING_KEYS}
     return {}
 
 
