@@ -5,11 +5,12 @@ EXPERIMENT ?= default
 SCALE   ?= cpu
 SHELL   := /bin/bash
 
-.PHONY: setup test schedules sweep report bench bench-report slurm-start slurm-stop clean help
+.PHONY: setup test test-fast schedules sweep report bench bench-report slurm-start slurm-stop clean help
 
 help:
 	@echo "make setup       create .venv and install warmup-lab (editable) with pinned deps"
-	@echo "make test        run the test suite (CPU)"
+	@echo "make test        run the whole test suite (CPU), slow tests included: what CI runs"
+	@echo "make test-fast   the quick loop: every test but those marked slow (interpreters, sweeps, launchers)"
 	@echo "make schedules   draw every schedule preset into results/schedules/"
 	@echo "make sweep       run the default warmup study (EXPERIMENT=<name> for one preset, SCALE=full for GPU), then the report"
 	@echo "make report      rebuild the reports from existing sweep directories"
@@ -25,6 +26,9 @@ setup:
 
 test:
 	$(PY) -m pytest
+
+test-fast:
+	$(PY) -m pytest -m "not slow"
 
 schedules:
 	$(PY) scripts/schedule_gallery.py --out results/schedules

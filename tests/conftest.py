@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _posixsubprocess
 import os
 import subprocess
 import sys
@@ -41,6 +42,24 @@ def run_cli(module: str, args: list[str], cwd: Path, timeout: float = 300, env_e
            "HYDRA_FULL_ERROR": "0", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout, **kw)
+
+
+@pytest.fixture(autouse=True)
+def _interpreters_only_in_slow_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that starts a Python interpreter (run_cli, a sweep, a launcher's workers) must be marked
+    `slow`, so that `make test-fast` stays a quick loop: forgetting the mark fails the test."""
+    if request.node.get_closest_marker("slow"):
+        return
+
+    def guard(real):
+        def fork_exec(args, executable_list, *rest):
+            if any(os.path.basename(os.fsdecode(e)).startswith("python") for e in executable_list):
+                raise AssertionError(f"{request.node.nodeid} starts a Python interpreter: mark it @pytest.mark.slow")
+            return real(args, executable_list, *rest)
+        return fork_exec
+
+    monkeypatch.setattr(subprocess, "_fork_exec", guard(subprocess._fork_exec))  # type: ignore[attr-defined]
+    monkeypatch.setattr(_posixsubprocess, "fork_exec", guard(_posixsubprocess.fork_exec))  # multiprocessing, loky
 
 
 @pytest.fixture

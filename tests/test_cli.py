@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from conftest import FAST, make_cfg, run_cli
 from warmup_lab.cli import check_group_choices
 from warmup_lab.errors import ConfigError
-from warmup_lab.trainer import train
+from warmup_lab.job import train
 
 
 def test_known_choices_sweeps_and_plugin_groups_pass():
@@ -20,6 +22,7 @@ def test_an_unknown_choice_names_the_value_and_the_options():
         check_group_choices(["schedule=linear_cosine,nope"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["warmup_lab.train", "warmup_lab.lr_curve"])
 def test_the_cli_prints_one_line_and_exits_2(tmp_path, module):
     proc = run_cli(module, ["schedule=nope"], cwd=tmp_path)
@@ -42,6 +45,7 @@ def test_a_corrupt_checkpoint_is_kept_aside_and_the_run_restarts(tmp_path):
     assert [p.name.startswith("checkpoint.pt.corrupt-") for p in run_dir.iterdir()].count(True) == 1
 
 
+@pytest.mark.slow
 def test_warmup_lab_help_lists_every_subcommand(tmp_path):
     proc = run_cli("warmup_lab", ["--help"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -49,15 +53,32 @@ def test_warmup_lab_help_lists_every_subcommand(tmp_path):
     assert listed == ["train", "sweep", "search", "report", "lr-curve", "lr-find", "advise"]
 
 
+@pytest.mark.slow
 def test_an_unknown_subcommand_is_one_line_naming_the_choices(tmp_path):
     proc = run_cli("warmup_lab", ["trian"], cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "command='trian'" in proc.stderr and "train, sweep, search" in proc.stderr
 
 
+@pytest.mark.slow
 def test_warmup_lab_train_runs_and_checks_group_choices_first(tmp_path):
     proc = run_cli("warmup_lab", ["train", "task=modadd", *FAST, f"out={tmp_path / 'run'}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "run" / "summary.json").exists()
     bad = run_cli("warmup_lab", ["train", "schedule=nope"], cwd=tmp_path)
     assert bad.returncode == 2 and "schedule='nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("rest, expected", [
+    (["task=digits"], ["-m", "hydra/sweeper=max_stable_lr", "task=digits"]),
+    (["--multirun", "task=digits"], ["hydra/sweeper=max_stable_lr", "--multirun", "task=digits"]),
+    (["-m", "hydra/sweeper=basic"], ["-m", "hydra/sweeper=basic"]),
+])
+def test_search_is_a_train_multirun_with_the_max_stable_lr_sweeper(monkeypatch, rest, expected):
+    from warmup_lab import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "_load", lambda target: lambda: seen.append((target, list(sys.argv))))
+    monkeypatch.setattr(sys, "argv", ["warmup-lab"])
+    assert cli.main(["search", *rest]) == 0
+    assert seen == [("warmup_lab.cli:train_main", ["warmup-lab search", *expected])]

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+from omegaconf import OmegaConf
 
 from warmup_lab.errors import ConfigError
 from warmup_lab.detectors import (
@@ -12,16 +13,15 @@ from warmup_lab.detectors import (
     SpikeDetector,
     failed_to_train,
 )
+from warmup_lab.paths import CONF_DIR
 
-DETECT = {
-    "spike": {"ratio": 2.0, "window": 5, "floor": 0.05, "abs_floor": 0.0},
-    "divergence": {"factor": 10.0, "patience": 3, "ceiling": None},
-    "catapult": {"rise": 2.0, "recover": 1.2},
-}
+# The detectors' settings have one home, conf/train.yaml: the tests start from it.
+CONFIGURED = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "train.yaml").detect)
+DETECT = {**CONFIGURED, "spike": {**CONFIGURED["spike"], "window": 5}}
 
 
 def spikes(losses, **kw):
-    det = SpikeDetector(**kw)
+    det = SpikeDetector(**{**CONFIGURED["spike"], **kw})
     flags = [det.update(t, x) for t, x in enumerate(losses)]
     return det, flags
 
@@ -64,14 +64,14 @@ def test_non_finite_losses_are_not_in_the_window():
 
 
 def test_divergence_on_non_finite_loss_is_immediate():
-    det = DivergenceDetector(factor=10, patience=3)
+    det = DivergenceDetector(factor=10, patience=3, ceiling=None)
     assert not det.update(0, 2.0)
     assert det.update(1, float("inf"))
     assert det.diverged_step == 1
 
 
 def test_divergence_needs_patience_consecutive_steps_above_factor_l0():
-    det = DivergenceDetector(factor=10, patience=3)
+    det = DivergenceDetector(factor=10, patience=3, ceiling=None)
     seq = [2.0, 25.0, 25.0, 3.0, 21.0, 30.0, 40.0, 1.0]
     out = [det.update(t, x) for t, x in enumerate(seq)]
     assert out == [False, False, False, False, False, False, True, True]
@@ -148,7 +148,7 @@ def test_failed_to_train_is_the_plain_rule_on_training_loss():
     assert failed_to_train(2.31, 2.30, 0.9, plain)                 # loss not below l0
     assert failed_to_train(float("nan"), 2.30, None, plain)        # no finite final loss
     assert not failed_to_train(1.50, 2.30, 0.11, plain)            # chance accuracy does not judge: loss fell
-    assert failed_to_train(2.25, 2.30, 0.9, {"loss_margin": 0.1})  # a margin raises the bar on the loss
+    assert failed_to_train(2.25, 2.30, 0.9, {**plain, "loss_margin": 0.1})  # a margin raises the bar on the loss
     opted = {"loss_margin": 0.0, "heldout": {"min_acc": 0.5, "why": "tuned runs reach 0.96"}}
     assert failed_to_train(1.50, 2.30, 0.28, opted)                # beat chance, below the preset's held-out bar
     assert not failed_to_train(1.50, 2.30, 0.60, opted)

@@ -24,7 +24,8 @@ from conftest import FAST, make_cfg, run_cli
 from warmup_lab import runs
 from warmup_lab.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_PREEMPTED, ConfigError, DataMissingError
 from warmup_lab.paths import CONF_DIR
-from warmup_lab.trainer import _validate, train
+from warmup_lab.job import train
+from warmup_lab.trainer import validate
 
 BASE = ["task=reverse", "train.steps=20", "logger=none", "train.progress=false", "threads=1",
         "train.batch_size=8", "train.eval_batches=1"]
@@ -73,6 +74,7 @@ def _wait_for_checkpoints(root: Path, n: int, proc: subprocess.Popen, timeout: f
 
 
 # -- 1. data corrupted, exit 0 ------------------------------------------------------------------
+@pytest.mark.slow
 def test_1_a_rerun_without_summary_starts_over_and_writes_each_step_once(tmp_path):
     out = tmp_path / "run"
     first = run_cli("warmup_lab.train", [*BASE, f"out={out}"], cwd=tmp_path)
@@ -86,6 +88,7 @@ def test_1_a_rerun_without_summary_starts_over_and_writes_each_step_once(tmp_pat
     assert _summary(out)["final_train_loss"] == before["final_train_loss"]
 
 
+@pytest.mark.slow
 def test_2_two_processes_on_one_run_dir_give_one_intact_result(tmp_path):
     args = [*BASE, "train.steps=300", f"runs_root={tmp_path / 'runs'}"]
     procs = [_popen(args, tmp_path) for _ in range(2)]
@@ -163,6 +166,7 @@ def test_2_sigterm_to_the_sweep_script_stops_hydra_and_every_worker(tmp_path):
     assert len(stopped) == 2 and {s["status"] for s in stopped} == {runs.PREEMPTED}, stopped
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change", ["optimizer.lr=0.01", "model.d_model=32"])
 def test_3_out_reused_by_another_config_is_refused_and_nothing_is_touched(tmp_path, change):
     out = tmp_path / "run"
@@ -175,6 +179,7 @@ def test_3_out_reused_by_another_config_is_refused_and_nothing_is_touched(tmp_pa
     assert _snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_3_a_multirun_with_a_fixed_out_is_refused(tmp_path):
     proc = run_cli("warmup_lab.train", ["-m", *BASE, f"out={tmp_path / 'run'}", "optimizer.lr=1e-3,1e-2"], cwd=tmp_path)
     assert proc.returncode == EXIT_CONFIG and "multirun" in _one_line(proc)
@@ -205,6 +210,7 @@ def test_4_8_9_bad_values_are_refused_at_config_time(tmp_path, override, key, ex
     assert not root.exists()
 
 
+@pytest.mark.slow
 def test_4_8_a_refusal_through_the_cli_is_one_line_and_leaves_no_directory(tmp_path):
     proc = run_cli("warmup_lab.train", [*BASE, "+optimizer.lrr=1"], cwd=tmp_path)
     assert proc.returncode == EXIT_CONFIG and "optimizer.lrr" in _one_line(proc)
@@ -217,7 +223,7 @@ def test_4_every_schedule_and_experiment_preset_still_composes():
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         for path in sorted((CONF_DIR / "schedule").glob("*.yaml")):
             if not path.name.startswith("_"):
-                _validate(compose("train", overrides=[f"schedule={path.stem}", "logger=none"]))
+                validate(compose("train", overrides=[f"schedule={path.stem}", "logger=none"]))
         for path in sorted((CONF_DIR / "experiment").glob("*/*.yaml")):
             exp = f"experiment={path.parent.name}/{path.stem}"
             cfg = compose("train", overrides=[exp], return_hydra_config=True)
@@ -225,11 +231,11 @@ def test_4_every_schedule_and_experiment_preset_still_composes():
             validated[exp] = str(swept).split(",") if swept is not None else []
             with open_dict(cfg):
                 del cfg["hydra"]  # what compose() leaves without return_hydra_config
-            _validate(cfg)
+            validate(cfg)
             for setting in validated[exp]:  # as the sweep's override does: the schedule keys follow by ${pick:}
                 cfg.warmup_setting = setting
                 assert cfg.schedule.warmup == setting.split("@")[0], (exp, setting)
-                _validate(cfg)
+                validate(cfg)
     # the swept values, not the presets' single defaults, were checked (a first-match parser read `none@0`)
     for part in ("pre_vs_post_ln", "warmup_range"):
         assert len(validated[f"experiment=mechanisms/{part}"]) > 1 and "none@0" in validated[f"experiment=mechanisms/{part}"]
@@ -268,6 +274,7 @@ def test_9_a_short_text_file_names_both_fixes(tmp_path):
 
 
 # -- 6. W&B never costs the results or the clock ------------------------------------------------
+@pytest.mark.slow
 def test_6_unreachable_online_wandb_falls_back_to_offline_in_the_run_dir(tmp_path):
     out = tmp_path / "run"
     env = {"WANDB_MODE": "online", "WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
@@ -280,6 +287,7 @@ def test_6_unreachable_online_wandb_falls_back_to_offline_in_the_run_dir(tmp_pat
 
 
 # -- 8. clean failures: disk full, read-only, Ctrl-C ---------------------------------------------
+@pytest.mark.slow
 def test_8_disk_full_at_a_checkpoint_is_one_line_an_error_summary_and_no_tmp(tmp_path):
     """/dev/full answers every write with ENOSPC: the checkpoint's temporary file is pointed at it."""
     out = tmp_path / "run"
@@ -305,6 +313,7 @@ def immutable_dir(tmp_path):
     subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
+@pytest.mark.slow
 def test_8_a_read_only_runs_root_is_one_line(tmp_path, immutable_dir):
     proc = run_cli("warmup_lab.train", [*BASE, f"runs_root={immutable_dir}"], cwd=tmp_path)
     line = _one_line(proc)
@@ -363,6 +372,7 @@ def test_8_submitit_preemption_checkpoints_requeues_and_resumes_exactly(tmp_path
 
 
 # -- 10. clutter and permissions ----------------------------------------------------------------
+@pytest.mark.slow
 def test_10_out_creates_nothing_else_and_files_follow_the_umask(tmp_path):
     cwd, out = tmp_path / "cwd", tmp_path / "run"
     cwd.mkdir()

@@ -18,7 +18,7 @@ from warmup_lab.models import MLP
 from warmup_lab.sharpness import initial_sharpness, lr_from_sharpness_units, resolve_lr_units
 from warmup_lab.tasks.base import Task
 from warmup_lab.tasks.image import make_loss, per_sample_loss
-from warmup_lab.trainer import train
+from warmup_lab.job import train
 
 GD = ["experiment=mechanisms/catapult", "data.subset=100", "model.width=16", "train.steps=20", "sharpness.every=0",
       "train.progress=false", "hydra/launcher=basic"]
@@ -117,6 +117,7 @@ def test_mlp_shapes_and_init_scale():
         assert net.readout.weight.std().item() == pytest.approx(1 / math.sqrt(512), rel=0.05)
 
 
+@pytest.mark.slow
 def test_bad_loss_or_sharpness_units_is_one_clear_line(tmp_path):
     with pytest.raises(ConfigError, match="task.loss"):
         train(make_cfg(GD + ["task.loss=hinge"]), tmp_path / "a")

@@ -21,6 +21,7 @@ def _read(path):
     return [(int(s), float(v)) for s, v in rows[1:]]
 
 
+@pytest.mark.slow
 def test_cli_matches_hf_cosine_with_warmup(tmp_path):
     out = tmp_path / "curve"
     res = run_cli("warmup_lab.lr_curve", ["schedule=linear_cosine", "schedule.warmup_steps=100", "train.steps=1000",
@@ -39,6 +40,7 @@ def test_cli_matches_hf_cosine_with_warmup(tmp_path):
     assert (out / "lr_curve.png").stat().st_size > 5_000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,field", [
     (["schedule.warmup=linearr"], "schedule.warmup"),
     (["schedule.warmup_steps=5000"], "schedule.warmup_steps"),

@@ -12,7 +12,7 @@ from warmup_lab import runs
 from warmup_lab.mechanisms import (CATAPULT, DIVERGED, LAZY, build_report, ffn_grad_norms, largest_trainable,
                                    late_sharpness_ratio, load_runs, phase, phase_boundaries, preln_table, rise_ratio)
 from warmup_lab.summary import write_summary
-from warmup_lab.trainer import train
+from warmup_lab.job import train
 
 TINY = ["data.subset=100", "model.width=32", "train.progress=false", "hydra/launcher=basic"]
 
@@ -85,6 +85,7 @@ def test_pre_ln_gradient_at_the_last_layer_shrinks_with_depth_post_ln_does_not()
     assert last("post", 24) > last("pre", 24)
 
 
+@pytest.mark.slow
 def test_load_runs_skips_other_experiments_and_the_cli_rejects_a_missing_root(tmp_path):
     train(make_cfg(["task=digits", "model=mlp", "data.size=8", "train.full_batch=true", "train.steps=3",
                     "logger=none", "train.progress=false", "name=other"]), tmp_path / "sweeps" / "other")

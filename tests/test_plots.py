@@ -13,7 +13,7 @@ import pytest
 from conftest import make_cfg
 from warmup_lab import archive, plots, runs, stability
 from warmup_lab.report import build_report
-from warmup_lab.trainer import train
+from warmup_lab.job import train
 
 LRS = (0.01, 0.02, 0.04, 0.08)
 CRITERIA = ("plain", "loss_frac_0.5")

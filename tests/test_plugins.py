@@ -6,6 +6,7 @@ naming the key, the value and the fix, with nothing written.
 
 from __future__ import annotations
 
+import math
 import textwrap
 
 import pytest
@@ -15,7 +16,7 @@ from conftest import FAST, REPO_ROOT, make_cfg, run_cli
 from warmup_lab import runs
 from warmup_lab.errors import ConfigError
 from warmup_lab.summary import read_summary
-from warmup_lab.trainer import train
+from warmup_lab.job import train
 
 EXAMPLES = REPO_ROOT / "examples"
 MIXER = ["task=digits", "model=custom", "model._target_=mixer.MLPMixer", "+model.dim=16", "+model.depth=1"]
@@ -185,3 +186,22 @@ def test_a_bad_plugin_on_the_command_line_prints_one_line_and_exits_2(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "task._target_='no_such_module.build'" in lines[0], proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "radam", "gi_adam"])
+def test_a_model_plugin_trains_with_every_optimizer_and_the_sharpness_monitor(plugin_path, tmp_path, optimizer):
+    cfg = make_cfg([*MIXER, *FAST, f"optimizer={optimizer}", "schedule=untuned_linear_cosine"
+                    if optimizer != "sgd" else "schedule=wsd", "sharpness.every=3", "sharpness.iters=3"])
+    summary = train(cfg, tmp_path / "run")
+    assert summary["status"] in runs.FINISHED_STATUSES and summary["optimizer"] == optimizer
+    assert len(summary["sharpness"]) >= 2 and all(math.isfinite(r["sharpness"]) for r in summary["sharpness"])
+
+
+def test_a_task_plugins_runs_make_a_report(plugin_path, tmp_path):
+    from warmup_lab.report import build_report
+
+    for lr in ("3e-3", "3e-1"):
+        train(make_cfg([*GRU, *FAST, "optimizer=adamw", f"optimizer.lr={lr}"]), tmp_path / "runs" / lr)
+    out = build_report([tmp_path / "runs"], tmp_path / "report")
+    text = (out / "report.md").read_text()
+    assert "gru_charlm" in text and list(out.glob("*.png"))

@@ -9,7 +9,7 @@ from conftest import FAST, make_cfg
 from warmup_lab.data import pysource
 from warmup_lab.errors import ConfigError, DataMissingError
 from warmup_lab.tasks import build_task
-from warmup_lab.trainer import train
+from warmup_lab.job import train
 
 
 def write_lib(root: Path) -> Path:

@@ -193,6 +193,7 @@ def test_single_lr_skips_lr_figures_cleanly(tmp_path: Path) -> None:
     assert (out / "lr_curves_digits_adamw.png").exists()
 
 
+@pytest.mark.slow
 def test_cli_default_out_and_no_summaries(sweep: Path, tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "warmup_lab.report", str(sweep)], cwd=tmp_path,
                         capture_output=True, text=True, timeout=120)

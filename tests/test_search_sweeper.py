@@ -19,6 +19,8 @@ from warmup_lab import runs, stability
 from warmup_lab.search import predicted_probes
 from warmup_lab.summary import read_summary
 
+pytestmark = pytest.mark.slow  # every test here starts interpreters: a sweep, a launcher, or both
+
 APP = '''
 from pathlib import Path
 import hydra

@@ -17,6 +17,8 @@ from warmup_lab import runs
 from warmup_lab.summary import is_finished, read_summary
 from wandb_io import find_run_files, read_run, wait_complete
 
+pytestmark = pytest.mark.slow  # every test here starts interpreters: a sweep, a launcher, or both
+
 TINY = ["task=modadd", "train.steps=4", "train.batch_size=8", "train.eval_batches=1", "train.checkpoint_every=0",
         "train.progress=false", "threads=1"]
 LAUNCHERS = {

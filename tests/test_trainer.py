@@ -17,7 +17,7 @@ import torch
 
 from conftest import FAST, make_cfg, run_cli
 from warmup_lab import runs
-from warmup_lab.trainer import train
+from warmup_lab.job import train
 from wandb_io import find_run_files, read_run, wait_complete
 
 TASKS = {
@@ -150,6 +150,7 @@ def _compare(a: dict, b: dict) -> None:
     assert {k: v for k, v in a.items() if k not in TIMING_KEYS} == {k: v for k, v in b.items() if k not in TIMING_KEYS}
 
 
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes_and_matches_the_uninterrupted_run(tmp_path):
     args = ["task=modadd", "train.steps=400", "train.checkpoint_every=20", "train.eval_every=100",
             "train.progress=false", "logger=none", "schedule.warmup_steps=50"]
@@ -176,6 +177,7 @@ def test_a_run_killed_with_sigkill_resumes_and_matches_the_uninterrupted_run(tmp
     assert (tmp_path / "whole" / "eval.csv").read_text() == (out / "eval.csv").read_text()
 
 
+@pytest.mark.slow
 def test_cli_run_names_its_directory_by_config_hash_and_bad_input_is_one_line(tmp_path):
     ok = run_cli("warmup_lab.train", ["task=modadd", "train.steps=5", "logger=none", "train.progress=false",
                                       f"runs_root={tmp_path}/runs"], cwd=tmp_path)

@@ -8,7 +8,7 @@ from conftest import FAST, make_cfg, run_cli
 from warmup_lab import runs
 from warmup_lab.schedules import schedule_from_cfg
 from warmup_lab.summary import read_summary
-from warmup_lab.trainer import train
+from warmup_lab.job import train
 from wandb_io import find_run_files, read_run, wait_complete
 
 TINY = ["task=modadd", *FAST, "logger=wandb"]

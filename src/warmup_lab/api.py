@@ -69,7 +69,7 @@ def run(overrides: Overrides = (), out: str | Path | None = None) -> dict[str, A
     """Train (or resume, or skip if finished) one run; returns its summary (the dict in summary.json).
 
     Without `out` the run lives in runs/<name>-<config hash> under the current directory, like the CLI's."""
-    from warmup_lab.trainer import train
+    from warmup_lab.job import train
 
     return train(compose(overrides), Path(out) if out is not None else None)
 

@@ -81,7 +81,7 @@ COMMANDS = {
 def train_main() -> object:
     """`python -m warmup_lab.train`'s entry: stop with a launcher that started us, checks, then Hydra."""
     from warmup_lab import train
-    from warmup_lab.trainer import LAUNCHER_PID_ENV, stop_with_launcher
+    from warmup_lab.lifecycle import LAUNCHER_PID_ENV, stop_with_launcher
 
     stop_with_launcher()
     os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # the workers of our launcher stop with us
@@ -117,8 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {ConfigError('command', name, 'one of ' + ', '.join(COMMANDS))}", file=sys.stderr)
         return 2
     cmd = COMMANDS[name]
-    prefix = [a for a in cmd.prefix if a not in rest and not (a.startswith("hydra/sweeper=")
-                                                              and any(r.startswith("hydra/sweeper=") for r in rest))]
+    given = {a.split("=", 1)[0] for a in rest} | ({"-m"} if "--multirun" in rest else set())
+    prefix = [a for a in cmd.prefix if a.split("=", 1)[0] not in given]  # what the user gave wins
     sys.argv = [f"warmup-lab {name}", *prefix, *rest]
     if cmd.hydra:
         check_argv()

@@ -26,10 +26,10 @@ class SpikeDetector:
     enter the window: a sustained excursion stays one event until the loss is back under the bar.
     """
 
-    ratio: float = 2.0
-    window: int = 20
-    floor: float = 0.05
-    abs_floor: float = 0.0
+    ratio: float            # the settings: detect.spike in conf/train.yaml (their only defaults)
+    window: int
+    floor: float
+    abs_floor: float
     l0: float | None = None
     history: list[float] = field(default_factory=list)
     events: list[dict[str, float]] = field(default_factory=list)
@@ -85,9 +85,9 @@ class SpikeDetector:
 class DivergenceDetector:
     """Divergence: a non-finite loss at once, or loss > factor x l0 (or `ceiling`) for `patience` steps."""
 
-    factor: float = 10.0
-    patience: int = 3
-    ceiling: float | None = None
+    factor: float           # the settings: detect.divergence in conf/train.yaml
+    patience: int
+    ceiling: float | None
     l0: float | None = None
     streak: int = 0
     diverged_step: int | None = None
@@ -116,9 +116,9 @@ class CatapultDetector:
     The minimum is floored at `floor` x l0 so that noise on a near-zero loss is not read as a catapult.
     """
 
-    rise: float = 2.0
-    recover: float = 1.2
-    smooth: int = 5
+    rise: float             # the settings: detect.catapult in conf/train.yaml
+    recover: float
+    smooth: int = 5         # part of the definition, not a setting
     floor: float = 0.05
     recent: list[float] = field(default_factory=list)
     best: float | None = None
@@ -169,10 +169,10 @@ class Monitor:
                 "no longer exists: the first steps are watched against l0; drop it (detect.spike.floor sets the noise floor)")
         require(float(div["factor"]) > 1, "detect.divergence.factor", div["factor"], "must be > 1")
         require(int(div["patience"]) >= 1, "detect.divergence.patience", div["patience"], "must be >= 1")
-        check_failed_rule(detect.get("failed") or {})
-        self.spikes = SpikeDetector(float(spike["ratio"]), int(spike["window"]), float(spike.get("floor", 0.05)),
-                                    float(spike.get("abs_floor", 0.0)))
-        ceiling = div.get("ceiling")
+        check_failed_rule(detect["failed"])
+        self.spikes = SpikeDetector(float(spike["ratio"]), int(spike["window"]), float(spike["floor"]),
+                                    float(spike["abs_floor"]))
+        ceiling = div["ceiling"]
         self.divergence = DivergenceDetector(
             float(div["factor"]), int(div["patience"]), None if ceiling is None else float(ceiling)
         )
@@ -208,7 +208,7 @@ def check_failed_rule(failed: Mapping[str, Any]) -> None:
         require(failed.get(old) is None, f"detect.failed.{old}", failed.get(old),
                 "held-out accuracy no longer judges stability by default; drop it, or opt in with "
                 "detect.failed.heldout: {min_acc: X, why: '<reason>'}")
-    heldout = failed.get("heldout")
+    heldout = failed["heldout"]
     if heldout is not None:
         require(heldout.get("min_acc") is not None, "detect.failed.heldout.min_acc", heldout.get("min_acc"),
                 "set the held-out accuracy bar, or drop detect.failed.heldout")
@@ -223,9 +223,9 @@ def failed_to_train(final_loss: float, l0: float, final_acc: float | None, faile
     held-out accuracy below `min_acc` also fails); the stricter bars on the training loss are post-hoc
     criteria in warmup_lab.stability, so one set of runs is judged under all of them.
     """
-    if not math.isfinite(final_loss) or final_loss >= l0 - float(failed.get("loss_margin") or 0.0):
+    if not math.isfinite(final_loss) or final_loss >= l0 - float(failed["loss_margin"]):
         return True
-    heldout = failed.get("heldout")
+    heldout = failed["heldout"]
     if heldout is None or final_acc is None:
         return False
     return final_acc < float(heldout["min_acc"])

@@ -8,8 +8,10 @@ saved (re-run to resume; EX_TEMPFAIL); 130 stopped by Ctrl-C.
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,6 +38,21 @@ class OutputError(RuntimeError):
 
 
 USER_ERRORS = (ConfigError, DataMissingError, OutputError)
+
+# A write that failed because of where the run lives: one line naming the path and the fix.
+_ROOM = "free space there, or set out=/runs_root= to a disk with room"
+_WRITABLE = "set out= or runs_root= to a writable directory"
+_OUTPUT_ERRNOS = {errno.ENOSPC: _ROOM, errno.EDQUOT: _ROOM,
+                  errno.EFBIG: "the file size limit (ulimit -f) was reached; raise it or set out=/runs_root=",
+                  errno.EROFS: _WRITABLE, errno.EACCES: _WRITABLE, errno.EPERM: _WRITABLE}
+
+
+def output_error(err: OSError, where: Path) -> OutputError | None:
+    """The one-line OutputError for a write that failed for lack of room or permission, else None."""
+    fix = _OUTPUT_ERRNOS.get(err.errno or 0)
+    if fix is None:
+        return None
+    return OutputError(f"cannot write {err.filename or where}: {err.strerror}; {fix}")
 
 
 def exit_on_user_error(fn: F) -> F:

@@ -16,6 +16,7 @@ from warmup_lab import runs
 
 STEP_COLUMNS = ("step", "loss", "lr", "grad_norm", "spike")
 SHARPNESS_FILE = "sharpness.csv"
+FINAL_LOSS_WINDOW = 10  # final_train_loss = mean of the last 10 training losses (the tail kept in memory)
 
 
 def eval_due(done: int, total: int, every: int) -> bool:
@@ -56,13 +57,13 @@ def _truncate(path: Path, last_step: int) -> list[dict[str, str]]:
 class MetricsFile:
     """metrics.csv (step, loss, lr, grad_norm, spike), eval.csv and sharpness.csv of one run."""
 
-    def __init__(self, run_dir: Path, tail: int = 10):
+    def __init__(self, run_dir: Path):
         self.run_dir = run_dir
         self._steps: list[tuple[int, float, float, float, int]] = []
         self._evals: list[dict[str, Any]] = []
         self._sharp: list[dict[str, Any]] = []
         self._mirror: list[dict[str, Any]] = []
-        self._tail: deque[float] = deque(maxlen=tail)
+        self._tail: deque[float] = deque(maxlen=FINAL_LOSS_WINDOW)
 
     def add_step(self, step: int, loss: float, lr: float, grad_norm: float, spike: bool) -> None:
         self._steps.append((step, loss, lr, grad_norm, int(spike)))
@@ -82,8 +83,9 @@ class MetricsFile:
         rows, self._mirror = self._mirror, []
         return rows
 
-    def last_losses(self, n: int) -> list[float]:
-        return list(self._tail)[-n:]
+    def final_losses(self) -> list[float]:
+        """The last FINAL_LOSS_WINDOW training losses (fewer in a shorter run), which final_train_loss averages."""
+        return list(self._tail)
 
     def flush(self) -> None:
         _append(self.run_dir / runs.METRICS_FILE, [dict(zip(STEP_COLUMNS, r)) for r in self._steps])
@@ -98,4 +100,4 @@ class MetricsFile:
         _truncate(self.run_dir / runs.EVAL_FILE, next_step)
         _truncate(self.run_dir / SHARPNESS_FILE, next_step)
         self._tail.clear()
-        self._tail.extend(float(r["loss"]) for r in kept[-(self._tail.maxlen or 0):])
+        self._tail.extend(float(r["loss"]) for r in kept[-FINAL_LOSS_WINDOW:])

@@ -114,7 +114,7 @@ def run_preset(preset: str, launcher: str, extra: list[str]) -> int:
     runs save a checkpoint at their next step and exit. If this script dies without forwarding
     (SIGKILL), Hydra and its workers notice their parent is gone and do the same (train.py).
     """
-    from warmup_lab.trainer import LAUNCHER_PID_ENV
+    from warmup_lab.lifecycle import LAUNCHER_PID_ENV
 
     cmd = [sys.executable, "-m", "warmup_lab.train", "-m", f"experiment={preset}", "train.progress=false", *extra]
     if launcher != "preset":

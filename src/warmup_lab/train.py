@@ -35,7 +35,8 @@ def _run_dir(cfg: DictConfig) -> Path:
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
-    from warmup_lab.trainer import Stopped, exit_process, stop_with_launcher, train
+    from warmup_lab.job import train
+    from warmup_lab.lifecycle import Stopped, exit_process, stop_with_launcher
 
     if cfg.get("out") and HydraConfig.get().mode == RunMode.MULTIRUN:
         raise ConfigError("out", cfg.out, "a multirun gives each job its own directory: drop out= (set runs_root=)")
@@ -61,7 +62,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    from warmup_lab.trainer import LAUNCHER_PID_ENV, stop_with_launcher
+    from warmup_lab.lifecycle import LAUNCHER_PID_ENV, stop_with_launcher
 
     stop_with_launcher()  # started by scripts/sweep.py: stop with it
     os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # the workers of our launcher stop with us

@@ -135,6 +135,110 @@ def _refuse_unread(given: dict[str, Any], warmup: str, decay: str) -> None:
                                           f"{', '.join(reads)}")
 
 
+def _beta2(warmup: str, betas: Any) -> float | None:
+    """Adam's beta2 when the warmup takes its length from it (pytorch-warmup's shapes), else None."""
+    if warmup not in PYTORCH_WARMUP:
+        return None
+    require(betas is not None, "optimizer.betas", betas,
+            f"warmup={warmup} sets its length from Adam's beta2; this optimizer has no betas (SGD?): "
+            "use warmup=linear with warmup_steps, or an Adam-family optimizer")
+    require(isinstance(betas, (list, tuple)) and len(betas) == 2, "optimizer.betas", betas,
+            "must be a pair [beta1, beta2]")
+    beta2 = _number("", betas[1], lo=0.0, hi=1.0, lo_open=True, field="optimizer.betas[1]")
+    require(beta2 < 1.0, "optimizer.betas[1]", beta2, "must be < 1 for an untuned warmup")
+    if warmup == "radam":
+        require(beta2 > 0.6, "optimizer.betas[1]", beta2, "radam warmup needs beta2 > 0.6 (as pytorch-warmup)")
+    return beta2
+
+
+def _composition(c: dict[str, Any], warmup: str) -> tuple[str, str]:
+    """(compose, step0): how warmup and decay combine, and the step-0 convention (auto from the shape)."""
+    compose = c["compose"] if c["compose"] is not None else ("multiply" if warmup in PYTORCH_WARMUP else "sequential")
+    require(compose in COMPOSE, _f("compose"), compose, f"must be null (auto) or one of {', '.join(COMPOSE)}")
+    require(not (warmup in NEVER_REACH_PEAK and compose != "multiply"), _f("compose"), compose,
+            f"{warmup} only approaches the peak asymptotically, so it must multiply the decay (compose=multiply)")
+    step0 = c["step0"] if c["step0"] is not None else ("shifted" if warmup in PYTORCH_WARMUP else "zero")
+    require(step0 in STEP0, _f("step0"), step0, "must be null (auto), zero (lr(0)=init_lr, HF) or shifted ((t+1)/T_w)")
+    return compose, step0
+
+
+def _warmup_steps(c: dict[str, Any], warmup: str, total: int, beta2: float | None, compose: str) -> tuple[int, str]:
+    """T_w and the rule that set it, checked against T."""
+    tw, rule = _warmup_length(c, warmup, total, beta2)
+    if warmup in PYTORCH_WARMUP:
+        require(tw <= total or compose == "multiply", "optimizer.betas[1]", beta2,
+                f"{warmup}'s length {rule}={tw} exceeds train.steps={total} with compose={compose}")
+    else:
+        require(tw <= total, _f("warmup_steps"), tw, f"must be <= train.steps={total} (0 <= T_w <= T)")
+    return tw, rule
+
+
+def _milestones(c: dict[str, Any], total: int, start: int) -> list[int]:
+    if c["milestones"] is None:
+        return sorted({m for m in (total // 2, (3 * total) // 4) if m > start})
+    ms = c["milestones"]
+    require(isinstance(ms, (list, tuple)) and len(ms) > 0, _f("milestones"), ms,
+            "must be a non-empty list of training steps")
+    ms = [_number("milestones", m, lo=start + 1, hi=total, integer=True) for m in ms]
+    require(ms == sorted(set(ms)), _f("milestones"), ms, "must be strictly increasing")
+    return ms
+
+
+def _shape_params(c: dict[str, Any], decay: str, total: int, tw: int, compose: str) -> dict[str, Any]:
+    """The warmup and decay shape parameters, checked and with their automatic values filled in."""
+    start = 0 if compose in ("multiply", "overlay") else tw  # where the decay's progress starts
+    cyc = c["cycles"] if c["cycles"] is not None else CYCLES_DEFAULT.get(decay, 0.5)
+    require(isinstance(c["exp_normalize"], bool), _f("exp_normalize"), c["exp_normalize"], "must be true or false")
+    p: dict[str, Any] = {
+        "cycles": _number("cycles", cyc, lo=0.0, lo_open=True),
+        "t0": None if c["t0"] is None else _number("t0", c["t0"], lo=1, integer=True),
+        "t_mult": _number("t_mult", c["t_mult"], lo=1, integer=True),
+        "power": _number("power", c["power"], lo=0.0, lo_open=True),
+        "gamma": _number("gamma", c["gamma"], lo=0.0, lo_open=True),
+        "exp_rate": _number("exp_rate", c["exp_rate"], lo=0.0, lo_open=True),
+        "exp_normalize": c["exp_normalize"],
+        "warmup_power": _number("warmup_power", c["warmup_power"], lo=0.0, lo_open=True),
+        "decay_rate": 0.01 ** (1.0 / max(1, total - start)) if c["decay_rate"] is None  # falls 100x over the decay
+        else _number("decay_rate", c["decay_rate"], lo=0.0, hi=1.0, lo_open=True),
+        "timescale": (start or 10_000) if c["timescale"] is None
+        else _number("timescale", c["timescale"], lo=1, integer=True),
+        "d_model": None if c["d_model"] is None else _number("d_model", c["d_model"], lo=1, integer=True),
+        "decay_ratio": _number("decay_ratio", c["decay_ratio"], lo=0.0, hi=1.0),
+        "noam_w": tw,
+        "milestones": _milestones(c, total, start),
+    }
+    p["decay_steps"] = int(math.floor(p["decay_ratio"] * total))
+    if decay == "wsd":
+        require(p["decay_steps"] <= total - start, _f("decay_ratio"), c["decay_ratio"],
+                f"decay phase floor(decay_ratio*T)={p['decay_steps']} overlaps the warmup (T={total}, T_w={start})")
+    require(c["wsd_decay"] in WSD_DECAYS, _f("wsd_decay"), c["wsd_decay"], f"must be one of {', '.join(WSD_DECAYS)}")
+    p["wsd_decay"] = c["wsd_decay"]
+    return p
+
+
+def _levels(c: dict[str, Any], warmup: str, decay: str, target: float, tw: int,
+            p: dict[str, Any]) -> tuple[float, float, float]:
+    """(peak, init, min) LRs; puts the polynomial's end_lr and the loss threshold into `p`."""
+    peak = target  # optimizer.lr, except noam with d_model (optimizer.lr is then Noam's scale factor)
+    if decay == "noam" and p["d_model"] is not None:
+        peak = target * p["d_model"] ** -0.5 * max(tw, 1) ** -0.5
+    init = _absolute_or_ratio(c, "init_lr", peak)
+    require(init <= peak, _f("init_lr"), init, f"must be in [0, peak lr {peak:g}]")
+    min_lr = _absolute_or_ratio(c, "min_lr", peak)
+    require(min_lr <= peak, _f("min_lr"), min_lr, f"must be in [0, peak lr {peak:g}] (optimizer.lr={target:g})")
+    p["end_lr"] = None if c["end_lr"] is None else _number("end_lr", c["end_lr"], lo=0.0, hi=peak)
+    if warmup in ("geometric", "constant") and tw > 0:
+        require(init > 0, _f("init_lr"), init,
+                f"warmup={warmup} starts from init_lr, so it must be > 0 (e.g. schedule.init_lr_ratio=0.1)")
+    hold = c["hold_until_loss"]
+    if hold is not None:
+        require(warmup == "constant", _f("hold_until_loss"), hold,
+                f"only the constant warmup is released by a loss threshold (warmup={warmup})")
+        hold = _number("hold_until_loss", hold, lo=0.0, lo_open=True)
+    p["hold_until_loss"] = hold
+    return peak, init, min_lr
+
+
 def build_schedule(cfg_schedule: Any, total_steps: int, target_lr: float,
                    betas: tuple[float, float] | list[float] | None = None) -> Schedule:
     """Validate the `schedule` group (all of it, now) and return the Schedule it describes."""
@@ -149,97 +253,15 @@ def build_schedule(cfg_schedule: Any, total_steps: int, target_lr: float,
     require(warmup in WARMUPS, _f("warmup"), warmup, f"must be one of {', '.join(WARMUPS)}")
     require(decay in DECAYS, _f("decay"), decay, f"must be one of {', '.join(DECAYS)}")
     _refuse_unread(given, warmup, decay)
-
-    beta2 = None
-    if warmup in PYTORCH_WARMUP:
-        require(betas is not None, "optimizer.betas", betas,
-                f"warmup={warmup} sets its length from Adam's beta2; this optimizer has no betas (SGD?): "
-                "use warmup=linear with warmup_steps, or an Adam-family optimizer")
-        require(isinstance(betas, (list, tuple)) and len(betas) == 2, "optimizer.betas", betas,
-                "must be a pair [beta1, beta2]")
-        beta2 = _number("", betas[1], lo=0.0, hi=1.0, lo_open=True, field="optimizer.betas[1]")
-        require(beta2 < 1.0, "optimizer.betas[1]", beta2, "must be < 1 for an untuned warmup")
-        if warmup == "radam":
-            require(beta2 > 0.6, "optimizer.betas[1]", beta2, "radam warmup needs beta2 > 0.6 (as pytorch-warmup)")
-
-    compose = c["compose"] if c["compose"] is not None else ("multiply" if warmup in PYTORCH_WARMUP else "sequential")
-    require(compose in COMPOSE, _f("compose"), compose, f"must be null (auto) or one of {', '.join(COMPOSE)}")
-    require(not (warmup in NEVER_REACH_PEAK and compose != "multiply"), _f("compose"), compose,
-            f"{warmup} only approaches the peak asymptotically, so it must multiply the decay (compose=multiply)")
-    step0 = c["step0"] if c["step0"] is not None else ("shifted" if warmup in PYTORCH_WARMUP else "zero")
-    require(step0 in STEP0, _f("step0"), step0, "must be null (auto), zero (lr(0)=init_lr, HF) or shifted ((t+1)/T_w)")
-
-    tw, rule = _warmup_length(c, warmup, total, beta2)
-    if warmup in PYTORCH_WARMUP:
-        require(tw <= total or compose == "multiply", "optimizer.betas[1]", beta2,
-                f"{warmup}'s length {rule}={tw} exceeds train.steps={total} with compose={compose}")
-    else:
-        require(tw <= total, _f("warmup_steps"), tw, f"must be <= train.steps={total} (0 <= T_w <= T)")
-
-    p: dict[str, Any] = {}
-    # decay parameters
-    cyc = c["cycles"] if c["cycles"] is not None else CYCLES_DEFAULT.get(decay, 0.5)
-    p["cycles"] = _number("cycles", cyc, lo=0.0, lo_open=True)
-    p["t0"] = None if c["t0"] is None else _number("t0", c["t0"], lo=1, integer=True)
-    p["t_mult"] = _number("t_mult", c["t_mult"], lo=1, integer=True)
-    p["power"] = _number("power", c["power"], lo=0.0, lo_open=True)
-    p["gamma"] = _number("gamma", c["gamma"], lo=0.0, lo_open=True)
-    p["exp_rate"] = _number("exp_rate", c["exp_rate"], lo=0.0, lo_open=True)
-    require(isinstance(c["exp_normalize"], bool), _f("exp_normalize"), c["exp_normalize"], "must be true or false")
-    p["exp_normalize"] = c["exp_normalize"]
-    p["warmup_power"] = _number("warmup_power", c["warmup_power"], lo=0.0, lo_open=True)
-    start = 0 if compose in ("multiply", "overlay") else tw
-    if c["decay_rate"] is None:
-        p["decay_rate"] = 0.01 ** (1.0 / max(1, total - start))  # falls 100x over the decay phase
-    else:
-        p["decay_rate"] = _number("decay_rate", c["decay_rate"], lo=0.0, hi=1.0, lo_open=True)
-    p["timescale"] = (start or 10_000) if c["timescale"] is None else _number("timescale", c["timescale"], lo=1,
-                                                                             integer=True)
-    p["d_model"] = None if c["d_model"] is None else _number("d_model", c["d_model"], lo=1, integer=True)
-    p["decay_ratio"] = _number("decay_ratio", c["decay_ratio"], lo=0.0, hi=1.0)
-    p["decay_steps"] = int(math.floor(p["decay_ratio"] * total))
-    if decay == "wsd":
-        require(p["decay_steps"] <= total - start, _f("decay_ratio"), c["decay_ratio"],
-                f"decay phase floor(decay_ratio*T)={p['decay_steps']} overlaps the warmup (T={total}, T_w={start})")
-    require(c["wsd_decay"] in WSD_DECAYS, _f("wsd_decay"), c["wsd_decay"], f"must be one of {', '.join(WSD_DECAYS)}")
-    p["wsd_decay"] = c["wsd_decay"]
-    p["noam_w"] = tw
-    if c["milestones"] is None:
-        p["milestones"] = sorted({m for m in (total // 2, (3 * total) // 4) if m > start})
-    else:
-        ms = c["milestones"]
-        require(isinstance(ms, (list, tuple)) and len(ms) > 0, _f("milestones"), ms,
-                "must be a non-empty list of training steps")
-        ms = [_number("milestones", m, lo=start + 1, hi=total, integer=True) for m in ms]
-        require(ms == sorted(set(ms)), _f("milestones"), ms, "must be strictly increasing")
-        p["milestones"] = ms
-
-    # the peak: optimizer.lr, except noam with d_model (optimizer.lr is then Noam's scale factor)
-    peak = target
-    if decay == "noam" and p["d_model"] is not None:
-        peak = target * p["d_model"] ** -0.5 * max(tw, 1) ** -0.5
-    init = _absolute_or_ratio(c, "init_lr", peak)
-    require(init <= peak, _f("init_lr"), init, f"must be in [0, peak lr {peak:g}]")
-    min_lr = _absolute_or_ratio(c, "min_lr", peak)
-    require(min_lr <= peak, _f("min_lr"), min_lr, f"must be in [0, peak lr {peak:g}] (optimizer.lr={target:g})")
-    if c["end_lr"] is not None:
-        p["end_lr"] = _number("end_lr", c["end_lr"], lo=0.0, hi=peak)
-    else:
-        p["end_lr"] = None
-    if warmup in ("geometric", "constant") and tw > 0:
-        require(init > 0, _f("init_lr"), init,
-                f"warmup={warmup} starts from init_lr, so it must be > 0 (e.g. schedule.init_lr_ratio=0.1)")
-    hold = c["hold_until_loss"]
-    if hold is not None:
-        require(warmup == "constant", _f("hold_until_loss"), hold,
-                f"only the constant warmup is released by a loss threshold (warmup={warmup})")
-        hold = _number("hold_until_loss", hold, lo=0.0, lo_open=True)
-    p["hold_until_loss"] = hold
+    beta2 = _beta2(warmup, betas)
+    compose, step0 = _composition(c, warmup)
+    tw, rule = _warmup_steps(c, warmup, total, beta2, compose)
+    p = _shape_params(c, decay, total, tw, compose)
+    peak, init, min_lr = _levels(c, warmup, decay, target, tw, p)
     name = c["name"]
     return Schedule(name=None if name is None else str(name), warmup=warmup, decay=decay, total_steps=total,
                     target_lr=target, peak_lr=peak, warmup_steps=tw, warmup_rule=rule, step0=step0,
                     compose=compose, init_lr=init, min_lr=min_lr, params=p, beta2=beta2)
-
 
 
 def schedule_from_cfg(cfg: DictConfig) -> Schedule:

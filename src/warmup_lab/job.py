@@ -1,0 +1,114 @@
+"""One run's life in its directory: skip, own, resume, execute, close with a summary.
+
+trainer.Run is the loop; this module is what surrounds it. The config is validated before anything
+is written; the directory is checked to hold this config's run before anything in it is skipped,
+resumed or overwritten, and owned (locked) for the run's life. Divergence and failure to train are
+results (a status), not errors; an exception inside the run writes status `error` with the message,
+then propagates; a write that fails for lack of space or permission becomes one line (OutputError).
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from warmup_lab import runs
+from warmup_lab.errors import USER_ERRORS, output_error
+from warmup_lab.lifecycle import Stopped
+from warmup_lab.loggers import make_logger
+from warmup_lab.summary import RunSummary, is_finished, read_summary, write_summary
+from warmup_lab.trainer import Run, validate
+
+
+def train(cfg: DictConfig, run_dir: Path | None = None) -> RunSummary:
+    """Run (or resume, or skip if finished) the run `cfg` describes; returns its summary."""
+    run_dir = Path(run_dir) if run_dir is not None else runs.run_dir_for(cfg)
+    try:
+        validate(cfg)
+        done = _finished(cfg, run_dir)  # before the lock: a finished run in a read-only place is still a result
+        if done is not None:
+            return done
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with runs.owned(run_dir):
+                return _finished(cfg, run_dir) or _train_owned(cfg, run_dir)
+        except OSError as err:
+            raise output_error(err, run_dir) or err from None
+    except USER_ERRORS:
+        runs.remove_if_empty(run_dir)  # a rejected config leaves no directory (nor an empty runs_root)
+        if run_dir.parent == Path(str(cfg.runs_root)):
+            runs.remove_if_empty(run_dir.parent)
+        raise
+
+
+def _finished(cfg: DictConfig, run_dir: Path) -> RunSummary | None:
+    """The summary of this config's finished run in `run_dir`, else None; another config's run is an error."""
+    if not run_dir.is_dir():
+        return None
+    runs.check_same_config(run_dir, cfg)
+    done = read_summary(run_dir)
+    if is_finished(done):
+        print(f"skip: {run_dir} already finished ({done['status']})", flush=True)
+        return done
+    return None
+
+
+def _try_write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """The closing summary of a run that stopped early, when the disk still takes it."""
+    try:
+        write_summary(run_dir, summary)
+    except OSError:
+        pass
+
+
+def _train_owned(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    run = Run(cfg, run_dir)
+    with run.stop:  # a stop signal from here on (W&B init included) is acted on at the first step boundary
+        return _execute(cfg, run_dir, run)
+
+
+def _execute(cfg: DictConfig, run_dir: Path, run: Run) -> dict[str, Any]:
+    try:
+        runs.write_config(run_dir, cfg)
+        resumed = run.load_checkpoint()
+        if resumed:
+            print(f"resume: {run_dir} from step {run.start_step}", flush=True)
+        else:
+            run.metrics.truncate(0)  # from step 0: rows a checkpoint-less earlier attempt left are cut
+    except OSError as err:
+        raise output_error(err, run_dir) or err from None
+    config = runs.result_config(cfg)
+    logger = make_logger(cfg, run_dir, config)
+    ok = False
+    stopped: Stopped | None = None
+    closing = {"steps_run": run.start_step, "config_hash": runs.config_hash(cfg)}
+    try:
+        summary = run.execute(logger)
+        summary["resumed_from"] = run.start_step if resumed else None
+        summary["wandb_mode"] = logger.mode
+        logger.log_summary(summary)
+        write_summary(run_dir, summary)
+        if not cfg.train.keep_checkpoint:
+            (run_dir / runs.CHECKPOINT_FILE).unlink(missing_ok=True)
+        ok = True
+        return summary
+    except Stopped as stop:
+        stopped = stop
+        _try_write_summary(run_dir, {**closing, "status": stop.status, "steps_run": stop.step,
+                                     "checkpoint_step": stop.step, "signal": signal.Signals(stop.signum).name})
+        raise
+    except KeyboardInterrupt:
+        _try_write_summary(run_dir, {**closing, "status": runs.INTERRUPTED, "signal": "SIGINT"})
+        raise
+    except Exception as err:
+        _try_write_summary(run_dir, {**closing, "status": runs.ERROR, "error": f"{type(err).__name__}: {err}"})
+        if isinstance(err, OSError):
+            raise output_error(err, run_dir) or err from None
+        raise
+    finally:
+        logger.finish(ok)
+        if stopped is not None:
+            run.stop.chain(stopped.signum)

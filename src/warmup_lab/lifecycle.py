@@ -1,0 +1,99 @@
+"""The process around a run: stop signals, and workers that stop with the process that launched them.
+
+SIGTERM, SIGUSR1 (what SLURM sends before a preemption or time limit) and Ctrl-C are noted by a
+handler and acted on at the next step boundary: the run saves a checkpoint at that step, writes a
+`preempted` / `interrupted` summary and raises `Stopped`; the same command resumes it exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from warmup_lab import runs
+
+LAUNCHER_PID_ENV = "WARMUP_LAB_LAUNCHER_PID"  # set by the command-line process; its workers inherit it
+_launcher = {"watching": False, "gone": False}
+
+
+def stop_with_launcher(poll_s: float = 1.0) -> None:
+    """In a direct child of the launching process: SIGTERM ourselves once that process is gone.
+
+    Loky workers outlive a killed joblib launcher; this makes them stop (a training one checkpoints at
+    its next step boundary, an idle one dies) before a re-run could race them. A process whose parent
+    is not the launcher (the launcher itself, a SLURM job) is left alone.
+    """
+    launcher = os.environ.get(LAUNCHER_PID_ENV, "")
+    if _launcher["watching"] or not launcher.isdigit() or os.getppid() != int(launcher):
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(launcher):
+            time.sleep(poll_s)
+        _launcher["gone"] = True
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-with-launcher", daemon=True).start()
+    _launcher["watching"] = True
+
+
+def exit_process(code: int) -> None:
+    """sys.exit, except in an orphaned worker, where sys.exit would only end the job and leave the process."""
+    if _launcher["gone"]:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+class Stopped(Exception):
+    """A stop signal arrived; the run saved a checkpoint after `step` updates and ends, resumable."""
+
+    def __init__(self, signum: int, step: int):
+        self.signum, self.step = signum, step
+        self.status = runs.INTERRUPTED if signum == signal.SIGINT else runs.PREEMPTED
+        super().__init__(f"{signal.Signals(signum).name} at step {step}")
+
+
+class StopRequest:
+    """Handlers that only note a stop signal; the loop acts on it at the next step boundary.
+
+    A second Ctrl-C stops at once (KeyboardInterrupt). SIGUSR2 is taken too when a handler is already
+    installed for it (submitit's checkpoint-and-requeue): after our checkpoint, `chain()` hands the
+    signal to that handler, so the SLURM job is requeued and resumes from the checkpoint.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def _note(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.signum is None:
+            self.signum = signum
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            wanted = list(self.SIGNALS)
+            if callable(signal.getsignal(signal.SIGUSR2)):
+                wanted.append(signal.SIGUSR2)
+            for sig in wanted:
+                self.previous[sig] = signal.signal(sig, self._note)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():  # kept in self.previous for chain()
+            signal.signal(sig, handler)
+
+    def chain(self, signum: int) -> None:
+        """Pass `signum` on to the handler we replaced (submitit requeues the job there)."""
+        handler = self.previous.get(signum)
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(signum, None)
