@@ -39,20 +39,18 @@ def main(cfg):
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     status = runs.COMPLETED if cfg.optimizer.lr <= cfg.threshold else runs.DIVERGED
     write_summary(run_dir, {"status": status, "target_lr": cfg.optimizer.lr, "seed": cfg.seed,
-                                 "init_loss": 2.0, "final_train_loss": 0.5 if status == runs.COMPLETED else 9.0})
+                            "init_loss": 2.0, "final_train_loss": 0.5 if status == runs.COMPLETED else 9.0})
     return 0.0
 
 if __name__ == "__main__":
     main()
 '''
 CONFIG = '''
+hydra: {sweep: {dir: sweep, subdir: "${hydra.job.override_dirname}"}, job_logging: {root: {level: WARN}},
+        hydra_logging: {root: {level: WARN}}}
 seed: 0
 threshold: 0.01
 optimizer: {lr: 0.001}
-hydra:
-  sweep: {dir: sweep, subdir: "${hydra.job.override_dirname}"}
-  job_logging: {root: {level: WARN}}
-  hydra_logging: {root: {level: WARN}}
 '''
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
