@@ -1,6 +1,6 @@
 """`make bench-report`: the report over a synthetic 10,000-run sweep, and the search's own cost at 1,000 probes.
 
-    python scripts/bench_report.py [--runs 10000] [--sweep DIR] [--probes-settings 72] [--out results/bench_report]
+    python scripts/bench_report.py [--runs 10000] [--sweep DIR] [--probes-settings 108] [--out results/bench_report]
 
 1. Report: a sweep of --runs run directories from scripts/synth_sweep.py (made once under --sweep, kept
    for the next call), then `python -m warmup_lab.report` over it in a child process: its wall time, CPU
@@ -141,6 +141,9 @@ Made by `{command}` on {result['machine']} (load average at the start {result['l
 | CPU time (user + system) | {r['cpu_s']:.1f} s | |
 | peak resident memory | {r['peak_rss_mb']:.0f} MB | <= {r['targets']['peak_rss_mb']} MB |
 
+On a machine shared with other work, wall time is CPU time stretched by the load (a load average of L on
+C cores leaves the report about C/L of them); on an idle machine the wall time is about the CPU time.
+
 The sweep: {r['runs']:,} run directories of {r['steps_per_run']} steps from `scripts/synth_sweep.py` (the
 trainer's own writers; 10 warmup settings x 20 LRs x 50 seeds). Files written: {', '.join(r['files'])}.
 
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=10_000)
     p.add_argument("--sweep", type=Path, default=Path(tempfile.gettempdir()) / "warmup-lab-bench" / "sweep10k")
-    p.add_argument("--probes-settings", type=int, default=72)
+    p.add_argument("--probes-settings", type=int, default=108)
     p.add_argument("--out", type=Path, default=REPO / "results" / "bench_report")
     args = p.parse_args(argv)
     load = os.getloadavg()[0]
