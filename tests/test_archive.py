@@ -54,7 +54,7 @@ def test_curves_and_runs_are_written_as_csv_and_typed_parquet_and_read_back(tmp_
                         "target_lr": [0.1, 0.2, 0.3], "status": runs.COMPLETED, "mixed": [1, "two", None]})
     out = tmp_path / "out"
     out.mkdir()
-    archive.write_runs(res, out)
+    archive.write_runs_parquet(res, out)
     archive.write_curves(res, out, archive.Curves().load(paths))
     parquet = pd.read_parquet(out / archive.CURVES_PARQUET)
     assert len(parquet) == 15 and parquet.dtypes["spike"] == bool and parquet.dtypes["step"] == "int64"

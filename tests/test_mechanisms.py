@@ -113,3 +113,31 @@ def test_the_full_scale_presets_are_cohen_et_al_s_cifar10_5k_setting(part):
     cfg = make_cfg([f"experiment=mechanisms_full/{part}"])
     assert (cfg.task.name, cfg.data.subset, cfg.task.loss, cfg.train.full_batch) == ("cifar10", 5000, "mse", True)
     assert cfg.runs_root == "sweeps/mechanisms_full" and cfg.model.family == "mlp"
+
+
+def test_non_finite_losses_and_sharpness_do_not_crash_the_mechanisms_report(tmp_path):
+    """Runs whose losses are nan or inf from the first step (and a nan sharpness) in every part: the tables
+    and figures are written, the bad runs read as diverged or with NaN cells, nothing raises."""
+    from warmup_lab.record import SHARPNESS_FILE
+
+    root = tmp_path / "sweeps"
+    bad = [math.nan, math.inf, 1.0, math.nan]
+    for i, (part, status, losses) in enumerate([
+            ("eos", runs.COMPLETED, [1.0, 0.5, math.nan, 0.2]), ("catapult", runs.DIVERGED, bad),
+            ("catapult", runs.COMPLETED, [2.0, math.nan, 9.0, 0.5]), ("warmup", runs.DIVERGED, bad),
+            ("warmup", runs.COMPLETED, [1.0, 0.8, 0.5, 0.4]), ("preln", runs.COMPLETED, [math.inf] * 4)]):
+        run_dir = root / f"{part}-{i}"
+        run_dir.mkdir(parents=True)
+        (run_dir / runs.CONFIG_FILE).write_text(f"name: {part}-{i}\nmodel:\n  activation: tanh\n")
+        (run_dir / runs.METRICS_FILE).write_text("step,loss\n" + "".join(f"{t},{x}\n" for t, x in enumerate(losses)))
+        (run_dir / SHARPNESS_FILE).write_text("step,sharpness\n0,nan\n2,3.0\n")
+        write_summary(run_dir, {
+            "status": status, "seed": 0, "norm": "post", "warmup": "linear", "warmup_steps": 10 * i,
+            "target_lr": 0.1 * (i + 1), "train_steps": 4, "init_loss": losses[0], "final_train_loss": losses[-1],
+            "catapult_count": 0, "task_info": {"lr_in_sharpness_units": float(i + 1), "lambda0": 10.0}})
+    out = tmp_path / "results"
+    build_report(root, out)
+    rows = list(csv.DictReader((out / "catapult.csv").open()))
+    assert sorted(r["phase"] for r in rows) == sorted([DIVERGED, CATAPULT])
+    for name in ("eos.csv", "warmup.csv", "pre_vs_post_ln.csv", "report.md"):
+        assert (out / name).stat().st_size > 0, name

@@ -117,7 +117,7 @@ def test_report_tables_numbers_and_figures(sweep: Path, tmp_path: Path, capsys: 
     for section in ("## Runs", "## Final metric over target LR x warmup length", "## Maximum stable LR (eta_max)",
                     "## Divergence and failure rates", "## Loss spikes and catapults", "## LR sensitivity",
                     "## Figures", "did not finish", "RuntimeError: boom", "### P(stable | LR)",
-                    "### Each warmup vs no warmup"):
+                    "### Comparisons: ratio of eta_max", "### LR50 (logistic fit", "exact order-statistic 90% interval"):
         assert section in md
     assert "25 runs (24 finished)" in md and "loss > 2 x the median of the previous 20" in md
     assert md.count("_Status (the plain rule") == 3
@@ -156,7 +156,7 @@ def test_report_tables_numbers_and_figures(sweep: Path, tmp_path: Path, capsys: 
     assert both["censored_seeds"] == "0:above" and both["estimate_censored"] == "above"
     assert both["estimate"] == pytest.approx(math.sqrt(1e-2 * 1e-1))  # >= the midpoint of 0.01 and the bound 0.1
     assert agg.loc[("plain", "constant", 10), ["estimate", "ci_low", "ci_high"]].tolist() == [1e-2, 1e-2, 1e-2]
-    assert ">= 0.0316 [0.01, >= 0.1] n=2 (censored 0:above)" in md
+    assert ">= 0.0316 [0.01, >= 0.1] 50% n=2 (censored 0:above)" in md  # 2 seeds: the range covers 50%
     ps = pd.read_csv(out / stability.P_STABLE_FILE).set_index(["criterion", "warmup", "warmup_steps", "lr"])
     assert ps.loc[("plain", "linear", 50, 1e-3), ["n", "n_stable", "p_stable"]].tolist() == [2, 1, 0.5]
 
@@ -212,3 +212,66 @@ def test_cli_default_out_and_no_summaries(sweep: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main([str(tmp_path / "nowhere")])
     assert exc.value.code == 2
+
+
+def test_a_run_with_non_finite_losses_does_not_crash_the_report(sweep: Path, tmp_path: Path) -> None:
+    """A completed run whose l0 is inf and final loss NaN (in its summary and its curve): every table and
+    figure is written, and the run is judged (unstable under a loss bar), not dropped or raised on."""
+    run_dir = write_run(sweep, "linear", 10, 1e-3, 7)
+    summary = json.loads((run_dir / runs.SUMMARY_FILE).read_text())
+    summary.update(init_loss=math.inf, final_train_loss=math.nan, final_eval_loss=math.inf, final_eval_acc=math.nan)
+    summary.pop("schema", None)
+    write_summary(run_dir, summary)
+    metrics = pd.read_csv(run_dir / runs.METRICS_FILE)
+    metrics.loc[::2, "loss"] = math.nan
+    metrics.loc[1, "loss"] = -math.inf
+    metrics.to_csv(run_dir / runs.METRICS_FILE, index=False)
+    out = build_report([sweep], tmp_path / "out")
+    eta = stability.read_table(out / stability.ETA_FILE)
+    assert 7 in set(eta["seed"])
+    for name in (stability.SUMMARY_FILE, stability.COMPARE_FILE, "table_rates.csv", "loss_curves_digits_adamw.png"):
+        assert (out / name).stat().st_size > 0, name
+
+
+def test_a_report_from_its_own_files_is_identical_and_never_reads_its_output_folder(sweep: Path, tmp_path: Path) -> None:
+    """Committed results redraw anywhere: runs.csv holds no machine path, a report rebuilt from the files
+    alone (no run directories) writes the same bytes, and `--out` with a stale archive is not read."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "curves.csv.gz").write_bytes(b"not a gzip file")  # a stale output must not be an input
+    build_report([sweep], out)
+    text = (out / "runs.csv").read_text()
+    assert str(tmp_path) not in text and "/tmp" not in text
+    committed = tmp_path / "committed"
+    shutil.copytree(out, committed)
+    shutil.rmtree(sweep)
+    again = build_report([committed], tmp_path / "again")
+    for name in ("runs.csv", stability.ETA_FILE, stability.SUMMARY_FILE, stability.COMPARE_FILE,
+                 stability.P_STABLE_FILE, "table_final_metric.csv", "table_rates.csv", "table_spikes.csv",
+                 stability.SENSITIVITY_FILE):
+        assert (again / name).read_bytes() == (committed / name).read_bytes(), name
+    assert pd.read_csv(again / "curves.csv.gz").equals(pd.read_csv(committed / "curves.csv.gz"))
+    assert (again / "loss_curves_digits_adamw.png").stat().st_size > 5000
+
+
+def test_floats_keep_every_digit_through_the_files(tmp_path: Path) -> None:
+    from warmup_lab.archive import read_runs
+    from warmup_lab.report import write_csv
+
+    values = [0.1 + 0.2, 1 / 3, 2.0 ** -40, 123456.78901234567, math.pi * 1e-7]
+    write_csv(pd.DataFrame({"config_hash": ["a", "b", "c", "d", "e"], "x": values}), tmp_path / "runs.csv")
+    assert read_runs([tmp_path])["x"].tolist() == values
+
+
+@pytest.mark.slow
+def test_make_report_on_a_fresh_clone_rebuilds_from_the_committed_results(sweep: Path, tmp_path: Path) -> None:
+    """`make report EXPERIMENT=x` = `warmup-lab sweep x --report-only`: with no sweeps/x (a fresh clone) it
+    reads results/x, and writes the same tables back."""
+    clone = tmp_path / "clone"
+    build_report([sweep], clone / "results" / "warmup_ablation", experiment="warmup_ablation")
+    before = (clone / "results" / "warmup_ablation" / stability.SUMMARY_FILE).read_bytes()
+    done = subprocess.run([sys.executable, "-m", "warmup_lab", "sweep", "warmup_ablation", "--report-only"],
+                          cwd=clone, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "the report is rebuilt from results/warmup_ablation" in done.stdout
+    assert (clone / "results" / "warmup_ablation" / stability.SUMMARY_FILE).read_bytes() == before

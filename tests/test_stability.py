@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import open_dict
 
 from warmup_lab import runs, stability
 from warmup_lab.stability import GridMismatch, eta_max_of
@@ -66,16 +67,26 @@ def test_eta_max_rule_on_monotone_non_monotone_and_censored_probes():
     assert (r["eta_max"], r["hi"], r["n_probes"]) == (0.01, 0.02, 3)
 
 
-def test_bootstrap_ci_is_deterministic_and_contains_the_estimate():
+def test_median_interval_is_the_exact_order_statistic_interval_by_brute_force():
+    """For n seeds, the coverage of [x_(k), x_(n+1-k)] is the share of the 2^n below/above patterns of the seeds
+    around the true median that put it inside: count them one by one, then check the table's edges."""
+    import itertools
+
+    for n in range(1, 13):
+        k, coverage = stability.median_rank(n, 0.9)
+        inside = lambda k: sum(k <= sum(p) <= n - k for p in itertools.product((0, 1), repeat=n)) / 2 ** n
+        assert coverage == pytest.approx(inside(k))
+        assert coverage >= 0.9 or k == 1
+        assert k == 1 or inside(k + 1) < 0.9 or k + 1 > (n + 1) // 2
     per_seed = stability.eta_max_per_seed(stability.judge(pd.DataFrame(grid_probes([0.02, 0.04, 0.04, 0.08, 0.16])),
                                                           ["plain"]))
-    a = stability.eta_max_summary(per_seed)
-    pd.testing.assert_frame_equal(a, stability.eta_max_summary(per_seed))
-    row = a.iloc[0]
-    assert row["estimate"] == 0.04 and row["n_seeds"] == 5 and row["n_probes"] == 30 and row["ci_level"] == 0.9
-    assert row["ci_low"] <= row["estimate"] <= row["ci_high"] and row["ci_low"] < row["ci_high"]
-    wide = stability.eta_max_summary(per_seed, level=0.99).iloc[0]
-    assert wide["ci_low"] <= row["ci_low"] and wide["ci_high"] >= row["ci_high"]
+    row = stability.eta_max_summary(per_seed).iloc[0]
+    assert (row["estimate"], row["ci_low"], row["ci_high"]) == (0.04, 0.02, 0.16)  # 5 seeds: the seed range
+    assert row["ci_coverage"] == pytest.approx(1 - 2 / 32) and row["interval"] == "exact order-statistic"
+    eight = stability.eta_max_per_seed(stability.judge(pd.DataFrame(grid_probes(
+        [0.01, 0.02, 0.02, 0.04, 0.04, 0.08, 0.16, 0.32])), ["plain"]))
+    row = stability.eta_max_summary(eight).iloc[0]
+    assert (row["ci_low"], row["ci_high"]) == (0.02, 0.16) and row["ci_coverage"] == pytest.approx(1 - 2 * 9 / 256)
 
 
 def test_a_censored_seed_is_in_the_aggregate_and_the_csv(tmp_path):
@@ -105,21 +116,32 @@ def test_p_stable_counts_every_probe_of_every_seed():
     assert ps.set_index("lr").loc[0.04, "p_stable"] == pytest.approx(2 / 3)
 
 
-def test_comparison_resolved_only_when_the_interval_excludes_one():
-    base = grid_probes([0.02, 0.02, 0.04, 0.02, 0.04])
-    far = grid_probes([0.16, 0.16, 0.32, 0.16, 0.16], warmup_steps=50)
-    near = grid_probes([0.02, 0.04, 0.02, 0.04, 0.02], warmup_steps=10)
-    comp = stability.tables(pd.DataFrame(base + far + near), criteria=["plain"])[stability.COMPARE_FILE]
-    comp = comp.set_index("warmup_steps")
-    assert comp.loc[50, "ratio"] == 8 and comp.loc[50, "resolved"] and comp.loc[50, "ci_low"] > 1
-    assert comp.loc[10, "ratio"] == 1 and not comp.loc[10, "resolved"]
+def test_comparison_is_resolved_only_when_declared_with_enough_seeds_and_small_holm_p():
+    base = grid_probes([0.02, 0.02, 0.04, 0.02, 0.04, 0.02, 0.02, 0.02])
+    far = grid_probes([0.16] * 8, warmup_steps=50)
+    near = grid_probes([0.02, 0.04, 0.02, 0.04, 0.02, 0.02, 0.04, 0.04], warmup_steps=10)
+    probes = pd.DataFrame(base + far + near)
+    comp = stability.tables(probes, criteria=["plain"])[stability.COMPARE_FILE].set_index("warmup_steps")
+    assert (comp["verdict"] == "exploratory").all() and not comp["resolved"].any()  # nothing declared
+    pairs = stability.Declared(pairs=tuple((tuple(sorted(stability.parse_setting(a).items())),
+                                            tuple(sorted(stability.parse_setting(b).items())))
+                                           for a, b in [("none@0", "linear@50"), ("none@0", "linear@10")]))
+    comp = stability.tables(probes, criteria=["plain"], declared=pairs)[stability.COMPARE_FILE].set_index("warmup_steps")
+    assert comp["paired"].all() and (comp["test"] == "Wilcoxon signed-rank (paired)").all()
+    assert comp.loc[50, "ratio"] == 8 and comp.loc[50, "ci_low"] > 1 and comp.loc[50, "verdict"] == "resolved"
+    assert comp.loc[50, "p_value"] == pytest.approx(2 / 256) and comp.loc[50, "p_holm"] == pytest.approx(4 / 256)
+    assert 0.5 < comp.loc[10, "ratio"] < 2 and comp.loc[10, "verdict"] == "not resolved"
     assert comp.loc[10, "ci_low"] <= 1 <= comp.loc[10, "ci_high"]
-    assert (comp["baseline"] == "warmup=none, warmup_steps=0").all() and (comp["n_seeds_baseline"] == 5).all()
+    assert (comp["baseline"] == "warmup=none, warmup_steps=0").all() and (comp["n_seeds_baseline"] == 8).all()
+    # two seeds a side: never resolved, whatever the p
+    few = pd.DataFrame(grid_probes([0.02, 0.02]) + grid_probes([0.32, 0.32], warmup_steps=50))
+    row = stability.tables(few, criteria=["plain"], declared=pairs)[stability.COMPARE_FILE].iloc[0]
+    assert row["verdict"] == "too few seeds" and not row["resolved"]
 
 
 def test_two_settings_censored_below_everywhere_are_never_resolved():
-    """Every seed of both settings below the grid: the ratio is undetermined, whichever way the bootstrap
-    falls, so neither the estimate nor an interval edge may claim a direction."""
+    """Every seed of both settings below the grid: the ratio is undetermined, whichever way the order statistics
+    fall, so neither the estimate nor an interval edge may claim a direction."""
     base = grid_probes([0.001] * 5)
     other = grid_probes([0.001, 0.001, 0.001, 0.001, 0.04], warmup_steps=60)
     comp = stability.tables(pd.DataFrame(base + other), criteria=["plain"])[stability.COMPARE_FILE].iloc[0]
@@ -153,3 +175,157 @@ def test_probes_from_run_summaries_keep_finished_runs_only():
                        {"status": runs.ERROR, "target_lr": np.nan}])
     probes = stability.probes_from_runs(df)
     assert len(probes) == 1 and probes["seed"].tolist() == [0] and probes["warmup_steps"].tolist() == [10]
+
+
+def _brute_rank_sum_p(a, b):
+    """Two-sided p of the rank-sum statistic by listing every relabelling of the pooled values."""
+    import itertools
+
+    pooled = list(a) + list(b)
+    ranks = {v: np.mean([i + 1 for i, w in enumerate(sorted(pooled)) if w == v]) for v in pooled}
+    mean = len(b) * (len(pooled) + 1) / 2
+    obs = abs(sum(ranks[v] for v in b) - mean)
+    draws = [abs(sum(ranks[pooled[i]] for i in c) - mean) for c in itertools.combinations(range(len(pooled)), len(b))]
+    return sum(d >= obs - 1e-9 for d in draws) / len(draws)
+
+
+def _brute_signed_rank_p(d):
+    import itertools
+
+    d = [x for x in d if x != 0]
+    absd = [abs(x) for x in d]
+    ranks = [np.mean([j + 1 for j, w in enumerate(sorted(absd)) if w == v]) for v in absd]
+    total = sum(ranks)
+    obs = abs(2 * sum(r for r, x in zip(ranks, d) if x > 0) - total)
+    flips = [abs(2 * sum(r for r, s in zip(ranks, signs) if s) - total) for signs in itertools.product((0, 1), repeat=len(d))]
+    return sum(f >= obs - 1e-9 for f in flips) / len(flips)
+
+
+@pytest.mark.parametrize("a,b", [([1, 2, 3], [4, 5, 6]), ([1, 2, 2, 3, 5], [2, 3, 4, 4, 6]),
+                                 ([0.1, 0.2, 0.2, 0.4], [0.2, 0.2, 0.4, 0.8, 0.8, 0.8]), ([3, 1, 2], [2, 2, 1])])
+def test_exact_tests_match_brute_force_enumeration(a, b):
+    got = stability.mann_whitney_exact(np.array(a, float), np.array(b, float))
+    assert got == pytest.approx(_brute_rank_sum_p(a, b))
+    d = np.array(b[:len(a)], float) - np.array(a[:len(b)], float)
+    assert stability.signed_rank_exact(d) == pytest.approx(_brute_signed_rank_p(d.tolist()))
+    scipy_stats = pytest.importorskip("scipy.stats")
+    if len(set(a + b)) == len(a + b):  # scipy's exact distribution assumes no ties
+        assert got == pytest.approx(scipy_stats.mannwhitneyu(b, a, method="exact").pvalue)
+
+
+def test_holm_matches_the_step_down_procedure_it_abbreviates():
+    """Holm's adjusted p of H_i = the smallest alpha at which the step-down procedure (reject the smallest p
+    while p_(j) <= alpha / (m - j)) rejects H_i: found by trying every candidate alpha."""
+    p = [0.01, 0.04, 0.03, 0.005, math.nan, 0.2]
+    family = [x for x in p if not math.isnan(x)]
+    m = len(family)
+
+    def rejected(alpha):
+        out = set()
+        for j, x in enumerate(sorted(family)):
+            if x > alpha / (m - j):
+                break
+            out.add(x)
+        return out
+
+    candidates = sorted({min(1.0, x * c) for x in family for c in range(1, m + 1)} | {1.0})
+    want = [math.nan if math.isnan(x) else min(a for a in candidates if x in rejected(a)) for x in p]
+    got = stability.holm(p)
+    assert np.allclose(got, want, equal_nan=True)
+    assert got.tolist()[:4] == pytest.approx([0.04, 0.09, 0.09, 0.025])  # m = 5: 4 x .01, 3 x .03, 2 x .04 < .09, 5 x .005
+
+
+def test_paired_by_seed_only_when_the_settings_share_their_seeds():
+    a = pd.DataFrame(grid_probes([0.02, 0.04, 0.08, 0.02, 0.04]))
+    b_same = pd.DataFrame(grid_probes([0.04, 0.08, 0.16, 0.04, 0.08], warmup_steps=30))
+    b_other = b_same.assign(seed=b_same["seed"] + 10)
+    per = lambda df: stability.eta_max_per_seed(stability.judge(df, ["plain"]))
+    paired, unpaired = stability.ratio(per(a), per(b_same)), stability.ratio(per(a), per(b_other))
+    assert paired["paired"] and paired["test"].startswith("Wilcoxon") and paired["p_value"] == pytest.approx(2 / 32)
+    assert not unpaired["paired"] and unpaired["test"].startswith("Mann-Whitney")
+    va, vb = np.log([0.02, 0.04, 0.08, 0.02, 0.04]), np.log([0.04, 0.08, 0.16, 0.04, 0.08])
+    assert unpaired["p_value"] == pytest.approx(_brute_rank_sum_p(np.round(va, 9).tolist(), np.round(vb, 9).tolist()))
+    # the paired shift is exactly x2 on every seed: estimate and both interval edges
+    assert (paired["ratio"], paired["ci_low"], paired["ci_high"]) == (2, 2, 2)
+    # unpaired: the Hodges-Lehmann interval holds the pairwise ratios between its order statistics
+    ratios = sorted(np.exp(vb[None, :] - va[:, None]).ravel())
+    assert ratios[0] <= unpaired["ci_low"] <= unpaired["ratio"] <= unpaired["ci_high"] <= ratios[-1]
+
+
+def test_lr50_of_a_logistic_model_recovers_the_true_midpoint():
+    """20 synthetic studies (15 LRs x 40 runs, P(stable) logistic in log LR with midpoint 0.1): each estimate
+    within 15%, and the 90% profile interval holds the truth in most of them."""
+    lrs = np.repeat(np.exp(np.linspace(np.log(0.01), np.log(1.0), 15)), 40)
+    true50, slope, covered = 0.1, -3.0, 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        stable = rng.random(len(lrs)) < 1 / (1 + np.exp(-slope * (np.log(lrs) - np.log(true50))))
+        got = stability.lr50(lrs, stable)
+        assert got["lr50"] == pytest.approx(true50, rel=0.15)
+        assert got["lr50_low"] < got["lr50"] < got["lr50_high"] < 2 * got["lr50_low"]
+        covered += got["lr50_low"] < true50 < got["lr50_high"]
+    assert covered >= 14  # P(Binomial(20, 0.9) < 14) = 0.002
+    # separated outcomes (every seed stable up to 0.04, unstable above): finite, between the two LRs
+    sep = stability.lr50([0.01, 0.02, 0.04, 0.08, 0.16] * 3, [True, True, True, False, False] * 3)
+    assert 0.04 < sep["lr50"] < 0.08 and sep["lr50_low"] < sep["lr50"] < sep["lr50_high"]
+    assert stability.lr50([0.01, 0.02], [True, True])["lr50_censored"] == "above"
+
+
+def test_identical_lr_curves_are_one_arm_and_not_compared():
+    ramp = {0.1: np.linspace(0, 0.1, 20), 0.2: np.linspace(0, 0.2, 20)}
+    curves = {"linear@10": ramp, "untuned_linear@10": {k: v.copy() for k, v in ramp.items()},
+              "none@0": {0.1: np.full(20, 0.1)}}
+    assert stability.one_arm_pairs(curves) == {frozenset(("linear@10", "untuned_linear@10"))}
+    probes = pd.DataFrame(grid_probes([0.02] * 4, warmup_steps=10) +
+                          [{**p, "warmup": "untuned_linear"} for p in grid_probes([0.04] * 4, warmup_steps=10)])
+    keys = stability.setting_keys(probes)
+    ids = [stability.setting_id({"task": "toy", "warmup": w, "warmup_steps": 10}, keys) for w in ("linear", "untuned_linear")]
+    pair = ((("warmup", "linear"), ("warmup_steps", 10)), (("warmup", "untuned_linear"), ("warmup_steps", 10)))
+    comp = stability.tables(probes, keys, ["plain"], declared=stability.Declared(pairs=(pair,)),
+                            one_arm={frozenset(ids)})[stability.COMPARE_FILE].iloc[0]
+    assert comp["verdict"] == "one arm" and comp["one_arm"] and math.isnan(comp["p_value"]) and not comp["resolved"]
+
+
+def test_declared_comparisons_and_selection_are_read_from_the_preset(tmp_path):
+    folder = tmp_path / "experiment" / "toy"
+    folder.mkdir(parents=True)
+    (folder / "a.yaml").write_text("# @package _global_\ncomparisons:\n  - [none@0, cosine@30]\nselected_from: warmup_length\n")
+    (folder / "b.yaml").write_text("comparisons: [[none@0, cosine@30], [linear@30, constant@30@0.1]]\n")
+    got = stability.declared("toy", tmp_path)
+    assert got.selected_from == ("warmup_length",) and len(got.pairs) == 2
+    assert dict(got.pairs[1][1]) == {"warmup": "constant", "warmup_steps": 30}
+    (folder / "c.yaml").write_text("comparisons: [[none, cosine@30]]\n")
+    with pytest.raises(ValueError, match="'none' is not a warmup setting; write shape@T_w"):
+        stability.declared("toy", tmp_path)
+
+
+def test_a_claim_on_seeds_its_lr_was_chosen_from_is_flagged():
+    base, other = grid_probes([0.02] * 4), grid_probes([0.16] * 4, warmup_steps=50)
+    source = pd.DataFrame([{"task": "toy", "seed": s} for s in (0, 1, 9)])
+    pair = ((("warmup", "none"), ("warmup_steps", 0)), (("warmup", "linear"), ("warmup_steps", 50)))
+    comp = stability.tables(pd.DataFrame(base + other), criteria=["plain"], declared=stability.Declared(pairs=(pair,)),
+                            source_runs=source)[stability.COMPARE_FILE].iloc[0]
+    assert comp["reused_seeds"] == "0 1" and comp["verdict"] == "seeds reused" and not comp["resolved"]
+
+
+def test_non_finite_losses_do_not_break_the_tables():
+    probes = pd.DataFrame(grid_probes([0.04, 0.08, 0.04]) + [probe(0.01, final=math.inf, seed=5),
+                                                              probe(0.02, final=math.nan, seed=5)])
+    t = stability.tables(probes, criteria=["plain", "loss_frac_0.5", "near_best_2"])
+    assert set(t[stability.ETA_FILE]["seed"]) == {0, 1, 2, 5}
+    assert stability.lr_sensitivity_table(probes[probes["seed"] != 5]).notna().any().any()
+
+
+def test_a_preset_s_declarations_do_not_change_its_runs_config_hash():
+    from hydra import compose, initialize_config_dir
+
+    from warmup_lab.paths import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=warmup_ablation/resnet", "seed=0"])
+    assert list(cfg.comparisons[0]) == ["none@0", "constant@30@0.1"] and list(cfg.selected_from) == ["warmup_length"]
+    bare = cfg.copy()
+    with open_dict(bare):
+        del bare["comparisons"], bare["selected_from"]
+    assert runs.config_hash(cfg) == runs.config_hash(bare)
+    assert len(stability.declared("warmup_ablation").pairs) == 4

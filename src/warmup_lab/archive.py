@@ -174,31 +174,38 @@ class Curves:
         if (folder / CURVES_PARQUET).is_file():
             return cls(pd.read_parquet(folder / CURVES_PARQUET))
         if (folder / CURVES_FILE).is_file():
-            return cls(pd.read_csv(folder / CURVES_FILE, dtype={RUN_KEY: str}))
+            return cls(pd.read_csv(folder / CURVES_FILE, dtype={RUN_KEY: str}, float_precision="round_trip"))
         return cls()
 
 
 def read_runs(dirs: Iterable[Path | str]) -> pd.DataFrame:
-    """The runs of committed results folders (runs.parquet, else runs.csv): the report's input when no
-    run directory is left."""
+    """The runs of committed results folders (runs.parquet, else runs.csv with every float as written):
+    the report's input when no run directory is left."""
     frames = []
     for d in map(Path, dirs):
         if (d / RUNS_PARQUET).is_file():
             frames.append(pd.read_parquet(d / RUNS_PARQUET))
         elif (d / RUNS_FILE).is_file():
-            frames.append(pd.read_csv(d / RUNS_FILE, dtype={RUN_KEY: str}))
+            frames.append(pd.read_csv(d / RUNS_FILE, dtype={RUN_KEY: str}, float_precision="round_trip"))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def read_curves(dirs: Iterable[Path | str]) -> Curves:
+    """The curves archives of the report's inputs (a committed results folder holds one), merged: what a
+    report draws from when the run directories are not here. Never the output folder's own archive."""
+    frames = [Curves.read(d).archive for d in dirs]
+    frames = [f for f in frames if len(f)]
+    return Curves(pd.concat(frames, ignore_index=True) if frames else None)
 
 
 def _nulls_or_text(col: pd.Series) -> pd.Series:
     return col.map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
 
 
-def write_runs(df: pd.DataFrame, out: Path | str) -> None:
-    """runs.csv and runs.parquet; an object column of mixed kinds is stored as text in the Parquet file."""
+def write_runs_parquet(df: pd.DataFrame, out: Path | str) -> None:
+    """runs.parquet beside runs.csv; an object column of mixed kinds is stored as text."""
     import pyarrow as pa
 
-    df.to_csv(Path(out) / RUNS_FILE, index=False)
     typed = df.copy()
     for col in typed.columns[typed.dtypes == object]:
         try:

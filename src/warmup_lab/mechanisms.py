@@ -21,6 +21,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from omegaconf import OmegaConf
@@ -42,6 +43,14 @@ def _floats(path: Path, column: str) -> list[float]:
     return [float(r[column]) if r[column] not in ("", "None") else math.nan for r in csv.DictReader(path.open())]
 
 
+def _number(value: object) -> float:
+    """A summary value as a float (a missing one, None, as NaN), so a loss column stays numeric."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def load_runs(root: Path | str) -> pd.DataFrame:
     """One row per finished run under `root`: its part, settings, status, lambda0, eta and curves."""
     rows = []
@@ -60,8 +69,8 @@ def load_runs(root: Path | str) -> pd.DataFrame:
             "activation": OmegaConf.select(cfg, "model.activation"), "norm": summary.get("norm"),
             "warmup": summary.get("warmup"), "warmup_steps": summary.get("warmup_steps") or 0,
             "target_lr": summary["target_lr"], "c": info.get("lr_in_sharpness_units"), "steps": summary["train_steps"],
-            "lambda0": info.get("lambda0"), "init_loss": summary.get("init_loss"),
-            "final_train_loss": summary.get("final_train_loss"), "catapult_count": summary.get("catapult_count", 0),
+            "lambda0": info.get("lambda0"), "init_loss": _number(summary.get("init_loss")),
+            "final_train_loss": _number(summary.get("final_train_loss")), "catapult_count": summary.get("catapult_count", 0),
             "peak_loss_ratio": max((x for x in losses if math.isfinite(x)), default=math.nan) / losses[0]
             if losses else math.nan,
             "losses": losses, "sharp_steps": _floats(run_dir / SHARPNESS_FILE, "step"),
@@ -223,7 +232,7 @@ def plot_eos(df: pd.DataFrame, path: Path) -> None:
         color = f"C{i}"
         ax.plot(r.sharp_steps, r.sharpness, color=color, label=f"c = {r.c:g} (eta = {r.target_lr:.3g})")
         ax.axhline(2 / r.target_lr, color=color, ls="--", lw=1)
-        bx.plot(r.losses, color=color, lw=1)
+        bx.plot([x if math.isfinite(x) else np.nan for x in r.losses], color=color, lw=1)
     ax.set(xlabel="step", ylabel="sharpness (top Hessian eigenvalue)", title="sharpness; dashed: 2/eta")
     ax.legend(fontsize=8)
     bx.set(xlabel="step", ylabel="training loss (MSE)", yscale="log", title="loss")
@@ -280,11 +289,14 @@ def plot_preln(tab: pd.DataFrame, grads: pd.DataFrame, path: Path) -> None:
     plt = _plt()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
     for i, ((norm, w), g) in enumerate(tab.groupby(["norm", "warmup_steps"])):
+        g = g[np.isfinite(g[["mean", "min", "max"]]).all(axis=1)]  # a non-finite loss has no place on the axis
         ax.errorbar(g.target_lr, g["mean"], yerr=[g["mean"] - g["min"], g["max"] - g["mean"]], marker="o", capsize=3,
                     color=f"C{i}", label=f"{norm}-LN, warmup {w}")
     ax.axhline(math.log(16), color="grey", ls=":", lw=1)
-    ax.set(xscale="log", xlabel="Adam LR", ylabel="final training loss", yscale="log",
-           title="mean over seeds, bars: min-max; dotted: uniform guess")
+    finite = tab[np.isfinite(tab[["mean", "min", "max"]]).all(axis=1)] if len(tab) else tab
+    ax.set(xscale="log" if len(finite) else "linear", xlabel="Adam LR", ylabel="final training loss",
+           yscale="log" if len(finite) else "linear",
+           title="mean over seeds, bars: min-max; dotted: uniform guess (non-finite losses left out)")
     ax.legend(fontsize=8)
     mean = grads.groupby(["norm", "depth", "layer"]).grad_norm.mean().reset_index()
     for (norm, depth), g in mean.groupby(["norm", "depth"]):

@@ -26,6 +26,7 @@ import pandas as pd  # noqa: E402
 
 from warmup_lab import runs  # noqa: E402
 from warmup_lab.archive import Curves  # noqa: E402
+from warmup_lab.stability import CI_LEVEL, INTERVAL_TEXT  # noqa: E402
 
 DPI = 150
 MAX_LRS = 3  # loss curves: columns of target LRs per figure
@@ -104,7 +105,8 @@ def _warmup_x(lengths: Sequence[float]) -> tuple[float, list[float]]:
 # -- eta_max vs warmup length -----------------------------------------------------------------------
 def eta_max_vs_warmup(per_seed: pd.DataFrame, summary: pd.DataFrame, keys: Sequence[str],
                       criteria: Sequence[str], out: Path) -> Drawn:
-    """eta_max per seed (dots) and its median over seeds with the bootstrap CI (bar), against warmup length.
+    """eta_max per seed (dots) and its median over seeds with its exact order-statistic interval (bar), against
+    warmup length.
 
     A panel per (arm, criterion). A seed censored `below` (no stable LR in range) is a down arrow at the
     first unstable LR (its eta_max is below it), one censored `above` (every LR stable) an up arrow at the
@@ -140,7 +142,7 @@ def eta_max_vs_warmup(per_seed: pd.DataFrame, summary: pd.DataFrame, keys: Seque
     handles = [plt.Line2D([], [], marker="o", ls="", color="0.5", ms=4, label="one seed"),
                plt.Line2D([], [], marker="v", ls="", color="tab:red", label="censored: below"),
                plt.Line2D([], [], marker="^", ls="", color="tab:blue", label="censored: above"),
-               plt.Line2D([], [], marker="D", color="black", label="median, CI")]
+               plt.Line2D([], [], marker="D", color="black", label=f"median, {INTERVAL_TEXT} {CI_LEVEL:.0%} interval")]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle("Maximum stable LR vs warmup length", fontsize=10)
     fig.tight_layout(rect=(0, 0.07, 1, 1))

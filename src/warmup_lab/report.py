@@ -189,11 +189,30 @@ def _fmt(x: Any, censored: str = "") -> str:
     return {"below": "< ", "above": ">= "}.get(censored, "") + f"{x:.3g}"
 
 
+def _interval(row: pd.Series, est: str = "estimate", lo: str = "ci_low", hi: str = "ci_high") -> str:
+    """`0.12 [0.1, 0.14]`, censored values marked."""
+    return (f"{_fmt(row[est], row.get(est + '_censored', ''))} [{_fmt(row[lo], row[lo + '_censored'])}, "
+            f"{_fmt(row[hi], row[hi + '_censored'])}]")
+
+
 def _estimate(row: pd.Series) -> str:
-    """`0.12 [0.1, 0.14] n=5`, censored values marked and the censored seeds listed."""
-    text = (f"{_fmt(row['estimate'], row['estimate_censored'])} [{_fmt(row['ci_low'], row['ci_low_censored'])}, "
-            f"{_fmt(row['ci_high'], row['ci_high_censored'])}] n={row['n_seeds']}")
+    """`0.12 [0.1, 0.14] 94% n=5`: the median, its exact interval and that interval's exact coverage, censored
+    values marked and the censored seeds listed."""
+    text = f"{_interval(row)} {row['ci_coverage']:.0%} n={row['n_seeds']}"
     return text + (f" (censored {row['censored_seeds']})" if row["censored_seeds"] else "")
+
+
+def _lr50(row: pd.Series) -> str:
+    """`0.1 [0.08, 0.12]` of the logistic fit (n probes)."""
+    if "lr50" not in row or pd.isna(row["lr50"]):
+        return "-"
+    row = row.copy()
+    row["lr50_censored"] = row.get("lr50_censored") if isinstance(row.get("lr50_censored"), str) else ""
+    return f"{_interval(row, 'lr50', 'lr50_low', 'lr50_high')} n={int(row['lr50_n'])}"
+
+
+def _p(x: Any) -> str:
+    return "-" if pd.isna(x) else f"{float(x):.3g}"
 
 
 def _per_seed(row: pd.Series) -> str:
@@ -209,38 +228,35 @@ def _wide(frame: pd.DataFrame, index: list[str], cell: Any, criteria: Sequence[s
     return wide.reindex(columns=[c for c in criteria if c in wide.columns]).rename_axis(columns=None).reset_index()
 
 
-def eta_section(res: pd.DataFrame, out: Path, criteria: Sequence[str]) -> tuple[list[str], dict[str, pd.DataFrame]]:
+def eta_section(res: pd.DataFrame, out: Path, criteria: Sequence[str], experiment: str = "",
+                curves: Any = None, dirs: Sequence[Path] = ()) -> tuple[list[str], dict[str, pd.DataFrame]]:
     """eta_max per seed and over seeds under every criterion, P(stable | LR), ratios to no warmup."""
     md = ["## Maximum stable LR (eta_max)", "", f"_Criteria: {stability.criteria_text(criteria)}_", "",
           "Per seed, eta_max = the largest stable LR below the first unstable LR above the smallest stable "
           "one, probes sorted by LR (docs/definitions.md#eta-max), the same rule for a grid and for the "
           "search's probes. Over seeds: "
-          f"the median (a censored seed enters at its bound and is flagged), {stability.CI_LEVEL:.0%} percentile bootstrap CI "
-          f"over seeds ({stability.N_BOOT} resamples, fixed RNG seed); `<`/`>=` = censored by the LR range.", ""]
+          "the median (a censored seed enters at its bound and is flagged) with its "
+          f"{stability.INTERVAL_TEXT} {stability.CI_LEVEL:.0%} interval [x_(k), x_(n+1-k)] over seeds, printed "
+          "with its exact coverage (below 90% only with fewer than 5 seeds; no resampling); `<`/`>=` = censored by "
+          "the LR range. LR50: the LR where a logistic fit of P(stable | log LR) over every probe crosses 1/2, "
+          f"with its {stability.CI_LEVEL:.0%} profile-likelihood interval (docs/definitions.md#statistics).", ""]
     probes = stability.probes_from_runs(res)
     keys = stability.setting_keys(probes)
     if probes["lr"].nunique() < 2:
         return md + ["_No eta_max: a single target LR._", ""], {}
-    tables = stability.tables(probes, keys, criteria)
+    found = comparison_inputs(res, probes, keys, experiment, curves, dirs)
+    tables = stability.tables(probes, keys, criteria, declared=found["declared"], one_arm=found["one_arm"],
+                              source_runs=found["source_runs"])
     stability.write_tables(out, tables)
     shown = [k for k in keys if k in ("warmup", "warmup_steps") or k in varying(probes, [k])]
     summary, per_seed = tables[stability.SUMMARY_FILE], tables[stability.ETA_FILE]
-    md += ["### Over seeds: median [CI] n, a column per criterion", "",
+    md += [f"### Over seeds: median [{stability.INTERVAL_TEXT} interval] its coverage, n; a column per criterion", "",
            _md(_wide(summary, shown, _estimate, criteria)), "",
+           f"### LR50 (logistic fit of P(stable | log LR)) [{stability.CI_LEVEL:.0%} profile interval], n probes", "",
+           _md(_wide(summary, shown, _lr50, criteria)), "",
            "### Per seed (`*` = non-monotone: a stable LR above `hi`, or an unstable LR below every stable one)", "",
            _md(_wide(per_seed, [*shown, "seed"], _per_seed, criteria)), ""]
-    comp = tables[stability.COMPARE_FILE]
-    md += ["### Each warmup vs no warmup: ratio of eta_max medians", "",
-           f"Bootstrap over each side's seeds; `resolved` = the {stability.CI_LEVEL:.0%} CI excludes 1 "
-           "(otherwise the difference is not resolved by these seeds).", ""]
-    if comp.empty:
-        md += ["_No comparison: no setting with warmup_steps = 0 beside others._", ""]
-    else:
-        comp_shown = comp.assign(ratio=comp.apply(
-            lambda r: f"{_fmt(r['ratio'], r['ratio_censored'])} [{_fmt(r['ci_low'], r['ci_low_censored'])}, "
-                      f"{_fmt(r['ci_high'], r['ci_high_censored'])}]", axis=1))
-        cols = [*shown, "criterion", "baseline", "n_seeds", "n_seeds_baseline", "ratio", "resolved"]
-        md += [_md(comp_shown[[c for c in cols if c in comp_shown]]), ""]
+    md += compare_section(tables[stability.COMPARE_FILE], shown, found)
     ps = tables[stability.P_STABLE_FILE]
     md += ["### P(stable | LR): n_stable/n over every probe of every seed", ""]
     for name in criteria:
@@ -250,6 +266,60 @@ def eta_section(res: pd.DataFrame, out: Path, criteria: Sequence[str]) -> tuple[
         wide.columns = [f"lr={c:.3g}" for c in wide.columns]
         md += [f"{stability.criterion(name).text}", "", _md(wide.fillna("").reset_index()), ""]
     return md, tables
+
+
+def comparison_inputs(res: pd.DataFrame, probes: pd.DataFrame, keys: list[str], experiment: str, curves: Any,
+                      dirs: Sequence[Path]) -> dict[str, Any]:
+    """What the comparisons need beyond the runs: the preset's declarations, which settings are one arm
+    (identical applied LR at every step), and the runs an LR was selected from (`selected_from`)."""
+    try:
+        found = stability.declared(experiment)
+    except ValueError as err:
+        raise ConfigError(f"conf/experiment/{experiment} comparisons", experiment, str(err)) from None
+    per_setting: dict[Any, dict[float, np.ndarray]] = {}
+    if curves is not None:
+        for _, row in res.iterrows():
+            sid = stability.setting_id(row.to_dict(), keys)
+            lr = float(row["target_lr"])
+            if lr in per_setting.get(sid, {}):
+                continue
+            m = curves.get(row)
+            if m is not None and "lr" in m and len(m):
+                per_setting.setdefault(sid, {})[lr] = pd.to_numeric(m["lr"], errors="coerce").to_numpy()
+    sources, missing = [], []
+    for name in found.selected_from:
+        where = [Path(d).parent / name for d in dirs]
+        frame = load_runs([w for w in where if w.is_dir()])
+        if frame.empty:
+            frame = archive.read_runs([w for w in where if w.is_dir()])
+        (sources.append(frame) if not frame.empty else missing.append(f"{name} (looked in {', '.join(map(str, where))})"))
+    return {"declared": found, "one_arm": stability.one_arm_pairs(per_setting),
+            "source_runs": pd.concat(sources, ignore_index=True) if sources else None, "missing_sources": missing,
+            "selected_from": found.selected_from}
+
+
+def compare_section(comp: pd.DataFrame, shown: list[str], found: dict[str, Any]) -> list[str]:
+    md = ["### Comparisons: ratio of eta_max (b / baseline) over seeds", "",
+          f"Each warmup vs no warmup, and every pair the preset declared (`comparisons:`). Ratio: Hodges-Lehmann "
+          f"estimate with its {stability.INTERVAL_TEXT} {stability.CI_LEVEL:.0%} interval (pairwise ratios, or "
+          "Walsh averages of per-seed ratios when paired) and that interval's exact coverage. p: two-sided exact "
+          "test, paired by seed where both settings hold the same seeds (Wilcoxon signed-rank; the sign test when "
+          "a difference is censored), else Mann-Whitney; p_holm: Holm's adjustment over the declared comparisons "
+          f"of one arm and criterion. Verdict: `resolved` = declared, >= {stability.MIN_SEEDS} seeds a side, "
+          f"p_holm <= {stability.ALPHA}; `too few seeds`; `exploratory` = not declared before the runs; `one arm` = "
+          "identical LR curves, not compared; `seeds reused` = the LR was selected on these seeds "
+          "(docs/definitions.md#statistics).", ""]
+    if found["selected_from"]:
+        md += [f"_LR selected from: {', '.join(found['selected_from'])}"
+               + (f"; runs not found: {'; '.join(found['missing_sources'])} (seed reuse not checked)"
+                  if found["missing_sources"] else "") + "._", ""]
+    if comp.empty:
+        return md + ["_No comparison: no setting with warmup_steps = 0 beside others, and none declared._", ""]
+    shown_comp = comp.assign(
+        ratio=comp.apply(lambda r: f"{_interval(r, 'ratio')} {r['ci_coverage']:.0%}", axis=1),
+        p=comp["p_value"].map(_p), p_holm=comp["p_holm"].map(_p))
+    cols = [*shown, "criterion", "baseline", "n_seeds", "n_seeds_baseline", "ratio", "test", "p", "p_holm", "verdict"]
+    return md + [_md(shown_comp[[c for c in cols if c in shown_comp]]), ""]
 
 
 def sensitivity_section(res: pd.DataFrame, out: Path) -> list[str]:
@@ -271,12 +341,38 @@ def sensitivity_section(res: pd.DataFrame, out: Path) -> list[str]:
             skipped.append(f"_Skipped{where}: {err}._")
     sens = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if not sens.empty:
-        sens.to_csv(out / stability.SENSITIVITY_FILE, index=False)
+        write_csv(sens, out / stability.SENSITIVITY_FILE)
         md += [_md(sens), ""]
     return md + [line for s in skipped for line in (s, "")]
 
 
 # -- the report ------------------------------------------------------------------------------------
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Every digit of every float (read back with float_precision="round_trip", a rewrite is unchanged)."""
+    df.to_csv(path, index=False, float_format=stability.FLOAT_FORMAT, lineterminator="\n")
+
+
+def portable(df: pd.DataFrame, dirs: Sequence[Path]) -> pd.DataFrame:
+    """runs.csv without machine paths: `run_path` and `run_dir` relative to the input folder that holds the
+    run (a path outside every input keeps only its last part)."""
+    roots = [Path(d).resolve() for d in dirs]
+
+    def rel(value: Any) -> Any:
+        if not isinstance(value, str) or not value:
+            return value
+        path = Path(value).resolve()
+        for root in roots:
+            if path == root or root in path.parents:
+                return path.relative_to(root).as_posix() or "."
+        return Path(value).name if Path(value).is_absolute() else value
+
+    out = df.copy()
+    for col in ("run_path", "run_dir"):
+        if col in out:
+            out[col] = out[col].map(rel)
+    return out
+
+
 def _md(df: pd.DataFrame, index: bool = False) -> str:
     return df.to_markdown(index=index, floatfmt=".4g") if not df.empty else "_(no rows)_"
 
@@ -305,16 +401,20 @@ def _heatmap_groups(metric_tables: list[tuple[str, str, pd.DataFrame, pd.DataFra
 
 def figures_section(res: pd.DataFrame, metric_tables: list[tuple[str, str, pd.DataFrame, pd.DataFrame]],
                     eta_tables: dict[str, pd.DataFrame], out: Path, log_lr: bool = False,
-                    criteria: Sequence[str] = stability.DEFAULT_CRITERIA) -> list[str]:
+                    criteria: Sequence[str] = stability.DEFAULT_CRITERIA, curves: Any = None) -> list[str]:
     """Every figure of the report, in one place (plots.py draws; this picks what to draw, with captions).
 
-    Per-step curves come from each run's metrics.csv when the run directory is here, else from
-    `out/curves.csv.gz`, which is rewritten from them: committed results redraw without re-training."""
+    Per-step curves (`curves`, archive.read_curves of the inputs, with the run directories' metrics.csv
+    loaded in one pass) come from each run's metrics.csv when the run directory is here, else from an
+    input's curves archive; `out/curves.csv.gz` and `out/curves.parquet` are rewritten from them:
+    committed results redraw without re-training."""
     from warmup_lab import plots
 
-    curves = archive.Curves.read(out).load(res["run_path"] if "run_path" in res else [])
-    archive.write_curves(res, out, curves)
+    curves = curves if curves is not None else archive.Curves()
     md = ["## Figures", ""]
+    if archive.write_curves(res, out, curves) is None:
+        md += [f"_No per-step curves (no run directory here, and no {archive.CURVES_FILE} among the inputs): "
+               "the loss and LR curve figures are skipped._", ""]
     per_seed = eta_tables.get(stability.ETA_FILE, pd.DataFrame())
     summary = eta_tables.get(stability.SUMMARY_FILE, pd.DataFrame())
     ps = eta_tables.get(stability.P_STABLE_FILE, pd.DataFrame())
@@ -323,7 +423,7 @@ def figures_section(res: pd.DataFrame, metric_tables: list[tuple[str, str, pd.Da
         plots.eta_max_vs_warmup(per_seed, summary, keys, criteria, out),
         "A panel per task family and criterion. Grey dots: eta_max of one seed; down arrow: a seed with no "
         "stable LR in range, drawn at its first unstable LR; up arrow: every LR stable, drawn at the largest. "
-        f"Black: median over seeds with its {stability.CI_LEVEL:.0%} bootstrap CI (hollow: the median is a "
+        f"Black: median over seeds with its {stability.INTERVAL_TEXT} {stability.CI_LEVEL:.0%} interval (hollow: the median is a "
         "censored bound). Criteria as in the eta_max tables above."), ""]
     md += ["### P(stable | LR)", "", plots.note_or_link(
         plots.p_stable_vs_lr(ps, keys, criteria, out),
@@ -359,7 +459,9 @@ def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, expe
     experiment = experiment or experiment_name(df, dirs)
     out = Path(out) if out is not None else Path("results") / experiment
     out.mkdir(parents=True, exist_ok=True)
-    archive.write_runs(df, out)
+    runs_table = portable(df, dirs)
+    write_csv(runs_table, out / "runs.csv")
+    archive.write_runs_parquet(runs_table, out)  # the same table, typed
     res, crit = results(df), detect_text(df)
     md = [f"# Report: {experiment}", "", f"Sweep dirs: {', '.join(f'`{d}`' for d in dirs)}", ""]
 
@@ -377,22 +479,24 @@ def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, expe
            "Mean over seeds (± std, n when more than one seed); `[k div]` = k seeds diverged.", ""]
     metric_tables = accuracy_tables(res)
     if metric_tables:
-        pd.concat([t[2] for t in metric_tables], ignore_index=True).to_csv(out / "table_final_metric.csv", index=False)
+        write_csv(pd.concat([t[2] for t in metric_tables], ignore_index=True), out / "table_final_metric.csv")
     for title, metric, _, pivot in metric_tables:
         md += [f"### {title} ({metric})", "", _md(pivot, index=True), ""]
 
-    eta_md, eta_tables = eta_section(res, out, criteria)
+    # from the inputs (never from `out`); every run directory's metrics.csv read in one pass
+    curves = archive.read_curves(dirs).load(df["run_path"] if "run_path" in df else [])
+    eta_md, eta_tables = eta_section(res, out, criteria, experiment, curves, dirs)
     md += eta_md
     md += ["## Divergence and failure rates", "", crit, ""]
     r = rates(res)
-    r.to_csv(out / "table_rates.csv", index=False)
+    write_csv(r, out / "table_rates.csv")
     md += [_md(r), ""]
     md += ["## Loss spikes and catapults", "", crit, ""]
     s = spikes(res)
-    s.to_csv(out / "table_spikes.csv", index=False)
+    write_csv(s, out / "table_spikes.csv")
     md += [_md(s), ""]
     md += sensitivity_section(res, out)
-    md += figures_section(res, metric_tables, eta_tables, out, log_lr, criteria)
+    md += figures_section(res, metric_tables, eta_tables, out, log_lr, criteria, curves)
     (out / "report.md").write_text("\n".join(md).rstrip() + "\n")
     return out
 

@@ -183,7 +183,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed += run_experiment(name, presets, args.launcher, args.overrides)
         # Relative paths, so the committed report.md names `sweeps/<name>`, not this machine's path.
         module = REPORT_MODULES.get(name.removesuffix("_full"), "warmup_lab.report")
-        cmd = [sys.executable, "-m", module, str(root), "--out", f"results/{name}", "--experiment", name]
+        source = root
+        if (args.report_only and module == "warmup_lab.report" and not runs.find_run_dirs([root])
+                and Path(f"results/{name}").is_dir()):
+            source = Path(f"results/{name}")  # a fresh clone: the committed runs.csv and curves.csv.gz
+            print(f"[{name}] no runs under {root}: the report is rebuilt from {source}", flush=True)
+        cmd = [sys.executable, "-m", module, str(source), "--out", f"results/{name}", "--experiment", name]
         code = subprocess.call(cmd)
         failed += code != 0
     print(f"sweep {args.experiment}: {time.time() - began:.0f}s wall, {failed} step(s) failed", flush=True)

@@ -7,7 +7,7 @@ search's log-grid), the jobs find their finished runs, and the search replays wi
 
 When every seed of a setting is done and the seeds disagree on the edge, each seed is also probed at
 the median seed's lo/hi (`cross_seed`, search.disagreement_lrs). The tables (eta_max per seed, the
-median over seeds with its bootstrap CI, P(stable | LR), ratios to no warmup) come from
+median over seeds with its exact order-statistic interval, P(stable | LR), ratios to no warmup) come from
 warmup_lab.stability over every probe, under each of `criteria`; `criterion` steers the search.
 """
 
@@ -322,7 +322,7 @@ class MaxStableLRSweeper(Sweeper):
         summary = summary[summary["criterion"] == self.criterion].set_index("setting")
         lines = [f"criterion: {stability.criterion(self.criterion).text}; probes on a "
                  f"x{self.search_kw['resolution']:.4g} grid; aggregate = median over seeds, "
-                 f"{stability.CI_LEVEL:.0%} bootstrap CI",
+                 f"{stability.INTERVAL_TEXT} {stability.CI_LEVEL:.0%} interval",
                  f"{'set':>3} {'seed':>5} {'eta_max':>9} {'hi':>9} {'probes':>6}  flags / overrides that vary"]
         varying = {ov for setting in settings for ov in setting if any(ov not in other for other in settings)}
         for i, setting in enumerate(settings):
