@@ -69,4 +69,15 @@ def text_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def immutable_dir(tmp_path):
+    """A directory even root cannot write into (chattr +i), standing in for a read-only runs_root."""
+    path = tmp_path / "readonly"
+    path.mkdir()
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here")
+    yield path
+    subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
 __all__ = ["FAST", "make_cfg", "run_cli", "REPO_ROOT"]

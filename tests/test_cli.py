@@ -9,6 +9,7 @@ import pytest
 from conftest import FAST, make_cfg, run_cli
 from warmup_lab.cli import check_group_choices
 from warmup_lab.errors import ConfigError
+from warmup_lab import runs
 from warmup_lab.job import train
 
 
@@ -35,7 +36,7 @@ def test_a_corrupt_checkpoint_is_kept_aside_and_the_run_restarts(tmp_path):
     cfg = make_cfg(["task=modadd", *FAST])
     whole = train(cfg, tmp_path / "whole")
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    runs.write_config(run_dir, cfg)  # a directory without its config.yaml is never reused
     (run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
     (run_dir / "metrics.csv").write_text("step,loss,lr,grad_norm,spike\n0,9,0,1,0\n")
     with pytest.warns(UserWarning, match="unreadable checkpoint"):

@@ -291,7 +291,7 @@ def test_6_unreachable_online_wandb_falls_back_to_offline_in_the_run_dir(tmp_pat
 def test_8_disk_full_at_a_checkpoint_is_one_line_an_error_summary_and_no_tmp(tmp_path):
     """/dev/full answers every write with ENOSPC: the checkpoint's temporary file is pointed at it."""
     out = tmp_path / "run"
-    out.mkdir()
+    runs.write_config(out, make_cfg([*BASE, "train.checkpoint_every=5", f"out={out}"]))  # the run's own directory
     (out / (runs.CHECKPOINT_FILE + ".tmp")).symlink_to("/dev/full")
     proc = run_cli("warmup_lab.train", [*BASE, "train.checkpoint_every=5", f"out={out}"], cwd=tmp_path)
     line = _one_line(proc)
@@ -300,17 +300,6 @@ def test_8_disk_full_at_a_checkpoint_is_one_line_an_error_summary_and_no_tmp(tmp
     assert not any(p.name.endswith(".tmp") for p in out.iterdir())
     again = run_cli("warmup_lab.train", [*BASE, "train.checkpoint_every=5", f"out={out}"], cwd=tmp_path)
     assert again.returncode == 0 and _steps(out) == list(range(20))  # space again: from step 0, each step once
-
-
-@pytest.fixture
-def immutable_dir(tmp_path):
-    """A directory even root cannot write into (chattr +i), standing in for a read-only runs_root."""
-    path = tmp_path / "readonly"
-    path.mkdir()
-    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
-        pytest.skip("chattr +i is not supported here")
-    yield path
-    subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 @pytest.mark.slow

@@ -148,3 +148,23 @@ def test_a_seed_that_agrees_with_the_hint_costs_two_probes_and_the_check():
     agree = run(lambda lr: lr <= 0.02, hint=hint["eta_max"])
     assert agree["n_probes"] == 2 + 1 < hint["n_probes"]
     assert [p["lr"] for p in agree["probes"][:2]] == [hint["lo"], hint["hi"]]
+
+
+def test_budget_admits_a_round_only_when_it_fits():
+    from warmup_lab.search import Budget
+
+    runs_only = Budget(max_probes=10)
+    assert runs_only.allows(10) and not runs_only.allows(11)
+    for _ in range(6):
+        runs_only.spend(2.0)
+    assert runs_only.allows(4) and not runs_only.allows(5)
+    assert runs_only.as_dict() == {"probes": 6, "core_s": 12.0, "max_probes": 10, "max_core_s": None}
+    cost = Budget(max_core_s=10.0)
+    assert cost.allows(100)  # nothing measured yet: the first round always starts
+    cost.spend(3.0)
+    cost.spend(None)  # a probe without a summary costs what we cannot measure: nothing
+    assert cost.allows(4) and not cost.allows(5)  # 3 + 4 x 1.5 = 9 <= 10 < 3 + 5 x 1.5
+    assert "2 runs, 3 of 10 core-s" == cost.text()
+    for bad in ({"max_probes": 0}, {"max_core_s": -1.0}):
+        with pytest.raises(ValueError, match="must be"):
+            Budget(**bad)

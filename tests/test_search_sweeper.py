@@ -38,7 +38,9 @@ def main(cfg):
     if cfg.crash_above is not None and cfg.optimizer.lr > cfg.crash_above:
         raise RuntimeError("boom")
     status = runs.COMPLETED if cfg.optimizer.lr <= cfg.threshold else runs.DIVERGED
-    write_summary(run_dir, {"status": status, "target_lr": cfg.optimizer.lr, "seed": cfg.seed})
+    final = cfg.final if status == runs.COMPLETED else float("nan")  # default 0.1: learned, as plain would say
+    write_summary(run_dir, {"status": status, "target_lr": cfg.optimizer.lr, "seed": cfg.seed,
+                            "init_loss": 2.3, "final_train_loss": final, "task_info": {"baseline_loss": cfg.baseline}})
     return float(cfg.optimizer.lr)
 
 if __name__ == "__main__":
@@ -48,6 +50,8 @@ CONFIG = '''
 seed: 0
 threshold: 0.01
 crash_above: null
+final: 0.1
+baseline: null
 optimizer: {lr: 0.001}
 hydra:
   sweep: {dir: sweep, subdir: "${hydra.job.override_dirname}"}
@@ -97,7 +101,7 @@ def test_basic_launcher_defaults_and_rerun_reuses(app):
     assert "round 1: 4 probes" in first.stdout and "searches done 4/4" in first.stdout
     report, rows, agg = load(app)
     check_probes(report)
-    assert report["criterion"]["search"] == "plain"
+    assert report["criterion"]["search"] == stability.DEFAULT_CRITERION
     assert [s["overrides"] for s in report["settings"]] == [{"threshold": "0.01"}, {"threshold": "0.05"}]
     for setting in report["settings"]:
         thr = float(setting["overrides"]["threshold"])
@@ -216,7 +220,7 @@ def main(cfg):
     lr, ws = cfg.optimizer.lr, cfg.warmup_steps
     threshold = 0.01 * (1 + ws / 5) * 1.5 ** cfg.seed  # seeds disagree: each seed is probed at the median seed's edge
     ok = lr <= threshold
-    final = 0.3 + 20 * lr if ok else float("nan")
+    final = 0.3 + 5 * lr if ok else float("nan")  # below 0.9 l0 whenever stable: learned_0.9 steers as plain would
     write_summary(run_dir, {"status": runs.COMPLETED if ok else runs.DIVERGED, "target_lr": lr, "seed": cfg.seed,
                                  "task": "toy", "warmup": "linear" if ws else "none", "warmup_steps": ws,
                                  "init_loss": 2.3, "final_train_loss": final, "final_eval_loss": final})
@@ -282,7 +286,30 @@ def test_shared_brackets_find_the_same_eta_max_with_fewer_runs(tmp_path):
         sweep(tmp_path, f"hydra.sweeper.share_brackets={share}", "hydra.sweeper.cross_seed=false",
               f"hydra.sweeper.out_dir={out}", f"hydra.sweep.dir={out}")
         table = stability.read_table(out / stability.ETA_FILE)
-        found[share] = table[table["criterion"] == "plain"].reset_index(drop=True)  # the criterion that steers
+        found[share] = table[table["criterion"] == stability.DEFAULT_CRITERION].reset_index(drop=True)  # it steers
     cols = ["warmup_steps", "seed", "eta_max", "hi", "censored"]
     pd.testing.assert_frame_equal(found["false"][cols], found["true"][cols])
     assert found["true"]["n_probes"].sum() < found["false"]["n_probes"].sum()
+
+
+def test_a_budget_in_runs_stops_before_a_round_that_would_exceed_it_and_every_criterion_is_printed(app):
+    proc = sweep(app, "hydra.sweeper.max_probes=5", "hydra.sweeper.criterion=plain")
+    report, _, _ = load(app)
+    assert report["spent"]["probes"] == 4 and report["spent"]["max_probes"] == 5  # a second round of 4 would exceed it
+    assert "budget reached: 4 of 5 runs" in proc.stdout
+    assert all(not s["done"] for setting in report["settings"] for s in setting["seeds"])
+    for name in ("plain", *stability.DEFAULT_CRITERIA):  # one aggregate line per criterion, the steering one marked
+        assert f", {name}" in proc.stdout
+    assert ", plain (steers)" in proc.stdout
+    assert "criteria: plain: status `completed`" in proc.stdout and "; learned_0.9: plain, and final train" in proc.stdout
+
+
+def test_a_warning_line_when_the_stable_runs_at_the_edge_did_not_learn(app):
+    # completed runs (final 2.0 < l0 2.3) that never got below the task's baseline 1.5: plain calls them stable
+    proc = sweep(app, "hydra.sweeper.criterion=plain", "final=2.0", "baseline=1.5", "hydra.sweeper.seeds=[0]")
+    warnings = [line for line in proc.stdout.splitlines() if line.startswith("warning: setting")]
+    assert len(warnings) == 2 and "1 of 1 stable runs at the edge did not learn (final train loss up to 2" in warnings[0]
+    assert "steer with learned_0.9" in warnings[0]
+    quiet = sweep(app, "hydra.sweeper.criterion=plain", "hydra.sweeper.seeds=[0]", "baseline=1.5",
+                  "hydra.sweeper.out_dir=quiet", "hydra.sweep.dir=quiet")  # final 0.1: learned
+    assert "warning: setting" not in quiet.stdout

@@ -46,7 +46,7 @@ def test_plain_and_strict_criteria_on_crafted_summaries():
 def test_criterion_names_parse_or_name_the_fix():
     assert stability.criterion("loss_frac_0.25").value == 0.25 and "0.25 x l0" in stability.criterion("loss_frac_0.25").text
     for bad in ("loss_frac_1.5", "near_best_0.5", "strict", "loss_frac_x"):
-        with pytest.raises(ValueError, match=f"criterion='{bad}'.*use plain"):
+        with pytest.raises(ValueError, match=f"criterion='{bad}'.*use learned_<f>.*plain"):
             stability.criterion(bad)
 
 
@@ -175,6 +175,36 @@ def test_probes_from_run_summaries_keep_finished_runs_only():
                        {"status": runs.ERROR, "target_lr": np.nan}])
     probes = stability.probes_from_runs(df)
     assert len(probes) == 1 and probes["seed"].tolist() == [0] and probes["warmup_steps"].tolist() == [10]
+
+
+def test_learned_criterion_asks_for_a_loss_below_the_declared_baseline_or_l0():
+    probes = pd.DataFrame([
+        probe(0.01, final=2.0, baseline_loss=2.3),   # 2.0 <= 0.9 x 2.3 = 2.07: learned
+        probe(0.02, final=2.1, baseline_loss=2.3),   # plain (below l0) but not below 0.9 x the baseline
+        probe(0.04, final=2.0, baseline_loss=3.0),   # a task whose baseline is higher: learned
+        probe(0.08, final=1.5),                      # no baseline declared: l0 stands in (<= 0.9 x 2.3)
+        probe(0.16, final=2.2),                      # no baseline, 2.2 > 0.9 x l0
+        probe(0.32, runs.DIVERGED, baseline_loss=2.3),
+    ])
+    got = stability.judge(probes, ["learned_0.9", "learned_1", "plain"]).pivot(index="lr", columns="criterion",
+                                                                              values="stable")
+    assert got["learned_0.9"].tolist() == [True, False, True, True, False, False]
+    assert got["learned_1"].tolist() == [True, True, True, True, True, False]
+    assert got["plain"].tolist() == [True, True, True, True, True, False]
+    assert stability.DEFAULT_CRITERION == "learned_0.9" and stability.DEFAULT_CRITERIA[0] == "learned_0.9"
+    for bad in ("learned_0", "learned_1.5", "learned_x"):
+        with pytest.raises(ValueError, match="learned_<f> with 0 < f <= 1"):
+            stability.criterion(bad)
+
+
+def test_baseline_of_reads_the_task_info_of_a_summary_and_probes_from_runs_keeps_it():
+    assert stability.baseline_of({"task_info": {"baseline_loss": 2.3}}) == 2.3
+    assert math.isnan(stability.baseline_of({"task_info": {}})) and math.isnan(stability.baseline_of(None))
+    runs_df = pd.DataFrame([{"task": "toy", "seed": 0, "target_lr": 0.1, "status": runs.COMPLETED, "init_loss": 2.5,
+                             "final_train_loss": 2.2, "final_eval_loss": 2.3, stability.BASELINE_COLUMN: 2.3}])
+    probes = stability.probes_from_runs(runs_df, keys=["task"])
+    assert probes["baseline_loss"].tolist() == [2.3]
+    assert not stability.judge(probes, ["learned_0.9"], keys=["task"])["stable"].iloc[0]  # 2.2 > 2.07
 
 
 def _brute_rank_sum_p(a, b):

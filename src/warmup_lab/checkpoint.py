@@ -1,12 +1,15 @@
 """A run's checkpoint file: written atomically, read back, or set aside with the reason.
 
-torch.save writes through a Python file object, so a full disk or a file-size limit is an OSError
-naming ENOSPC/EFBIG (which job.py turns into one line), not torch's zip-writer error. A checkpoint
-that cannot be read is renamed aside (never deleted) and the run starts over from step 0.
+The state is serialised in memory and written by Python, so a full disk or a file-size limit is an
+OSError naming ENOSPC/EFBIG (which job.py turns into one line), not torch's zip-writer error. A
+checkpoint that cannot be read, or does not fit the model and optimizer built from the config (keys
+or parameter names changed, as after a refactor), is renamed aside (never deleted), with the reason,
+and the run starts over from step 0.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import time
@@ -36,10 +39,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save(run_dir: Path, state: dict[str, Any]) -> None:
+    """Serialise in memory, then write: torch's zip writer would turn ENOSPC/EFBIG into its own RuntimeError."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
     tmp = run_dir / (runs.CHECKPOINT_FILE + ".tmp")
     try:
         with open(tmp, "wb") as fh:
-            torch.save(state, fh)
+            fh.write(buf.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, run_dir / runs.CHECKPOINT_FILE)
@@ -66,3 +72,25 @@ def load(run_dir: Path, device: torch.device) -> dict[str, Any] | None:
     except Exception as err:  # noqa: BLE001 - any unreadable checkpoint: keep it, start over
         set_aside(run_dir, "unreadable", type(err).__name__)
         return None
+
+
+STATE_KEYS = ("step", "model", "optimizer", "lr", "monitor", "rng", "evals", "sharpness", "elapsed")
+
+
+def misfit(state: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> str | None:
+    """Why `state` cannot be loaded into `model` and `optimizer` (checked before anything is changed), else None."""
+    if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS):
+        have = sorted(state) if isinstance(state, dict) else type(state).__name__
+        return f"not a checkpoint of this version: needs {', '.join(STATE_KEYS)}; has {have}"
+    ours, theirs = model.state_dict(), state["model"]
+    if not isinstance(theirs, dict) or set(ours) != set(theirs):
+        extra, missing = sorted(set(theirs) - set(ours))[:3], sorted(set(ours) - set(theirs))[:3]
+        return f"does not fit the model: parameters {missing} missing, {extra} not in the model"
+    for name, tensor in ours.items():
+        if getattr(theirs[name], "shape", None) != tensor.shape:
+            return f"does not fit the model: {name} has shape {tuple(theirs[name].shape)}, the model {tuple(tensor.shape)}"
+    groups = [len(g["params"]) for g in optimizer.state_dict()["param_groups"]]
+    saved = [len(g.get("params", ())) for g in state["optimizer"].get("param_groups", ())]
+    if groups != saved:
+        return f"does not fit the optimizer: parameter groups of sizes {saved}, the optimizer has {groups}"
+    return None

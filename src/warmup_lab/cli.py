@@ -52,10 +52,23 @@ def check_multirun_out(argv: Sequence[str]) -> None:
                               "a multirun gives each job its own directory under runs_root: drop out= (set runs_root=)")
 
 
+def check_quoting(argv: Sequence[str]) -> None:
+    """Raise ConfigError for a non-ASCII value outside quotes (Hydra's lexer error does not say to quote it)."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if value and not arg.startswith("-") and not value.isascii() and value[0] not in "'\"":
+            raise ConfigError(key.lstrip("+~"), value, f"Hydra reads non-ASCII characters only inside quotes: "
+                              f"write {key}='\"{value}\"' (Hydra's double quotes inside the shell's single quotes)")
+
+
 @exit_on_user_error
 def check_argv() -> None:
+    from warmup_lab.lifecycle import check_open_files
+
     check_group_choices(sys.argv[1:])
     check_multirun_out(sys.argv[1:])
+    check_quoting(sys.argv[1:])
+    check_open_files(sys.argv[1:])
 
 
 class Command(NamedTuple):

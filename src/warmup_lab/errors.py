@@ -37,22 +37,29 @@ class OutputError(RuntimeError):
     """A run's files cannot be written (disk full, read-only): the message names the path and the fix."""
 
 
+class RunTakenOver(OutputError):
+    """The run directory was removed or re-owned while this process wrote to it; it stops, writing nothing."""
+
+
 USER_ERRORS = (ConfigError, DataMissingError, OutputError)
 
 # A write that failed because of where the run lives: one line naming the path and the fix.
-_ROOM = "free space there, or set out=/runs_root= to a disk with room"
-_WRITABLE = "set out= or runs_root= to a writable directory"
+_ROOM = "free space there, or set {opt} to a disk with room"
+_WRITABLE = "set {opt} to a writable directory"
 _OUTPUT_ERRNOS = {errno.ENOSPC: _ROOM, errno.EDQUOT: _ROOM,
-                  errno.EFBIG: "the file size limit (ulimit -f) was reached; raise it or set out=/runs_root=",
-                  errno.EROFS: _WRITABLE, errno.EACCES: _WRITABLE, errno.EPERM: _WRITABLE}
+                  errno.EFBIG: "the file size limit (ulimit -f) was reached; raise it or set {opt} elsewhere",
+                  errno.EROFS: _WRITABLE, errno.EACCES: _WRITABLE, errno.EPERM: _WRITABLE,
+                  errno.EEXIST: "a file is in the way; set {opt} to a directory",
+                  errno.ENOTDIR: "a file is in the way; set {opt} to a directory",
+                  errno.EMFILE: "too many open files (ulimit -n); raise the limit (ulimit -n 1024) and run again"}
 
 
-def output_error(err: OSError, where: Path) -> OutputError | None:
+def output_error(err: OSError, where: Path, opt: str = "out= (or runs_root=)") -> OutputError | None:
     """The one-line OutputError for a write that failed for lack of room or permission, else None."""
     fix = _OUTPUT_ERRNOS.get(err.errno or 0)
     if fix is None:
         return None
-    return OutputError(f"cannot write {err.filename or where}: {err.strerror}; {fix}")
+    return OutputError(f"cannot write {err.filename or where}: {err.strerror}; {fix.format(opt=opt)}")
 
 
 def exit_on_user_error(fn: F) -> F:

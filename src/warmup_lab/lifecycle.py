@@ -14,8 +14,10 @@ import threading
 import time
 from typing import Any
 
+from hydra.experimental.callback import Callback
+
 from warmup_lab import runs
-from warmup_lab.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED
+from warmup_lab.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_PREEMPTED, ConfigError, output_error
 
 LAUNCHER_PID_ENV = "WARMUP_LAB_LAUNCHER_PID"  # set by the command-line process; its workers inherit it
 _launcher = {"watching": False, "gone": False}
@@ -136,3 +138,38 @@ class StopRequest:
         handler = self.previous.get(signum)
         if callable(handler) and handler is not signal.default_int_handler:
             handler(signum, None)
+
+
+MULTIRUN_OPEN_FILES = 64  # a joblib multirun's launcher fails below this (loky opens pipes and modules)
+
+
+def check_open_files(argv: list[str]) -> None:
+    """Before a multirun: raise a low soft open-file limit up to the hard one, or refuse in one line."""
+    import resource
+
+    if not {"-m", "--multirun"} & set(argv):
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= MULTIRUN_OPEN_FILES:
+        return
+    if hard == resource.RLIM_INFINITY or hard >= MULTIRUN_OPEN_FILES:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (MULTIRUN_OPEN_FILES, hard))
+        return
+    raise ConfigError("ulimit -n", soft, f"a multirun's launcher needs at least {MULTIRUN_OPEN_FILES} open files: "
+                      "raise the limit (ulimit -n 1024) and run again")
+
+
+class SweepDirCheck(Callback):
+    """A multirun whose sweep directory cannot be made ends in one line, not Hydra's traceback (conf: hydra.callbacks)."""
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        from pathlib import Path
+
+        where = Path(str(config.hydra.sweep.dir))
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            problem = output_error(err, where, "runs_root=")
+            print(f"error: {problem or f'cannot make {where}: {err.strerror}; set runs_root= to a writable directory'}",
+                  file=sys.stderr, flush=True)
+            sys.exit(EXIT_CONFIG)  # SystemExit passes Hydra's run_and_report, which would print a traceback

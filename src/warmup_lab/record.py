@@ -8,6 +8,9 @@ so every step appears exactly once.
 from __future__ import annotations
 
 import csv
+import errno
+import io
+import os
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -27,30 +30,76 @@ def checkpoint_due(done: int, total: int, every: int) -> bool:
     return every > 0 and done % every == 0 and done < total
 
 
+def _csv(rows: list[dict[str, Any]], columns: list[str], header: bool) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
 def _append(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append `rows` in one write; a write cut short (disk full, file-size limit) is undone, so rows stay whole."""
     if not rows:
         return
-    new = not path.exists() or path.stat().st_size == 0
-    columns = list(rows[0].keys()) if new else next(csv.reader(path.open()))
-    with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+    columns, _ = _read(path)
+    data = _csv(rows, columns or list(rows[0].keys()), header=not columns).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, data)
+        except OSError as err:
+            _undo(fd, size)
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        if written != len(data):
+            _undo(fd, size)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    finally:
+        os.close(fd)
+
+
+def _undo(fd: int, size: int) -> None:
+    try:
+        os.ftruncate(fd, size)
+    except OSError:  # not a regular file (/dev/full): nothing was kept anyway
+        pass
+
+
+def _read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """(columns, rows) of a CSV, whole lines only: a row or header cut short by a kill or a full disk is dropped.
+
+    Reading stops at the first line that is not a complete row (no newline, wrong field count, no step).
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return [], []
+    lines = text.split("\n")[:-1]  # the part after the last newline is never a whole line
+    if not lines:
+        return [], []
+    columns = next(csv.reader([lines[0]]))
+    rows: list[dict[str, str]] = []
+    for fields in csv.reader(lines[1:]):
+        if len(fields) != len(columns):
+            break
+        row = dict(zip(columns, fields))
+        try:
+            float(row["step"])
+        except (KeyError, ValueError):
+            break
+        rows.append(row)
+    return columns, rows
 
 
 def _truncate(path: Path, last_step: int) -> list[dict[str, str]]:
-    """Keep rows with step <= last_step; returns the kept rows."""
+    """Keep the whole rows with step <= last_step (rewritten atomically); returns them."""
+    columns, rows = _read(path)
     if not path.exists():
         return []
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        columns = reader.fieldnames or []
-        kept = [row for row in reader if int(float(row["step"])) <= last_step]
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(kept)
+    kept = [row for row in rows if int(float(row["step"])) <= last_step]
+    runs.atomic_write_text(path, _csv(kept, columns, header=True) if columns else "")
     return kept
 
 
@@ -92,6 +141,27 @@ class MetricsFile:
         _append(self.run_dir / runs.EVAL_FILE, self._evals)
         _append(self.run_dir / SHARPNESS_FILE, self._sharp)
         self._steps, self._evals, self._sharp = [], [], []
+
+    def peak_lr(self) -> float:
+        """The largest LR in metrics.csv (call after flush)."""
+        return max((float(r["lr"]) for r in _read(self.run_dir / runs.METRICS_FILE)[1]), default=float("nan"))
+
+    def missing_steps(self, next_step: int) -> str | None:
+        """Why metrics.csv cannot continue at `next_step` (deleted, cut, or a step missing), else None."""
+        steps = [int(float(r["step"])) for r in _read(self.run_dir / runs.METRICS_FILE)[1]]
+        steps = [s for s in steps if s < next_step]
+        if steps == list(range(next_step)):
+            return None
+        return (f"{runs.METRICS_FILE} holds {len(steps)} of the {next_step} steps before it"
+                if (self.run_dir / runs.METRICS_FILE).exists() else f"{runs.METRICS_FILE} is missing")
+
+    def restore(self, next_step: int, evals: list[dict[str, Any]], sharpness: list[dict[str, Any]]) -> None:
+        """Resume at `next_step`: metrics.csv cut to it; eval.csv and sharpness.csv rewritten from the
+        checkpoint's own rows, so a deleted or cut evaluation file loses nothing."""
+        self.truncate(next_step)
+        for name, rows in ((runs.EVAL_FILE, evals), (SHARPNESS_FILE, sharpness)):
+            if rows:
+                runs.atomic_write_text(self.run_dir / name, _csv(rows, list(rows[0].keys()), header=True))
 
     def truncate(self, next_step: int) -> None:
         """Resume at `next_step`: drop later rows on disk and reload the loss tail."""

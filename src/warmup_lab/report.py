@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from warmup_lab import archive, runs, stability
-from warmup_lab.errors import ConfigError, exit_on_user_error
+from warmup_lab.errors import ConfigError, exit_on_user_error, output_error
 from warmup_lab.summary import KEY_VALUES, SETTING_KEYS, read_summary
 
 TABLE_KEYS = tuple(k for k in SETTING_KEYS if k != "warmup_steps")  # one table each; length is its rows
@@ -516,7 +516,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             stability.criterion(name)
         except ValueError as err:
             raise ConfigError("--criteria", name, str(err).split(": ", 1)[-1]) from None
-    out = build_report(args.dirs, args.out, args.experiment, log_lr=args.log_lr, criteria=args.criteria)
+    try:
+        out = build_report(args.dirs, args.out, args.experiment, log_lr=args.log_lr, criteria=args.criteria)
+    except OSError as err:  # --out read-only, full, or a file: one line
+        raise output_error(err, args.out or Path("results"), "--out") or err from None
     print(f"report: {out / 'report.md'}")
     return 0
 

@@ -46,14 +46,33 @@ HASH_EXCLUDED_NESTED = (("train", "progress"), ("train", "keep_checkpoint"))
 EXECUTION_KEYS = ("threads", "device")
 
 
+DATA_HASH_KEY = "data_sha256"  # the content of data.path: an edited text file is another run
+
+
+def _resolved(data: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
+    """What a config leaves to the machine or the disk, made explicit, unless already recorded.
+
+    `threads: null` means torch's default, which follows OMP_NUM_THREADS and the machine (and changes
+    results); a text file named by data.path can change under the same name.
+    """
+    if data.get("threads") is None and "threads" in cfg:
+        import torch  # torch's own default, as the run will use it
+
+        data["threads"] = torch.get_num_threads()
+    path = OmegaConf.select(cfg, "data.path", default=None)
+    if path and DATA_HASH_KEY not in data and Path(str(path)).expanduser().is_file():
+        data[DATA_HASH_KEY] = hashlib.sha256(Path(str(path)).expanduser().read_bytes()).hexdigest()[:16]
+    return data
+
+
 def result_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config minus the keys that cannot change the result."""
+    """The resolved config minus the keys that cannot change the result, plus the resolved thread count and data hash."""
     keys = [k for k in cfg.keys() if k not in HASH_EXCLUDED]
     data = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
     for outer, inner in HASH_EXCLUDED_NESTED:
         if isinstance(data.get(outer), dict):
             data[outer].pop(inner, None)
-    return data  # type: ignore[return-value]
+    return _resolved(data, cfg)  # type: ignore[arg-type]
 
 
 def config_hash(cfg: DictConfig, length: int = 10) -> str:
@@ -91,7 +110,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_config(run_dir: Path, cfg: DictConfig) -> None:
-    atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+    """config.yaml, with the thread count and data hash the run used (what a later check compares)."""
+    data = _resolved(OmegaConf.to_container(cfg, resolve=True), cfg)  # type: ignore[arg-type]
+    atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.create(data)))
 
 
 def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -113,6 +134,11 @@ def check_same_config(run_dir: Path, cfg: DictConfig) -> None:
 
     path = run_dir / CONFIG_FILE
     if not path.exists():
+        others = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)
+        if others:  # files no config vouches for: never skipped, resumed or overwritten
+            raise ConfigError("out", str(run_dir), f"holds {', '.join(others[:4])}{' ...' if len(others) > 4 else ''} "
+                              f"but no {CONFIG_FILE}, so nothing says which config made them; nothing was touched: "
+                              "choose another out= (or runs_root=), or delete that directory")
         return
     try:
         stored = _flat(result_config(OmegaConf.load(path)))  # type: ignore[arg-type]
@@ -121,6 +147,10 @@ def check_same_config(run_dir: Path, cfg: DictConfig) -> None:
                           "choose another out= or delete that directory") from None
     wanted = _flat(result_config(cfg))
     diff = sorted(k for k in stored.keys() | wanted.keys() if stored.get(k, "<unset>") != wanted.get(k, "<unset>"))
+    if DATA_HASH_KEY in diff:
+        raise ConfigError("data.path", OmegaConf.select(cfg, "data.path"), f"its content changed since the run in "
+                          f"{run_dir} started (sha256 {stored.get(DATA_HASH_KEY)} there, {wanted.get(DATA_HASH_KEY)} "
+                          "now); restore the file to resume, or choose another out= / delete that directory to start over")
     if diff:
         shown = ", ".join(f"{k}={stored.get(k, '<unset>')!r} there, {wanted.get(k, '<unset>')!r} here"
                           for k in diff[:3]) + (f" (+{len(diff) - 3} more)" if len(diff) > 3 else "")
@@ -138,8 +168,33 @@ def remove_if_empty(run_dir: Path) -> None:
         pass
 
 
+class Owner:
+    """This process's claim on a run directory: a token written into its lock file when the lock is taken.
+
+    An flock only excludes processes that lock the same file: a deleted `.lock` or a removed and
+    re-created directory lets a second process in. So every write checks the token first; a writer
+    whose token is gone stops (RunTakenOver) instead of mixing its rows with the other's.
+    """
+
+    def __init__(self, run_dir: Path, token: str):
+        self.run_dir, self.token = run_dir, token
+
+    def check(self) -> None:
+        from warmup_lab.errors import RunTakenOver
+
+        try:
+            now = (self.run_dir / LOCK_FILE).read_text()
+        except OSError:
+            now = None
+        if now != self.token:
+            what = "was removed" if not self.run_dir.is_dir() else f"lost its {LOCK_FILE}"
+            taken = ", and another process now owns it" if now else ""
+            raise RunTakenOver(f"{self.run_dir} {what} while this run was writing there{taken}; this process stopped "
+                               "without writing more (run the command again, once, to continue from the last checkpoint)")
+
+
 @contextlib.contextmanager
-def owned(run_dir: Path) -> Iterator[None]:
+def owned(run_dir: Path) -> Iterator[Owner]:
     """Hold `run_dir`'s exclusive lock for the block; a second process on the same directory waits.
 
     flock locks die with their process (no stale lock after a kill), and whoever gets the lock next
@@ -152,7 +207,10 @@ def owned(run_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             print(f"wait: {run_dir} is being written by another process; waiting for it to finish", flush=True)
             fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        token = f"{os.getpid()} {os.urandom(8).hex()}\n"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, token.encode(), 0)
+        yield Owner(run_dir, token)
     finally:
         os.close(fd)  # releases the lock
 

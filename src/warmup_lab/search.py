@@ -274,3 +274,41 @@ def _bisect_points(lo: int, hi: int, t: int) -> list[int]:
 def _n_checks(hi: int, probed: set[int], kmax: int, check_above: int) -> int:
     """Check probes just above the first unstable index hi that are not already probed."""
     return sum(k <= kmax and k not in probed for k in range(hi + 1, hi + 1 + check_above))
+
+
+class Budget:
+    """What a search may spend: runs (`max_probes`) and/or core-seconds (`max_core_s`); None = no limit.
+
+    A round of probes starts only if it fits: its runs counted exactly, its core-seconds estimated at
+    the mean cost of the probes so far. Every probe counts, a resumed one at the cost its summary
+    recorded, so a re-run with the same budget makes the same probes and a larger budget extends them.
+    """
+
+    def __init__(self, max_probes: int | None = None, max_core_s: float | None = None):
+        if max_probes is not None and int(max_probes) < 1:
+            raise ValueError(f"max_probes={max_probes!r} must be >= 1 (or null: no limit)")
+        if max_core_s is not None and not float(max_core_s) > 0:
+            raise ValueError(f"max_core_s={max_core_s!r} must be > 0 (or null: no limit)")
+        self.max_probes = None if max_probes is None else int(max_probes)
+        self.max_core_s = None if max_core_s is None else float(max_core_s)
+        self.probes, self.core_s = 0, 0.0
+
+    def spend(self, core_s: float | None) -> None:
+        self.probes += 1
+        self.core_s += core_s if core_s is not None and math.isfinite(core_s) else 0.0
+
+    def allows(self, n: int) -> bool:
+        """True when `n` more probes fit in the budget."""
+        if self.max_probes is not None and self.probes + n > self.max_probes:
+            return False
+        mean = self.core_s / self.probes if self.probes else 0.0
+        return self.max_core_s is None or self.core_s + n * mean <= self.max_core_s
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"probes": self.probes, "core_s": self.core_s, "max_probes": self.max_probes,
+                "max_core_s": self.max_core_s}
+
+    def text(self) -> str:
+        runs = f"{self.probes}" + (f" of {self.max_probes}" if self.max_probes is not None else "") + " runs"
+        cost = f"{self.core_s:.0f}" + (f" of {self.max_core_s:.0f}" if self.max_core_s is not None else "")
+        return f"{runs}, {cost} core-s"

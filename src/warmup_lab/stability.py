@@ -4,8 +4,10 @@ The one module that owns them, and the files they are written to: the trainer wr
 status, and the sweeper, the report and the figures all call these functions on the same run summaries.
 
 API (names other code relies on; columns may be added, never renamed):
-  DEFAULT_CRITERIA                  ("plain", "loss_frac_0.65", "loss_frac_0.5"); DEFAULT_CRITERION "plain"
-  criterion(name) -> Criterion      "plain", "loss_frac_<f>", "near_best_<k>", "not_diverged"; `.text` is the
+  DEFAULT_CRITERIA                  ("learned_0.9", "plain", "loss_frac_0.65", "loss_frac_0.5");
+                                    DEFAULT_CRITERION "learned_0.9" (requires learning; steers searches and advise)
+  baseline_of(summary) -> float     the task's declared baseline_loss in a run summary (NaN: none)
+  criterion(name) -> Criterion      "learned_<f>", "plain", "loss_frac_<f>", "near_best_<k>", "not_diverged"; `.text` is the
                                     one-line definition (criteria_text(names) joins them for a table)
   probes_from_runs(df, keys=None)   run summaries (report.load_runs rows) -> probe rows (keys, seed, lr, ...)
   judge(probes, criteria, keys)     one row per (probe, criterion) with a bool `stable`
@@ -57,6 +59,7 @@ COMPARE_COLUMNS = ["criterion", "baseline", "n_seeds", "n_seeds_baseline", "rati
 CI_LEVEL = 0.9
 FLOAT_FORMAT = None  # floats as repr: the shortest text that reads back (float_precision="round_trip") exactly
 VARY = ("warmup", "warmup_steps")  # what compare() varies against its no-warmup baseline
+BASELINE_COLUMN = "task_info.baseline_loss"  # where report.load_runs puts a task's declared baseline_loss
 
 
 # -- criteria --------------------------------------------------------------------------------------
@@ -75,6 +78,12 @@ def criterion(name: str) -> Criterion:
     if name == "not_diverged":
         return Criterion(name, "not_diverged", None, "not_diverged: finished without diverging (looser than plain: "
                                                      "a run that learned nothing counts as stable)")
+    if m := re.fullmatch(r"learned_([0-9.]+)", str(name)):
+        f = float(m.group(1)) if re.fullmatch(r"\d+(\.\d+)?|\.\d+", m.group(1)) else 0.0
+        if 0 < f <= 1:
+            return Criterion(name, "learned", f, f"{name}: plain, and final train loss <= {f:g} x the task's "
+                             "baseline_loss (the loss of the best input-blind predictor: the class prior's entropy "
+                             "for a classifier, the text's unigram entropy for a char-LM; l0 where a task declares none)")
     if name == "plain":
         return Criterion(name, "plain", None, "plain: status `completed` (not diverged; final train loss < l0 - "
                                               "loss_margin, and the preset's held-out bar if it opted in)")
@@ -86,16 +95,19 @@ def criterion(name: str) -> Criterion:
         return Criterion(name, "near_best", value,
                          f"{name}: plain, and final train loss <= {value:g} x the best final train loss of "
                          "the same setting (over all its runs: every LR, every seed)")
-    raise ValueError(f"criterion={name!r}: use plain, loss_frac_<f> with 0 < f < 1, near_best_<k> with k >= 1, "
-                     "or not_diverged")
+    raise ValueError(f"criterion={name!r}: use learned_<f> with 0 < f <= 1, plain, loss_frac_<f> with 0 < f < 1, "
+                     "near_best_<k> with k >= 1, or not_diverged")
 
 
 # The criteria every report and search tabulates side by side, unless told otherwise (the report's --criteria,
-# the search's hydra.sweeper.criteria): loss_frac_0.65 sits just below the char-LM's unigram entropy (0.69 l0:
-# learned more than character frequencies), loss_frac_0.5 is the stricter bar that the image arm's trained
-# runs clear by far.
-DEFAULT_CRITERIA = ("plain", "loss_frac_0.65", "loss_frac_0.5")
-DEFAULT_CRITERION = "plain"  # the one a max-stable-LR search steers by, unless its preset names another
+# the search's hydra.sweeper.criteria): learned_0.9 against the task's own baseline_loss; loss_frac_0.65 sits just
+# below the char-LM's unigram entropy (0.69 l0: learned more than character frequencies), loss_frac_0.5 is the
+# stricter bar that the image arm's trained runs clear by far.
+# The one a max-stable-LR search and advise steer by, unless told otherwise, requires learning: `plain` alone
+# counts a run that ends just below l0 (learned nothing) as stable, and a search steered by it can report an
+# edge where nothing trains.
+DEFAULT_CRITERION = "learned_0.9"
+DEFAULT_CRITERIA = (DEFAULT_CRITERION, "plain", "loss_frac_0.65", "loss_frac_0.5")
 
 
 def criteria_text(names: Iterable[str]) -> str:
@@ -115,15 +127,22 @@ def probes_from_runs(df: pd.DataFrame, keys: Sequence[str] | None = None) -> pd.
     keys = list(keys) if keys is not None else setting_keys(df)
     done = df[df["status"].isin(runs.FINISHED_STATUSES)]
     out = done.reindex(columns=[*keys, "seed", "target_lr", "status", "init_loss", "final_train_loss",
-                                "final_eval_loss"]).rename(columns={"target_lr": "lr"})
+                                "final_eval_loss", BASELINE_COLUMN]).rename(
+        columns={"target_lr": "lr", BASELINE_COLUMN: "baseline_loss"})
     out = out.dropna(subset=["lr"])
-    for col in ("lr", "init_loss", "final_train_loss", "final_eval_loss"):
+    for col in ("lr", "init_loss", "final_train_loss", "final_eval_loss", "baseline_loss"):
         out[col] = pd.to_numeric(out[col], errors="coerce")
     for col in [*keys, "seed"]:  # 10.0 -> 10: a column of whole numbers (seeds, lengths) reads as such
         num = pd.to_numeric(out[col], errors="coerce")
         if len(out) and num.notna().all() and (num % 1 == 0).all():
             out[col] = num.astype(int)
     return out.reset_index(drop=True)
+
+
+def baseline_of(summary: dict[str, Any] | None) -> float:
+    """The baseline_loss a run's task declared (tasks/base.py Task.baseline_loss), NaN when none."""
+    value = ((summary or {}).get("task_info") or {}).get("baseline_loss")
+    return float(value) if isinstance(value, (int, float)) else math.nan
 
 
 def _groups(df: pd.DataFrame, by: Sequence[str]):
@@ -151,6 +170,10 @@ def judge(probes: pd.DataFrame, criteria: Sequence[str] = DEFAULT_CRITERIA,
             stable = plain
         elif c.kind == "not_diverged":
             stable = probes["status"].isin([runs.COMPLETED, runs.FAILED])
+        elif c.kind == "learned":
+            base = (pd.to_numeric(probes["baseline_loss"], errors="coerce") if "baseline_loss" in probes
+                    else pd.Series(np.nan, index=probes.index))
+            stable = plain & (final <= c.value * base.fillna(l0))
         elif c.kind == "loss_frac":
             stable = plain & (final <= c.value * l0)
         else:

@@ -12,18 +12,18 @@ lifecycle.StopRequest is acted on at the next step boundary. The run directory a
 
 from __future__ import annotations
 
-import csv
 import math
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from warmup_lab import checkpoint, runs
+from warmup_lab.config_keys import check_keys
 from warmup_lab.detectors import Monitor, failed_to_train
 from warmup_lab.errors import require
 from warmup_lab.lifecycle import Stopped, StopRequest
@@ -60,6 +60,7 @@ def _integer(cfg: DictConfig, key: str, lo: int, *, nullable: bool = False, note
 
 def validate(cfg: DictConfig) -> None:
     """Every run-level value, checked before anything is written (a rejected config leaves no directory)."""
+    check_keys(cfg)
     _integer(cfg, "train.steps", 1)
     _integer(cfg, "train.batch_size", 1)
     _integer(cfg, "train.eval_every", 0, note=" (0 = only at the end)")
@@ -72,8 +73,6 @@ def validate(cfg: DictConfig) -> None:
     clip = cfg.train.grad_clip
     require(clip is None or (isinstance(clip, (int, float)) and not isinstance(clip, bool) and math.isfinite(clip)
                              and clip > 0), "train.grad_clip", clip, "must be a number > 0 or null")
-    for key in ("train.progress", "train.keep_checkpoint"):
-        require(isinstance(OmegaConf.select(cfg, key), bool), key, OmegaConf.select(cfg, key), "must be true or false")
     resolve_device(str(cfg.device))
     validate_optimizer(cfg.optimizer)
     schedule_from_cfg(cfg)
@@ -109,10 +108,16 @@ class Run:
         self.evals: list[dict[str, Any]] = []
         self.sharpness: list[dict[str, float]] = []
         self.start_step, self.elapsed = 0, 0.0
+        self.guard: Callable[[], None] = lambda: None  # raises when the run directory is no longer ours
 
     # -- checkpoints -------------------------------------------------------------------------
-    def save_checkpoint(self, next_step: int, elapsed: float) -> None:
+    def flush(self) -> None:
+        """Pending rows to disk, once this process is checked to still own the run directory (job.py sets guard)."""
+        self.guard()
         self.metrics.flush()
+
+    def save_checkpoint(self, next_step: int, elapsed: float) -> None:
+        self.flush()
         state = {
             "step": next_step,
             "model": self.model.state_dict(),
@@ -130,6 +135,10 @@ class Run:
         state = checkpoint.load(self.run_dir, self.device)
         if state is None:
             return False
+        why = checkpoint.misfit(state, self.model, self.optimizer) or self.metrics.missing_steps(int(state["step"]))
+        if why is not None:  # a gap in metrics.csv is never left: the run is redone from step 0 instead
+            checkpoint.set_aside(self.run_dir, "unusable", why)
+            return False
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr.load_state_dict(state["lr"])
@@ -137,7 +146,7 @@ class Run:
         checkpoint.set_rng_state(state["rng"])
         self.evals, self.sharpness = state["evals"], state["sharpness"]
         self.start_step, self.elapsed = int(state["step"]), float(state["elapsed"])
-        self.metrics.truncate(self.start_step)
+        self.metrics.restore(self.start_step, self.evals, self.sharpness)
         return True
 
     # -- measurements ------------------------------------------------------------------------
@@ -219,7 +228,7 @@ class Run:
         steps_run = step + 1 if steps > self.start_step else self.start_step
         if diverged:
             self.evaluate(steps_run)
-        self.metrics.flush()
+        self.flush()
         logger.log_steps(self.metrics.take_mirror())
         wall = self.elapsed + time.perf_counter() - began
         return self.summarise(steps_run, diverged, wall, steps_timed / train_time if train_time else float("nan"))
@@ -237,8 +246,7 @@ class Run:
             status = runs.COMPLETED
         # peak_lr = the largest LR applied (max of metrics.csv `lr`, flushed by execute): an untuned
         # multiplicative warmup never reaches the nominal peak that target_lr names.
-        with (self.run_dir / runs.METRICS_FILE).open(newline="") as fh:
-            peak_lr = max((float(r["lr"]) for r in csv.DictReader(fh)), default=float("nan"))
+        peak_lr = self.metrics.peak_lr()
         finite_evals = [e for e in self.evals if math.isfinite(e.get("eval_loss", math.nan))]
         schedule_info = self.schedule.describe()
         summary: RunSummary = {

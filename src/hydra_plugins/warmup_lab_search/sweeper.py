@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 SEARCH_FILE = "search.json"
 # Result fields copied from a probe's summary into search.json and the probe table.
 PROBE_FIELDS = ("init_loss", "final_train_loss", "final_eval_loss")
+JUDGED_FIELDS = (*PROBE_FIELDS, "baseline_loss")  # what stability.judge reads of a probe
 
 
 @dataclass
@@ -58,8 +59,10 @@ class MaxStableLRSweeperConf:
     check_above: int = search.CHECK_ABOVE
     error_retries: int = search.ERROR_RETRIES
     max_rounds: int = 50
-    criterion: str = stability.DEFAULT_CRITERION  # steers the search (per run: plain | loss_frac_<f>)
+    criterion: str = stability.DEFAULT_CRITERION  # steers the search (per run: learned_<f> | plain | loss_frac_<f>)
     criteria: List[str] = field(default_factory=lambda: list(stability.DEFAULT_CRITERIA))  # tables
+    max_probes: Optional[int] = None  # budget in runs: no round starts that would exceed it (null = none)
+    max_core_s: Optional[float] = None  # budget in core-seconds (wall_s x threads of every probe counted)
     cross_seed: bool = True  # where seeds disagree, probe each at the median seed's lo and hi
     share_brackets: bool = False  # the first seed searches alone; the others start from its eta_max (fewer runs)
     out_dir: Optional[str] = None  # where search.json/eta_max*.csv go; null = hydra.sweep.dir
@@ -88,7 +91,8 @@ class MaxStableLRSweeper(Sweeper):
     def __init__(self, *, params: Optional[Dict[str, Any]], seeds: Sequence[Any], lr_key: str, seed_key: str,
                  start_lr: float, bracket_factor: float, resolution: float, min_lr: float, max_lr: float,
                  check_above: int, error_retries: int, max_rounds: int, criterion: str, criteria: Sequence[str],
-                 cross_seed: bool, share_brackets: bool, out_dir: Optional[str]) -> None:
+                 max_probes: Optional[int], max_core_s: Optional[float], cross_seed: bool, share_brackets: bool,
+                 out_dir: Optional[str]) -> None:
         """Every argument comes from MaxStableLRSweeperConf (its defaults live there only)."""
         super().__init__()
         if isinstance(params, DictConfig):
@@ -99,6 +103,7 @@ class MaxStableLRSweeper(Sweeper):
         self.search_kw = dict(start_lr=start_lr, bracket_factor=bracket_factor, resolution=resolution,
                               min_lr=min_lr, max_lr=max_lr, check_above=check_above, error_retries=error_retries)
         self.max_rounds = int(max_rounds)
+        self.budget = search.Budget(max_probes, max_core_s)
         self.criterion = str(criterion)
         self.criteria = list(dict.fromkeys([self.criterion, *criteria]))
         self.cross_seed, self.share_brackets = bool(cross_seed), bool(share_brackets)
@@ -151,7 +156,8 @@ class MaxStableLRSweeper(Sweeper):
         summary = read_summary(Path(run_dir)) if run_dir else None
         status = summary["status"] if summary else None
         info: Dict[str, Any] = {"status": status if status is not None else "no_summary", "run_dir": run_dir,
-                                **{k: (summary or {}).get(k) for k in PROBE_FIELDS}}
+                                **{k: (summary or {}).get(k) for k in PROBE_FIELDS},
+                                "baseline_loss": stability.baseline_of(summary), "core_s": _core_s(ret, summary)}
         if ret.status == JobStatus.FAILED:
             try:
                 ret.return_value
@@ -159,7 +165,7 @@ class MaxStableLRSweeper(Sweeper):
                 info["job_error"] = f"{type(err).__name__}: {err}"
         if status not in runs.FINISHED_STATUSES:
             return None, info
-        row = pd.DataFrame([{"status": status, **{k: _float(info[k]) for k in PROBE_FIELDS}}])
+        row = pd.DataFrame([{"status": status, **{k: _float(info[k]) for k in JUDGED_FIELDS}}])
         return bool(stability.judge(row, [self.criterion], keys=[])["stable"].iloc[0]), info
 
     # -- the sweep ---------------------------------------------------------------------------
@@ -167,6 +173,9 @@ class MaxStableLRSweeper(Sweeper):
         """Bad settings end in one line on stderr and exit 2 (warmup_lab.errors), before any job runs."""
         try:
             search.LRSearch(**self.search_kw)
+            if self.max_rounds < 1:
+                raise ConfigError("hydra.sweeper.max_rounds", self.max_rounds, "must be >= 1 (0 probes nothing)")
+            search.Budget(self.budget.max_probes, self.budget.max_core_s)
             if not self.seeds:
                 raise ConfigError("hydra.sweeper.seeds", "[]", "give at least one seed, e.g. hydra.sweeper.seeds=[0,1,2,3,4]")
             for name in self.criteria:
@@ -192,13 +201,18 @@ class MaxStableLRSweeper(Sweeper):
         print(f"[max_stable_lr] {len(settings)} settings x {len(self.seeds)} seeds = {len(searches)} searches; "
               f"search criterion {stability.criterion(self.criterion).text}; out: {out_dir}", flush=True)
         returns: List[Sequence[JobReturn]] = []
-        job_idx, rounds, crossed = 0, 0, set()
+        job_idx, rounds, crossed, over_budget = 0, 0, set(), False
         waiting = {(i, seed) for i, seed in searches if self.share_brackets and seed != self.seeds[0]}
         while rounds < self.max_rounds:
             self._start_from_hints(searches, waiting)
             crossed |= self._cross_seed(len(settings), searches, crossed)
             pending = [(key, s.next_lr()) for key, s in searches.items() if not s.done and key not in waiting]
             if not pending:
+                break
+            if not self.budget.allows(len(pending)):
+                print(f"[max_stable_lr] budget reached: {self.budget.text()}; {len(pending)} more probes would exceed it",
+                      flush=True)
+                over_budget = True
                 break
             rounds += 1
             batch = [settings[i] + [f"{self.seed_key}={seed}", f"{self.lr_key}={lr!r}"] for (i, seed), lr in pending]
@@ -215,16 +229,19 @@ class MaxStableLRSweeper(Sweeper):
             for ((i, seed), lr), ret in zip(pending, results):
                 stable, info = self._outcome(ret)
                 searches[(i, seed)].record(lr, stable, round=rounds, **info)
+                self.budget.spend(info["core_s"])
             n_done = sum(s.done for s in searches.values())
             print(f"[max_stable_lr] round {rounds}: {len(batch)} probes "
                   f"({_count(searches, rounds)}) | "
-                  f"searches done {n_done}/{len(searches)}, remaining {len(searches) - n_done}", flush=True)
+                  f"searches done {n_done}/{len(searches)}, remaining {len(searches) - n_done} | spent "
+                  f"{self.budget.text()}", flush=True)
             self._write(out_dir, settings, searches, rounds, changed={i for (i, _), _ in pending})
             self.bookkeeping_s.append(time.perf_counter() - started)
             print(f"[max_stable_lr] round {rounds} bookkeeping {self.bookkeeping_s[-1]:.3f} s", flush=True)
         unfinished = sum(not s.done for s in searches.values())
         if unfinished:
-            log.warning(f"max_rounds={self.max_rounds} reached with {unfinished} searches unfinished (done=False)")
+            why = f"the budget ({self.budget.text()})" if over_budget else f"max_rounds={self.max_rounds}"
+            log.warning(f"{why} stopped the sweep with {unfinished} searches unfinished (done=False)")
         tables = self._write(out_dir, settings, searches, rounds)
         print(self._table(settings, searches, tables), flush=True)
         return returns
@@ -275,8 +292,8 @@ class MaxStableLRSweeper(Sweeper):
             for p in searches[(i, seed)].resolved_probes():
                 status = p["status"] if p["status"] in runs.FINISHED_STATUSES else runs.ERROR  # unstable
                 rows.append({**{k: label.get(k) for k in keys}, "seed": seed, "lr": p["lr"], "status": status,
-                             **{k: _float(p.get(k)) for k in PROBE_FIELDS}})
-        return pd.DataFrame(rows, columns=[*keys, "seed", "lr", "status", *PROBE_FIELDS])
+                             **{k: _float(p.get(k)) for k in JUDGED_FIELDS}})
+        return pd.DataFrame(rows, columns=[*keys, "seed", "lr", "status", *JUDGED_FIELDS])
 
     def _write(self, out_dir: Path, settings: List[List[str]], searches: Dict[Any, search.LRSearch],
                rounds: int, changed: Optional[set] = None) -> Dict[str, pd.DataFrame]:
@@ -307,6 +324,7 @@ class MaxStableLRSweeper(Sweeper):
                        "max_rounds": self.max_rounds, "cross_seed": self.cross_seed,
                        "share_brackets": self.share_brackets},
             "rounds": rounds,
+            "spent": self.budget.as_dict(),
             "settings": [{"setting": i, "overrides": dict(ov.split("=", 1) for ov in setting),
                           "seeds": [{"seed": seed, **searches[(i, seed)].result()} for seed in self.seeds],
                           "summary": per_setting.get(i, [])} for i, setting in enumerate(settings)],
@@ -319,7 +337,6 @@ class MaxStableLRSweeper(Sweeper):
                tables: Dict[str, pd.DataFrame]) -> str:
         fmt = lambda v: "-" if v is None or v != v else f"{v:.4g}"  # noqa: E731
         summary = tables[stability.SUMMARY_FILE]
-        summary = summary[summary["criterion"] == self.criterion].set_index("setting")
         lines = [f"criterion: {stability.criterion(self.criterion).text}; probes on a "
                  f"x{self.search_kw['resolution']:.4g} grid; aggregate = median over seeds, "
                  f"{stability.INTERVAL_TEXT} {stability.CI_LEVEL:.0%} interval",
@@ -332,12 +349,32 @@ class MaxStableLRSweeper(Sweeper):
                 flags += ["errors"] * bool(r["n_errors"]) + ["unfinished"] * (not r["done"])
                 lines.append(f"{i:>3} {seed!s:>5} {fmt(r['eta_max']):>9} {fmt(r['hi']):>9} {r['n_probes']:>6}  "
                              f"{','.join(flags) or 'ok'} {' '.join(ov for ov in setting if ov in varying)}")
-            if i in summary.index:
-                a = summary.loc[i]
+            for _, a in summary[summary["setting"] == i].iterrows():
                 lines.append(f"{i:>3} {'all':>5} {fmt(a['estimate']):>9} {'':>9} {a['n_probes']:>6}  median "
-                             f"[{fmt(a['ci_low'])}, {fmt(a['ci_high'])}], n={a['n_seeds']}"
+                             f"[{fmt(a['ci_low'])}, {fmt(a['ci_high'])}], n={a['n_seeds']}, {a['criterion']}"
+                             + (" (steers)" if a["criterion"] == self.criterion else "")
                              + (f", censored {a['censored_seeds']}" if a["censored_seeds"] else ""))
+        lines += [f"criteria: {stability.criteria_text(self.criteria)}", *self._did_not_learn(settings, searches)]
         return "\n".join(lines)
+
+    def _did_not_learn(self, settings: List[List[str]], searches: Dict[Any, search.LRSearch]) -> List[str]:
+        """A warning line per setting whose stable runs at the edge (each seed's eta_max probe) did not
+        learn: final train loss above the task's baseline_loss (l0 where none), i.e. not learned_1."""
+        out = []
+        for i in range(len(settings)):
+            edge = [p for seed in self.seeds for p in searches[(i, seed)].resolved_probes()
+                    if p["stable"] and p["lr"] == searches[(i, seed)].result()["eta_max"]]
+            rows = pd.DataFrame([{"status": p["status"], **{k: _float(p.get(k)) for k in JUDGED_FIELDS}} for p in edge])
+            if rows.empty:
+                continue
+            learned = stability.judge(rows, ["learned_1"], keys=[])["stable"]
+            if not learned.all():
+                worst = rows.loc[~learned.to_numpy(), "final_train_loss"].max()
+                out.append(f"warning: setting {i}: {int((~learned).sum())} of {len(rows)} stable runs at the edge did "
+                           f"not learn (final train loss up to {worst:.4g}, not below the task's baseline_loss or "
+                           f"l0); criterion {self.criterion} counts them as stable: steer with "
+                           f"{stability.DEFAULT_CRITERION}")
+        return out
 
 
 def _excluded(key: str) -> bool:
@@ -346,6 +383,19 @@ def _excluded(key: str) -> bool:
     parts = tuple(key.split("."))
     return (parts[0] in runs.HASH_EXCLUDED + runs.EXECUTION_KEYS
             or any(parts[: len(n)] == n for n in runs.HASH_EXCLUDED_NESTED))
+
+
+def _core_s(ret: JobReturn, summary: Optional[Dict[str, Any]]) -> Optional[float]:
+    """A probe's cost: its wall_s x the torch threads it ran with (its `threads`, else torch's default)."""
+    wall = (summary or {}).get("wall_s")
+    if not isinstance(wall, (int, float)):
+        return None
+    threads = OmegaConf.select(ret.cfg, "threads", default=None) if ret.cfg is not None else None
+    if not threads:
+        import torch
+
+        threads = torch.get_num_threads()
+    return float(wall) * int(threads)
 
 
 def _float(value: Any) -> float:

@@ -14,6 +14,7 @@ import torch
 from warmup_lab.data.seeds import generator
 from warmup_lab.data.sequences import Batch, SequenceData
 from warmup_lab.errors import DataMissingError, require
+from warmup_lab.tasks.base import entropy
 
 TRAIN_FRACTION = 0.9
 
@@ -26,6 +27,9 @@ def read_text(path: str | None) -> str:
     file = Path(path).expanduser()
     if file.is_dir():
         raise DataMissingError(f"data.path={path} is a directory, not a text file: {fix}")
+    if file.exists() and not file.is_file():
+        raise DataMissingError(f"data.path={path} is not a regular file (a FIFO, socket or device); "
+                               f"training reads it many times: {fix}")
     if not file.is_file():
         raise DataMissingError(f"data.path={path} does not exist: {fix}")
     try:
@@ -68,4 +72,4 @@ def charlm(path: str | None, block_size: int, seed: int, batch_size: int, device
         return chunk[:, :-1], chunk[:, 1:]
 
     return SequenceData("charlm", len(chars), block_size, len(chars), batch, test, n_train,
-                        {**source, "n_chars": len(ids)})
+                        {**source, "n_chars": len(ids), "unigram_entropy": entropy(ids[:n_train])})

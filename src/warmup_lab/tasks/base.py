@@ -29,3 +29,19 @@ class Task:
     batch_size: int                                        # samples per training batch (for samples/s)
     chance_acc: float | None                               # accuracy of a uniform guess (None: no accuracy)
     info: dict[str, Any] = field(default_factory=dict)     # sizes, vocab, etc., recorded in the summary
+    # The training loss of the best input-blind predictor (a classifier: the entropy of the class prior,
+    # ln C when balanced; a char-LM: the text's unigram entropy). Optional: a criterion that requires
+    # learning (stability `learned_<f>`) asks for a final training loss below a fraction of it.
+    baseline_loss: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.baseline_loss is not None:  # the summary records task.info: the criterion reads it there
+            self.info["baseline_loss"] = float(self.baseline_loss)
+
+
+def entropy(labels: torch.Tensor) -> float:
+    """Entropy in nats of the empirical distribution of integer `labels`: the loss of predicting their
+    frequencies whatever the input."""
+    counts = torch.bincount(labels.reshape(-1).long().cpu()).double()
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * p.log()).sum())

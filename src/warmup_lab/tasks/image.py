@@ -16,7 +16,7 @@ from torch import nn
 from warmup_lab.data import Batches, FullBatch, ImageData, load_image_data
 from warmup_lab.errors import ConfigError, require
 from warmup_lab.models import build_image_model, count_params
-from warmup_lab.tasks.base import Task
+from warmup_lab.tasks.base import Task, entropy
 
 
 def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -108,4 +108,5 @@ def build_image_task(cfg: DictConfig, device: torch.device) -> Task:
             **{k: v for k, v in data.info.items() if k in ("source", "root", "subset")}}
     return Task(name=str(cfg.task.name), kind="image", model=model, batch=batches, loss=make_loss(loss_name),
                 evaluate=make_evaluate(data, n_eval, eval_bs, loss_name), batch_size=batch_size,
-                chance_acc=1.0 / data.num_classes, info=info)
+                chance_acc=1.0 / data.num_classes, info=info,
+                baseline_loss=entropy(data.y_train) if loss_name == "cross_entropy" else None)

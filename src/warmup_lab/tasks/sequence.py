@@ -99,5 +99,5 @@ def build_sequence_task(cfg: DictConfig, device: torch.device) -> Task:
     return Task(
         name=str(cfg.task.name), kind=kind, model=model, batch=data.batch, loss=_loss,
         evaluate=make_evaluate(batches, lm=kind == "lm"), batch_size=int(cfg.train.batch_size),
-        chance_acc=1.0 / data.n_classes, info=info,
+        chance_acc=1.0 / data.n_classes, info=info, baseline_loss=data.info.get("unigram_entropy"),
     )

@@ -1,0 +1,195 @@
+"""Is advise's answer better than the LR range test's? Measured on fresh seeds (experiments/advise/README.md).
+
+Per arm: lr-find (Lightning's steepest-descent suggestion, seed 0), advise at each budget (its own
+seeds 0, 1, ...), then full training runs over fresh seeds that neither used: lr-find's LR without warmup
+and with linear warmup over 10% of T, and advise's (warmup, peak LR) at each budget. Every number of the
+table comes from the runs' summaries; the table (bench.csv, bench.md) and the figures go to --out.
+
+    nice -n 5 python scripts/bench_advise.py --out results/advise --runs-root sweeps/bench_advise
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from warmup_lab import runs, stability
+from warmup_lab.advise import _threads
+from warmup_lab.lr_find import compose_train, lr_find
+from warmup_lab.summary import json_safe
+from warmup_lab.job import train
+
+ARMS = {
+    "resnet_sgd": ["+arm=resnet_sgd"],
+    "transformer_adamw": ["+arm=transformer_adamw"],
+}
+FRESH_SEEDS = (100, 101, 102, 103, 104)
+
+
+def full_run(overrides: list[str], lr: float, warmup: int, seed: int) -> dict[str, Any]:
+    """One full training run at (lr, warmup) of the arm; its summary, judged under the default criterion."""
+    cfg = compose_train([*overrides, f"optimizer.lr={lr!r}", "schedule.warmup=linear",
+                         f"schedule.warmup_steps={warmup}", "schedule.warmup_ratio=null", f"seed={seed}"])
+    s = train(cfg, runs.run_dir_for(cfg))
+    row = pd.DataFrame([{"status": s["status"], "init_loss": s["init_loss"], "final_train_loss": s["final_train_loss"],
+                         "final_eval_loss": s.get("final_eval_loss"), "baseline_loss": stability.baseline_of(s)}])
+    learned = bool(stability.judge(row, [stability.DEFAULT_CRITERION], keys=[])["stable"].iloc[0])
+    return {"seed": seed, "status": s["status"], "final_train_loss": s["final_train_loss"],
+            "final_eval_loss": s.get("final_eval_loss", math.nan), "learned": learned,
+            "core_s": float(s["wall_s"]) * _threads(cfg)}
+
+
+def run_advise(overrides: list[str], budget: str, out: Path, launcher: list[str]) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "warmup_lab.advise", *overrides, *launcher, "--budget", budget, "--out", str(out)]
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"advise failed ({done.returncode}): {' '.join(cmd)}")
+    advice = json.loads((out / "advice.json").read_text())
+    advice["first_line"] = done.stdout.splitlines()[0]
+    return advice
+
+
+def method_row(arm: str, method: str, lr: float | None, warmup: int | None, results: list[dict[str, Any]],
+               cost: float | None) -> dict[str, Any]:
+    ok = results
+    med = lambda k: statistics.median(r[k] for r in ok) if ok else math.nan  # noqa: E731
+    return {"arm": arm, "method": method, "lr": lr, "warmup_steps": warmup, "n_seeds": len(ok),
+            "median_final_train_loss": med("final_train_loss"), "median_final_eval_loss": med("final_eval_loss"),
+            "frac_diverged_or_failed": (sum(r["status"] != runs.COMPLETED for r in ok) / len(ok)) if ok else math.nan,
+            "frac_not_learned": (sum(not r["learned"] for r in ok) / len(ok)) if ok else math.nan,
+            "cost_core_s": cost}
+
+
+def bench_arm(arm: str, overrides: list[str], budgets: list[str], out: Path, launcher: list[str],
+              jobs: int) -> tuple[list[dict], list[dict]]:
+    t = time.time()
+    ramp = ("train.steps=", "optimizer.lr=")  # the range test sets both: its own 100 steps, its own LRs
+    found = lr_find([*(o for o in overrides if not o.startswith(ramp)), "seed=0"])
+    cfg = compose_train(overrides)
+    tw = int(math.floor(0.1 * int(cfg.train.steps)))
+    (out / arm).mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(found["run_dir"]) / "lr_find.png", out / arm / "lr_find.png")
+    suggestion = found["steepest"]["lr"]
+    lf_cost = float(found["wall_s"]) * _threads(cfg)
+    print(f"[{arm}] lr-find {suggestion:.4g} ({time.time() - t:.0f} s)", flush=True)
+    methods = [("lr-find, no warmup", suggestion, 0, lf_cost), (f"lr-find, linear warmup {tw} (10% of T)", suggestion, tw, lf_cost)]
+    advices = []
+    for budget in budgets:
+        advice = run_advise(overrides, budget, out / arm / f"advise_{budget}", launcher)
+        advices.append({"arm": arm, "budget": budget, "answer": advice["first_line"], "spent": advice["spent"],
+                        "thin": advice["thin"]})
+        print(f"[{arm}] {advice['first_line']} ({time.time() - t:.0f} s)", flush=True)
+        pick = advice["pick"]
+        methods.append((f"advise {budget}", pick["lr"] if pick else None, pick["warmup_steps"] if pick else None,
+                        advice["spent"]["core_s"]))
+    jobs_ = [(overrides, lr, w, s) for _, lr, w, _ in methods if lr is not None for s in FRESH_SEEDS]
+    with ProcessPoolExecutor(jobs) as pool:  # fresh runs side by side (each run sets its own threads)
+        done = dict(zip([(lr, w, s) for _, lr, w, s in jobs_], pool.map(full_run, *zip(*jobs_))))
+    rows = []
+    for name, lr, w, cost in methods:
+        results = [done[(lr, w, s)] for s in FRESH_SEEDS] if lr is not None else []
+        rows.append({**method_row(arm, name, lr, w, results, cost), "_runs": results})
+    run_cost = statistics.median(r["core_s"] for row in rows for r in row["_runs"])
+    for row in rows:
+        row["cost_x_run"] = row["cost_core_s"] / run_cost if row["cost_core_s"] is not None else math.nan
+        row["core_s_per_full_run"] = run_cost
+    print(f"[{arm}] done ({time.time() - t:.0f} s)", flush=True)
+    return rows, advices
+
+
+def wins(rows: pd.DataFrame) -> pd.DataFrame:
+    """advise wins on an arm when none of its fresh seeds diverged or failed and its median final train loss is
+    below both lr-find rows'."""
+    out = []
+    for arm, g in rows.groupby("arm", sort=False):
+        lf = g[g["method"].str.startswith("lr-find")]
+        for _, r in g[g["method"].str.startswith("advise")].iterrows():
+            out.append({"arm": arm, "method": r["method"], "no_divergence": r["frac_diverged_or_failed"] == 0,
+                        "lower_loss_than_lr_find": bool(r["median_final_train_loss"] < lf["median_final_train_loss"].min()),
+                        "wins": bool(r["frac_diverged_or_failed"] == 0 and r["n_seeds"] > 0
+                                     and r["median_final_train_loss"] < lf["median_final_train_loss"].min())})
+    return pd.DataFrame(out)
+
+
+def _combine(part: Path, out: Path, table: pd.DataFrame, per_seed: pd.DataFrame, advice: list[dict],
+             span: list) -> tuple[pd.DataFrame, pd.DataFrame, list[dict], list]:
+    """Add the arms of another invocation's output `part` (its tables, answers, time span and arm folders)."""
+    info = json.loads((part / "bench.json").read_text())
+    end = (part / "bench.json").stat().st_mtime
+    span = [*span, *(info.get("span") or [(end - info["wall_s"], end)])]
+    for arm_dir in (d for d in part.iterdir() if d.is_dir()):
+        shutil.copytree(arm_dir, out / arm_dir.name, dirs_exist_ok=True)
+    return (pd.concat([table, pd.read_csv(part / "bench.csv")], ignore_index=True),
+            pd.concat([per_seed, pd.read_csv(part / "bench_runs.csv")], ignore_index=True), advice + info["advice"], span)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="results/advise")
+    p.add_argument("--runs-root", default="sweeps/bench_advise")
+    p.add_argument("--budgets", default="24runs,36runs,60runs")
+    p.add_argument("--launcher", default="hydra/launcher=joblib2", help="advise's launcher overrides (space-separated)")
+    p.add_argument("--jobs", type=int, default=2, help="fresh runs at a time")
+    p.add_argument("--arm", action="append", default=[], help="NAME=OVERRIDE[ OVERRIDE...] (adds an arm)")
+    p.add_argument("--no-default-arms", action="store_true", help="only the --arm ones")
+    p.add_argument("--combine", action="append", default=[],
+                   help="another invocation's --out: its arms join this table (figures and advice copied)")
+    args = p.parse_args()
+    arms = {} if args.no_default_arms else dict(ARMS)
+    for spec in args.arm:
+        name, _, ovs = spec.partition("=")
+        arms[name] = ovs.split()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    budgets = args.budgets.split(",")
+    began, all_rows, all_advice = time.time(), [], []
+    for arm, ovs in arms.items():
+        rows, advices = bench_arm(arm, [*ovs, f"runs_root={args.runs_root}", "logger=none", "train.progress=false"],
+                                  budgets, out, args.launcher.split(), args.jobs)
+        all_rows += rows
+        all_advice += advices
+    table = pd.DataFrame([{k: v for k, v in r.items() if k != "_runs"} for r in all_rows])
+    per_seed = pd.DataFrame([{"arm": r["arm"], "method": r["method"], **x} for r in all_rows for x in r["_runs"]])
+    span = [(began, time.time())] if arms else []
+    for part in map(Path, args.combine):  # arms benched by other invocations (run side by side): one table
+        table, per_seed, all_advice, span = _combine(part, out, table, per_seed, all_advice, span)
+    wall = max(end for _, end in span) - min(start for start, _ in span)
+    won = wins(table)
+    arms_in = list(table["arm"].unique())  # a budget wins only with a winning row on every arm
+    smallest = next((b for b in budgets if sorted(won[(won["method"] == f"advise {b}") & won["wins"]]["arm"])
+                     == sorted(arms_in)), None)
+    table.to_csv(out / "bench.csv", index=False, lineterminator="\n")
+    per_seed.to_csv(out / "bench_runs.csv", index=False, lineterminator="\n")
+    won.to_csv(out / "wins.csv", index=False, lineterminator="\n")
+    summary = {"budgets": budgets, "fresh_seeds": list(FRESH_SEEDS), "smallest_budget_winning_every_arm": smallest,
+               "wall_s": wall, "advice": all_advice, "criterion": stability.criterion(stability.DEFAULT_CRITERION).text}
+    summary["span"] = span
+    (out / "bench.json").write_text(json.dumps(json_safe(summary), indent=1) + "\n")
+    md = ["# advise vs the LR range test (generated by scripts/bench_advise.py)", "",
+          f"Fresh seeds {list(FRESH_SEEDS)}; advise's searches used seeds 0, 1, 2, ...; lr-find used seed 0. "
+          f"Criterion for 'not learned': {summary['criterion']}", "",
+          table.drop(columns=["core_s_per_full_run"]).to_markdown(index=False, floatfmt=".4g"), "",
+          "Cost of one full training run (median over the fresh runs, core-s): "
+          + ", ".join(f"{a} {g['core_s_per_full_run'].iloc[0]:.3g}" for a, g in table.groupby("arm", sort=False)), "",
+          "## Does advise win? (no fresh seed diverged or failed, and lower median final train loss than both lr-find rows)", "",
+          won.to_markdown(index=False), "",
+          f"Smallest budget at which advise wins on every arm: {smallest or 'none of ' + ', '.join(budgets)}", "",
+          "## advise's answers", "", *[f"- {a['arm']} @ {a['budget']}: `{a['answer']}`" for a in all_advice], "",
+          f"Benchmark wall time (all arms, first start to last end): {wall:.0f} s"]
+    (out / "bench.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md), flush=True)
+
+
+if __name__ == "__main__":
+    main()

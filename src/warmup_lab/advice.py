@@ -1,0 +1,200 @@
+"""The rules that turn advise's probes into a (warmup, peak LR) pick (docs/advise.md), kept apart from
+the command so that tests can hold them against synthetic probes.
+
+- The frontier: eta_max per warmup length, median over seeds with its interval, by
+  stability.eta_max_per_seed / eta_max_summary under the one criterion (the rule the sweeper and the
+  report apply).
+- Peak LR: among the LRs probed on every seed of a warmup length and stable on every one of them, the one
+  with the lowest median final training loss that some measured warmup keeps a margin below eta_max:
+  LR x margin <= the low end of that warmup's eta_max interval (a low end censored below does not count).
+- Warmup: the shortest measured length that does so.
+- Too thin: fewer than 2 seeds, no LR stable on every seed, or none with the margin: no pick, a reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from warmup_lab import stability
+
+ADVICE_FILE, FIGURE_FILE, TABLE_FILE = "advice.json", "advice.png", "frontier.csv"
+KEYS = ["warmup_steps"]
+
+
+@dataclass
+class Plan:
+    seeds: list[int]
+    warmups: list[int]
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
+
+
+def _bound(value: float, censored: str) -> str:
+    return {"below": "< ", "above": ">= ", "undetermined": "? "}.get(censored, "") + _fmt(value)
+
+
+def eta_text(row: dict[str, Any]) -> str:
+    """'1.6 [0.8, 1.6]' with censoring marks."""
+    return (f"{_bound(row['estimate'], row['estimate_censored'])} [{_bound(row['ci_low'], row['ci_low_censored'])}, "
+            f"{_bound(row['ci_high'], row['ci_high_censored'])}]")
+
+
+def cells(judged: pd.DataFrame) -> pd.DataFrame:
+    """One row per (warmup length, LR): seeds probed, stable, median final train and eval loss."""
+    g = judged.groupby([*KEYS, "lr"], sort=True)
+    out = g.agg(n=("stable", "size"), n_stable=("stable", "sum"), median_train_loss=("final_train_loss", "median"),
+                median_eval_loss=("final_eval_loss", "median")).reset_index()
+    seeds = judged.groupby(KEYS)["seed"].nunique().rename("n_seeds").reset_index()
+    out = out.merge(seeds, on=KEYS)
+    out["every_seed_stable"] = (out["n"] == out["n_seeds"]) & (out["n_stable"] == out["n"]) & (out["n_seeds"] >= 2)
+    return out
+
+
+def advise_from(probes: pd.DataFrame, plan: Plan, criterion: str, margin: float, shape: str,
+                total_steps: int) -> dict[str, Any]:
+    """The frontier, the candidate LRs and the pick (or why there is none) from every probe."""
+    base = {"criterion": criterion, "criterion_text": stability.criterion(criterion).text, "margin": margin,
+            "shape": shape, "total_steps": total_steps, "seeds": plan.seeds, "warmups": plan.warmups,
+            "n_probes": len(probes), "frontier": [], "candidates": [], "pick": None}
+    if probes.empty:
+        base["thin"] = "no probe finished within the budget"
+        return {**base, **_answer(None, [], base)}
+    judged = stability.judge(probes, [criterion], KEYS)
+    per_seed = stability.eta_max_per_seed(judged, KEYS)
+    summary = stability.eta_max_summary(per_seed, KEYS)
+    frontier = summary.drop(columns="criterion").to_dict("records")
+    table = cells(judged)
+    cands = table[table["every_seed_stable"]].sort_values(["median_train_loss", "warmup_steps", "lr"])
+    pick, thin = None, None
+    for _, c in cands.iterrows():
+        w = next((f for f in sorted(frontier, key=lambda f: f["warmup_steps"])
+                  if f["ci_low_censored"] in ("", "above") and c["lr"] * margin <= f["ci_low"] * (1 + 1e-9)), None)
+        if w is not None:
+            at_w = table[(table["warmup_steps"] == w["warmup_steps"]) & (table["lr"] == c["lr"])]
+            pick = {"warmup_steps": int(w["warmup_steps"]), "lr": float(c["lr"]), "eta_max": w,
+                    "median_train_loss": float(c["median_train_loss"]), "median_eval_loss": float(c["median_eval_loss"]),
+                    "measured_at_warmup": int(c["warmup_steps"]), "probed_there": not at_w.empty}
+            break
+    n_seeds = int(per_seed["seed"].nunique())
+    if n_seeds < 2:
+        thin = f"{n_seeds} seed: no interval"
+    elif per_seed["censored"].eq("below").all():
+        thin = "every seed is censored below (no LR probed was stable under the criterion)"
+    elif per_seed["censored"].ne("").all():
+        thin = "every seed is censored (no search bounded eta_max from both sides): raise the budget"
+    elif cands.empty:
+        thin = "no LR was stable on every seed of any warmup length"
+    elif pick is None:
+        thin = f"no LR stable on every seed sits x{margin:.3g} below the low end of a warmup's eta_max interval"
+    pick = None if thin else pick
+    notes = _notes(frontier, probes)
+    advice = {**base, "frontier": frontier, "candidates": cands.to_dict("records"), "cells": table.to_dict("records"),
+              "per_seed": per_seed.to_dict("records"), "pick": pick, "thin": thin, "notes": notes}
+    return {**advice, **_answer(pick, frontier, advice)}
+
+
+def _notes(frontier: list[dict[str, Any]], probes: pd.DataFrame) -> list[str]:
+    notes = []
+    none = next((f for f in frontier if f["warmup_steps"] == 0), None)
+    others = [f for f in frontier if f["warmup_steps"] != 0]
+    if none is not None and others and all(not (f["ci_low"] > none["ci_high"]) for f in others):
+        notes.append("warmup's effect on eta_max is not resolved here: every warmup's interval reaches down to "
+                     "no warmup's")
+    if probes["core_s"].notna().any():
+        notes.append(f"mean probe cost {probes['core_s'].mean():.3g} core-s (one full training run at this config)")
+    return notes
+
+
+def _answer(pick: dict[str, Any] | None, frontier: list[dict[str, Any]], advice: dict[str, Any]) -> dict[str, Any]:
+    none = next((f for f in frontier if f["warmup_steps"] == 0), None)
+    tail = f"; without warmup eta_max {eta_text(none)}" if none is not None else ""
+    n = len(advice["seeds"])
+    if pick is None:
+        return {"answer": f"advice: none, the evidence is too thin ({advice.get('thin')}){tail}"}
+    w = pick["warmup_steps"]
+    head = f"{advice['shape']} warmup {w} steps" if w else "no warmup"
+    there = "there " if w else ""
+    return {"answer": f"advice: {head}, peak LR {_fmt(pick['lr'])} (eta_max {there}{eta_text(pick['eta_max'])}, "
+                      f"{pick['eta_max']['n_seeds']} of {n} seeds){tail if w else ''}"}
+
+
+def frontier_lines(advice: dict[str, Any]) -> list[str]:
+    lines = [f"{'warmup':>7} {'eta_max [interval]':>28} {'seeds':>5} {'censored':>9} {'probes':>6}"]
+    for f in advice["frontier"]:
+        mark = "  <- pick" if advice["pick"] and advice["pick"]["warmup_steps"] == f["warmup_steps"] else ""
+        lines.append(f"{f['warmup_steps']:>7} {eta_text(f):>28} {f['n_seeds']:>5} "
+                     f"{f['n_censored_below'] + f['n_censored_above']:>9} {f['n_probes']:>6}{mark}")
+    return lines
+
+
+def answer_lines(advice: dict[str, Any]) -> list[str]:
+    """The console answer: the advice first, then the criterion, the frontier, the spend and notes."""
+    spent = advice.get("spent") or {}
+    lines = [advice["answer"], advice.get("criterion_line", f"criterion: {advice['criterion_text']}"),
+             f"rules (docs/advise.md): peak LR = lowest median final train loss among LRs stable on every seed; "
+             f"warmup = shortest whose eta_max interval's low end >= {advice['margin']:.3g} x that LR",
+             f"frontier (eta_max per warmup length, median over seeds, {stability.INTERVAL_TEXT} interval):",
+             *frontier_lines(advice)]
+    if advice["pick"]:
+        p = advice["pick"]
+        lines.append(f"pick: median final train loss {_fmt(p['median_train_loss'])}, eval loss "
+                     f"{_fmt(p['median_eval_loss'])} over the seeds at warmup {p['measured_at_warmup']}")
+    lines.append(f"spent: {spent.get('probes', 0)} runs"
+                 + (f" of {spent['max_probes']}" if spent.get("max_probes") else "")
+                 + f", {spent.get('core_s', 0):.0f} core-s"
+                 + (f" of {spent['max_core_s']:.0f}" if spent.get("max_core_s") else "")
+                 + f" (budget {advice.get('budget') or 'none'})")
+    lines += [f"note: {n}" for n in advice.get("notes", [])]
+    if advice.get("out"):
+        lines.append(f"files: {Path(advice['out']) / ADVICE_FILE}, {FIGURE_FILE}, {TABLE_FILE}, advice.md")
+    return lines
+
+
+def markdown(advice: dict[str, Any]) -> str:
+    body = "\n".join(answer_lines(advice))
+    return f"# Advice\n\n```\n{body}\n```\n\n![eta_max against warmup length]({FIGURE_FILE})\n"
+
+
+def figure(probes: pd.DataFrame, advice: dict[str, Any], path: Path) -> None:
+    """eta_max against warmup length: seeds (grey; arrows where censored), median with its interval, the pick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ws = sorted({int(f["warmup_steps"]) for f in advice["frontier"]})
+    pos = {w: i for i, w in enumerate(ws)}
+    for r in advice.get("per_seed", []):
+        x = pos[int(r["warmup_steps"])] - 0.12
+        y, marker = ((r["hi"], "v") if r["censored"] == "below" else (r["eta_max"], "^" if r["censored"] else "o"))
+        ax.plot(x, y, marker, color="0.6", ms=5, zorder=2)
+    for f in advice["frontier"]:
+        x, est = pos[int(f["warmup_steps"])], f["estimate"]
+        if not math.isnan(f["ci_low"]) and not math.isnan(f["ci_high"]):
+            ax.vlines(x, f["ci_low"], f["ci_high"], color="black", lw=2, zorder=3)
+        if not math.isnan(est):
+            ax.plot(x, est, "s", color="black", ms=6, zorder=4)
+    if advice["pick"]:
+        p = advice["pick"]
+        ax.plot(pos[p["warmup_steps"]] + 0.12, p["lr"], "*", color="tab:red", ms=14, zorder=5,
+                label=f"pick: warmup {p['warmup_steps']}, peak LR {_fmt(p['lr'])}")
+        ax.legend(fontsize=8, loc="upper left")
+    ax.plot([], [], "o", color="0.6", label="eta_max of one seed (v/^: censored)")
+    ax.plot([], [], "s", color="black", label=f"median over seeds, {stability.INTERVAL_TEXT} interval")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(ws)), [str(w) for w in ws])
+    ax.set_xlabel(f"{advice['shape']} warmup length (steps of T={advice['total_steps']})")
+    ax.set_ylabel("eta_max (largest stable peak LR)")
+    ax.set_title(advice["answer"][:110], fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

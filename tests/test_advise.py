@@ -1,0 +1,136 @@
+"""warmup_lab.advise and its rules (warmup_lab.advice): synthetic probes for the rules, real runs for the command."""
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from warmup_lab import advise, runs
+from warmup_lab.advice import Plan, advise_from
+from warmup_lab.errors import ConfigError
+
+GRID = [0.1 * 2 ** (k / 2) for k in range(10)]  # 0.1 .. 2.26 on a x2^(1/2) grid
+
+
+def probes(edges: dict[int, float], seeds=(0, 1, 2), lrs=GRID, l0=2.3) -> pd.DataFrame:
+    """Every seed probed at every LR: stable iff lr <= edge of its warmup length, final loss falling with LR."""
+    rows = []
+    for w, edge in edges.items():
+        for seed in seeds:
+            for lr in lrs:
+                ok = lr <= edge * (1 + 1e-9)
+                rows.append({"warmup_steps": w, "seed": seed, "lr": lr,
+                             "status": runs.COMPLETED if ok else runs.DIVERGED, "init_loss": l0,
+                             "final_train_loss": 1.0 / (1 + lr) + 0.01 * seed if ok else math.nan,
+                             "final_eval_loss": 1.1 / (1 + lr) if ok else math.nan, "baseline_loss": 2.3,
+                             "core_s": 4.0})
+    return pd.DataFrame(rows)
+
+
+def test_the_pick_is_the_best_stable_lr_with_a_margin_at_the_shortest_warmup():
+    edge0, edge12 = GRID[4], GRID[8]  # 0.4 without warmup, 1.6 with 12 steps
+    advice = advise_from(probes({0: edge0, 12: edge12}), Plan([0, 1, 2], [0, 12]), "learned_0.9", 2 ** 0.5,
+                         "linear", 120)
+    pick = advice["pick"]
+    # the best loss is at the highest stable LR (1.6), but 1.6 x 2^0.5 is above every low end; the next, 1.13, has
+    # the margin only with 12 steps of warmup
+    assert pick["lr"] == pytest.approx(GRID[7]) and pick["warmup_steps"] == 12
+    assert advice["answer"] == ("advice: linear warmup 12 steps, peak LR 1.13 (eta_max there 1.6 [1.6, 1.6], "
+                                "3 of 3 seeds); without warmup eta_max 0.4 [0.4, 0.4]")
+    assert advice["thin"] is None and [f["warmup_steps"] for f in advice["frontier"]] == [0, 12]
+    # a margin of 1 lets the edge itself be the pick; a huge margin leaves nothing: too thin, said so
+    assert advise_from(probes({0: edge0, 12: edge12}), Plan([0, 1, 2], [0, 12]), "learned_0.9", 1.0, "linear",
+                       120)["pick"]["lr"] == pytest.approx(edge12)
+    none = advise_from(probes({0: edge0, 12: edge12}), Plan([0, 1, 2], [0, 12]), "learned_0.9", 100.0, "linear", 120)
+    assert none["pick"] is None and none["answer"].startswith("advice: none, the evidence is too thin (no LR stable")
+
+
+def test_no_warmup_when_it_already_has_the_margin():
+    advice = advise_from(probes({0: GRID[8], 4: GRID[8]}), Plan([0, 1, 2], [0, 4]), "learned_0.9", 2 ** 0.5,
+                         "linear", 40)
+    assert advice["pick"]["warmup_steps"] == 0 and advice["answer"].startswith("advice: no warmup, peak LR 1.13")
+    assert any("not resolved" in n for n in advice["notes"])  # identical intervals: warmup's effect unresolved
+
+
+def test_too_thin_when_every_seed_is_censored_or_a_single_seed_or_nothing_ran():
+    nothing = advise_from(probes({0: 0.4}).iloc[:0], Plan([0, 1, 2], [0]), "learned_0.9", 2 ** 0.5, "linear", 120)
+    assert nothing["answer"] == "advice: none, the evidence is too thin (no probe finished within the budget)"
+    below = advise_from(probes({0: 0.01, 12: 0.01}), Plan([0, 1, 2], [0, 12]), "learned_0.9", 2 ** 0.5, "linear", 120)
+    assert below["pick"] is None and "every seed is censored below" in below["answer"]
+    above = advise_from(probes({0: 10.0, 12: 10.0}), Plan([0, 1, 2], [0, 12]), "learned_0.9", 2 ** 0.5, "linear", 120)
+    assert above["pick"] is None and "every seed is censored" in above["answer"]
+    one = advise_from(probes({0: GRID[4], 12: GRID[8]}, seeds=(0,)), Plan([0], [0, 12]), "learned_0.9", 2 ** 0.5,
+                      "linear", 120)
+    assert one["pick"] is None and "1 seed" in one["answer"]
+
+
+def test_budget_text_and_plan_fit_the_budget():
+    assert advise.parse_budget("60runs") == (60, None) and advise.parse_budget("900core-s") == (None, 900.0)
+    for bad in ("60", "lots", "-5runs"):
+        with pytest.raises(ConfigError, match="--budget"):
+            advise.parse_budget(bad)
+    assert advise.default_warmups(120) == [0, 4, 8, 12] and advise.default_warmups(5) == [0]
+    small = advise.plan(120, 24, None, None, 0)
+    assert small.seeds == [0, 1, 2] and small.warmups == [0, 12]  # intermediate lengths dropped first
+    big = advise.plan(120, 500, None, None, 100)
+    assert big.seeds == [100, 101, 102, 103, 104] and big.warmups == [0, 4, 8, 12]
+
+
+def _advise(tmp_path: Path, *extra: str):
+    return run_cli("warmup_lab.advise", ["task=modadd", "train.steps=12", "train.batch_size=16", "train.eval_every=0",
+                                         "train.checkpoint_every=0", f"runs_root={tmp_path / 'runs'}", *extra],
+                   cwd=tmp_path, timeout=900)
+
+
+@pytest.mark.slow
+def test_advise_on_a_tiny_budget_answers_first_respects_the_budget_and_logs_a_wandb_table(tmp_path):
+    proc = _advise(tmp_path, "logger=wandb", "--budget", "14runs", "--seeds", "2", "--warmups", "0,2",
+                   "--out", str(tmp_path / "advice"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("advice: ") and lines[1].startswith("criterion (fixed before any run): learned_0.9")
+    # the criterion is printed before the first probe runs
+    err = proc.stderr
+    assert err.index("criterion (fixed before any run)") < err.index("[max_stable_lr] round 1")
+    advice = json.loads((tmp_path / "advice" / "advice.json").read_text())
+    assert advice["answer"] == lines[0] and advice["criterion"] == "learned_0.9"
+    assert advice["spent"]["probes"] <= 14 and advice["spent"]["max_probes"] == 14 and advice["spent"]["core_s"] > 0
+    assert any(line.startswith(f"spent: {advice['spent']['probes']} runs of 14") for line in lines)
+    assert (tmp_path / "advice" / "advice.png").stat().st_size > 10_000
+    # every probe is a normal run with a summary, tagged as a probe of this advice
+    run_dirs = [d for d in (tmp_path / "runs").iterdir() if (d / runs.SUMMARY_FILE).exists()]
+    assert len(run_dirs) == advice["spent"]["probes"]
+    # the frontier as a W&B table, in the offline run's files
+    tables = list((tmp_path / "advice").glob("wandb/offline-run-*/files/media/table/advice_*.table.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    assert "warmup_steps" in table["columns"] and len(table["data"]) == len(advice["frontier"]) == 2
+
+
+@pytest.mark.slow
+def test_advise_says_too_thin_when_every_seed_is_censored(tmp_path):
+    # no run of 12 steps gets its training loss to 1% of l0: every probe is unstable, every seed censored below
+    proc = _advise(tmp_path, "logger=none", "--criterion", "loss_frac_0.01", "--budget", "16runs", "--seeds", "2",
+                   "--warmups", "0,2", "--out", str(tmp_path / "advice"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("advice: none, the evidence is too thin (every seed is censored below")
+    assert json.loads((tmp_path / "advice" / "advice.json").read_text())["pick"] is None
+
+
+def test_an_unknown_option_is_one_line_not_a_hydra_override():
+    with pytest.raises(ConfigError, match="option='--budgt'.*--help"):
+        advise.parse(["--budgt", "3runs", "task=digits"])
+    args, overrides = advise.parse(["--budget", "3runs", "task=digits", "+model.dim=8"])
+    assert args.budget == "3runs" and overrides == ["task=digits", "+model.dim=8"]
+
+
+def test_confirmation_cells_a_ladder_below_the_longest_warmups_edge_then_each_warmups_margin_lr():
+    summary = pd.DataFrame([{"warmup_steps": 0, "ci_low": 0.4, "ci_low_censored": ""},
+                            {"warmup_steps": 4, "ci_low": 0.9, "ci_low_censored": "below"},  # an upper bound: unusable
+                            {"warmup_steps": 12, "ci_low": 0.8, "ci_low_censored": ""}])
+    got = advise.confirm_targets(summary, 2 ** 0.5, 0.4, 2 ** 0.5)
+    assert [(w, round(lr, 4)) for w, lr in got] == [(12, 0.5657), (12, 0.2828), (12, 0.1414), (0, 0.2828)]
