@@ -5,7 +5,7 @@ EXPERIMENT ?= default
 SCALE   ?= cpu
 SHELL   := /bin/bash
 
-.PHONY: setup test test-fast schedules sweep report bench clean help
+.PHONY: setup test test-fast schedules sweep report bench bench-report slurm-start slurm-stop clean help
 
 help:
 	@echo "make setup       create .venv and install warmup-lab (editable) with pinned deps"
@@ -15,6 +15,8 @@ help:
 	@echo "make sweep       run the default warmup study (EXPERIMENT=<name> for one preset, SCALE=full for GPU), then the report"
 	@echo "make report      rebuild the reports from existing sweep directories"
 	@echo "make bench       trainer vs plain PyTorch loop, samples/s"
+	@echo "make bench-report  report over a synthetic 10,000-run sweep, search overhead at 1,000 probes -> results/bench_report/"
+	@echo "make slurm-start / slurm-stop  a one-node SLURM cluster on this machine (root; docs/cluster.md)"
 
 setup:
 	test -x $(PY) || python3 -m venv .venv
@@ -39,6 +41,15 @@ report:
 
 bench:
 	OMP_NUM_THREADS=1 $(PY) scripts/bench.py --threads 1
+
+bench-report:
+	OMP_NUM_THREADS=1 $(PY) scripts/bench_report.py
+
+slurm-start:
+	bash scripts/slurm_local.sh start
+
+slurm-stop:
+	bash scripts/slurm_local.sh stop
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -64,6 +64,15 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
+def _wait_for_checkpoints(root: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> None:
+    """Until `n` runs under `root` have a checkpoint: each is then inside its training loop (a state, not a sleep)."""
+    end = time.monotonic() + timeout
+    while len(list(root.glob(f"*/{runs.CHECKPOINT_FILE}"))) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < end, f"{n} checkpoints never appeared under {root}"
+        time.sleep(0.05)
+
+
 # -- 1. data corrupted, exit 0 ------------------------------------------------------------------
 @pytest.mark.slow
 def test_1_a_rerun_without_summary_starts_over_and_writes_each_step_once(tmp_path):
@@ -117,10 +126,7 @@ def test_2_workers_stop_with_their_killed_sweep_and_a_rerun_has_each_run_once(tm
     args = ["-m", *BASE, "train.steps=1500", f"runs_root={root}", "hydra/launcher=joblib2", "seed=0,1"]
     proc = _popen(args, tmp_path)
     end = time.monotonic() + 240
-    while len(list(root.glob(f"*/{runs.CONFIG_FILE}"))) < 2:
-        assert proc.poll() is None and time.monotonic() < end, proc.communicate()
-        time.sleep(0.1)
-    time.sleep(1.0)
+    _wait_for_checkpoints(root, 2, proc)  # both workers are training (checkpoint_every defaults to 50)
     workers = _children(proc.pid)
     proc.kill()
     proc.communicate()
@@ -140,16 +146,14 @@ def test_2_workers_stop_with_their_killed_sweep_and_a_rerun_has_each_run_once(tm
 def test_2_sigterm_to_the_sweep_script_stops_hydra_and_every_worker(tmp_path):
     """`warmup-lab sweep` (make sweep) runs Hydra in its own process group and forwards the signal to all of it."""
     root = tmp_path / "runs"
-    extra = [f"runs_root={root}", "train.steps=3000", "logger=none", "warmup_setting=linear@30", "optimizer.lr=1e-3,2e-3"]
+    extra = [f"runs_root={root}", "train.steps=3000", "train.checkpoint_every=50", "logger=none",
+             "warmup_setting=linear@30", "optimizer.lr=1e-3,2e-3"]
     code = ("import sys; from warmup_lab import sweep; "
             f"sys.exit(sweep.run_preset('warmup_ablation/transformer', 'preset', {extra!r}))")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     end = time.monotonic() + 240
-    while len(list(root.glob(f"*/{runs.CONFIG_FILE}"))) < 2:
-        assert proc.poll() is None and time.monotonic() < end, proc.communicate()
-        time.sleep(0.1)
-    time.sleep(2.0)
+    _wait_for_checkpoints(root, 2, proc)  # both workers are training
     (hydra_main,) = _children(proc.pid)
     family = [hydra_main, *_children(hydra_main)]
     proc.send_signal(signal.SIGTERM)
@@ -322,8 +326,7 @@ def test_8_preemption_and_ctrl_c_checkpoint_at_the_step_and_resume_exactly(tmp_p
     out = tmp_path / "run"
     args = [*BASE, "train.steps=600", f"out={out}"]
     proc = _popen(args, tmp_path)
-    _wait_for(out / runs.CONFIG_FILE, proc)
-    time.sleep(1.0)  # inside the loop (a signal before it is the default action: no checkpoint to test)
+    _wait_for(out / runs.CHECKPOINT_FILE, proc)  # inside the loop (before it a signal is the default action)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
@@ -343,11 +346,7 @@ def test_8_submitit_preemption_checkpoints_requeues_and_resumes_exactly(tmp_path
     """hydra/launcher=submitit_local with the real submitit: USR2 (SLURM's warning) -> checkpoint -> requeue."""
     root = tmp_path / "runs"
     proc = _popen(["-m", *BASE, "train.steps=600", f"runs_root={root}", "hydra/launcher=submitit_local"], tmp_path)
-    end = time.monotonic() + 240
-    while not list(root.glob(f"*/{runs.CONFIG_FILE}")):
-        assert proc.poll() is None and time.monotonic() < end, proc.communicate()
-        time.sleep(0.1)
-    time.sleep(1.0)
+    _wait_for_checkpoints(root, 1, proc)  # the job is training: USR2 now reaches our handler
     (controller,) = _children(proc.pid)  # submitit's local controller, whose child is the job
     (job,) = _children(controller)
     os.kill(job, signal.SIGUSR2)

@@ -111,31 +111,41 @@ def search(overrides: Overrides = (), *, out_dir: str | Path, seeds: Sequence[in
 
 
 def load_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per run found under `paths` (the report's reader: typed columns, duplicates kept once)."""
-    from warmup_lab import report
+    """One row per run found under `paths` (the report's reader: typed columns, duplicates kept once);
+    where no run directory is left, the runs.parquet (else runs.csv) of committed results folders."""
+    from warmup_lab import archive, report
 
-    return report.load_runs([Path(p) for p in paths])
+    table = report.load_runs([Path(p) for p in paths])
+    return table if not table.empty else archive.read_runs(paths)
 
 
 def load_curves(paths: Iterable[str | Path]) -> pd.DataFrame:
     """One row per step of every run under `paths` (step, loss, lr, grad_norm, spike), with each run's
-    config_hash, run_path and the setting it belongs to (task, model, optimizer, warmup, target_lr, seed, ...)."""
+    config_hash, run_path and the setting it belongs to (task, model, optimizer, warmup, target_lr, seed, ...).
+    Typed columns (step int64, spike bool, the rest float64); every metrics.csv is parsed in one pass.
+    A results folder without run directories gives its curves.parquet (step, loss, lr, spike)."""
+    import numpy as np
     import pandas as pd
 
-    from warmup_lab import runs
+    from warmup_lab import archive
     from warmup_lab.summary import KEY_VALUES
 
     table = load_runs(paths)
     keys = [k for k in ("config_hash", "run_path", "status", *KEY_VALUES) if k in table]
-    frames = []
-    for _, row in table.iterrows():
-        metrics = Path(row["run_path"]) / runs.METRICS_FILE
-        if metrics.is_file():
-            frames.append(pd.read_csv(metrics).assign(**{k: row[k] for k in keys}))
-    if not frames:
-        return pd.DataFrame(columns=[*keys, "step", "loss", "lr"])
-    curves = pd.concat(frames, ignore_index=True)
-    return curves[keys + [c for c in curves.columns if c not in keys]]
+    steps, spans = archive.read_metrics(list(table["run_path"])) if "run_path" in table else (pd.DataFrame(), {})
+    if not spans:  # committed results: the archive, joined to its runs on config_hash
+        saved = [archive.Curves.read(p).archive for p in paths]
+        saved = pd.concat(saved, ignore_index=True) if saved else pd.DataFrame()
+        if saved.empty or archive.RUN_KEY not in table:
+            return pd.DataFrame(columns=[*keys, "step", "loss", "lr"])
+        runs_part = table[keys].assign(**{archive.RUN_KEY: table[archive.RUN_KEY].astype(str)})
+        return runs_part.merge(saved, on=archive.RUN_KEY, how="inner")
+    have = [(i, spans[p]) for i, p in enumerate(table["run_path"]) if p in spans]
+    idx = np.concatenate([np.arange(a, b) for _, (a, b) in have])
+    owner = np.repeat([i for i, _ in have], [b - a for _, (a, b) in have])
+    curves = steps.iloc[idx].reset_index(drop=True)
+    labels = table[keys].iloc[owner].reset_index(drop=True)
+    return pd.concat([labels, curves], axis=1)
 
 
 def preset_names() -> list[str]:

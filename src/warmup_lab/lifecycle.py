@@ -17,10 +17,43 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from warmup_lab import runs
-from warmup_lab.errors import EXIT_CONFIG, ConfigError, output_error
+from warmup_lab.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_PREEMPTED, ConfigError, output_error
 
 LAUNCHER_PID_ENV = "WARMUP_LAB_LAUNCHER_PID"  # set by the command-line process; its workers inherit it
 _launcher = {"watching": False, "gone": False}
+# The first stop signal this process noted, in any of its runs: a worker process (loky, submitit) runs
+# job after job, and after a stop request it starts none (check_not_stopped at the job's entry).
+_stopped: dict[str, int | None] = {"signum": None}
+
+
+def stop_requested() -> int | None:
+    """The stop signal this process received (SIGTERM when its launcher is gone), else None."""
+    launcher = os.environ.get(LAUNCHER_PID_ENV, "")
+    if _launcher["watching"] and launcher.isdigit() and os.getppid() != int(launcher):
+        _launcher["gone"] = True  # seen here before the watcher's next poll
+    if _stopped["signum"] is None and _launcher["gone"]:
+        _stopped["signum"] = signal.SIGTERM
+    return _stopped["signum"]
+
+
+def check_not_stopped(what: str) -> None:
+    """At a job's entry: after a stop request to this process, say so and exit 75 instead of starting `what`."""
+    signum = stop_requested()
+    if signum is not None:
+        print(f"not started: {what}; this worker got {signal.Signals(signum).name} and starts no run after a stop "
+              "request (run the same command again to resume)", file=sys.stderr, flush=True)
+        exit_process(EXIT_INTERRUPTED if signum == signal.SIGINT else EXIT_PREEMPTED)
+
+
+class JobStopped(Exception):
+    """A run stopped inside a SLURM job (submitit): raised instead of sys.exit, so that submitit records the
+    job's end as its result; a SystemExit leaves no result, and without SLURM accounting the launcher
+    would wait for the job forever."""
+
+    def __init__(self, code: int):
+        self.code = code
+        super().__init__(f"the run stopped with exit code {code} (75 preempted, 130 interrupted) after saving a "
+                         "checkpoint; run the same command again to resume it")
 
 
 def stop_with_launcher(poll_s: float = 1.0) -> None:
@@ -45,11 +78,14 @@ def stop_with_launcher(poll_s: float = 1.0) -> None:
 
 
 def exit_process(code: int) -> None:
-    """sys.exit, except in an orphaned worker, where sys.exit would only end the job and leave the process."""
+    """sys.exit, except in an orphaned worker, where sys.exit would only end the job and leave the process,
+    and in a SLURM job of submitit, which raises JobStopped (see there)."""
     if _launcher["gone"]:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+        raise JobStopped(code)
     sys.exit(code)
 
 
@@ -81,6 +117,8 @@ class StopRequest:
             raise KeyboardInterrupt
         if self.signum is None:
             self.signum = signum
+        if _stopped["signum"] is None and signum != signal.SIGUSR2:  # USR2: submitit requeues the job itself
+            _stopped["signum"] = signum
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there

@@ -21,6 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -174,7 +175,10 @@ def _draw_series(ax: plt.Axes, seeds: pd.DataFrame, agg: pd.DataFrame, crit: str
 
 def _draw_seeds(ax: plt.Axes, seeds: pd.DataFrame, thresh: float, arm: str, color: str,
                 shift: float) -> list[dict[str, Any]]:
+    """One dot per seed, an arrow per censored seed; drawn as one artist per kind of mark (10,000 runs
+    would otherwise be thousands of artists, which is what a figure's layout and drawing scale with)."""
     drawn = []
+    marks: dict[str, list[tuple[float, float]]] = {"point": [], "above": [], "below": []}
     for tw, g in seeds.groupby("warmup_steps", sort=True):
         n = len(g)
         for i, (_, row) in enumerate(g.iterrows()):
@@ -184,16 +188,21 @@ def _draw_seeds(ax: plt.Axes, seeds: pd.DataFrame, thresh: float, arm: str, colo
             y = float(row["hi"] if kind == "below" else row["eta_max"])
             if not np.isfinite(y):
                 continue
-            if kind == "point":
-                ax.plot([x], [y], "o", color=color, ms=4, alpha=0.6, zorder=2)
-            else:  # an arrow from the bound towards where the truth lies
-                up = kind == "above"
-                color, tip = ("tab:blue", y * 1.6) if up else ("tab:red", y / 1.6)
-                ax.plot([x, x], [y, tip], "-", color=color, lw=1.2, zorder=3)
-                ax.plot([x], [tip], "^" if up else "v", color=color, ms=5, zorder=3)
-                ax.plot([x], [y], "_", color=color, ms=7, zorder=3)
+            marks[kind].append((x, y))
             drawn.append({"criterion": row["criterion"], "warmup": row.get("warmup", ""), "warmup_steps": float(tw),
                           "seed": row["seed"], "kind": kind, "y": y, "arm": arm})
+    if marks["point"]:
+        x, y = np.array(marks["point"]).T
+        ax.plot(x, y, "o", color=color, ms=4, alpha=0.6, zorder=2)
+    for kind, arrow, factor, tip_marker in (("above", "tab:blue", 1.6, "^"), ("below", "tab:red", 1 / 1.6, "v")):
+        if not marks[kind]:
+            continue  # an arrow from the bound towards where the truth lies
+        x, y = np.array(marks[kind]).T
+        shafts = np.column_stack([x, x, np.full_like(x, np.nan)]).ravel(), \
+            np.column_stack([y, y * factor, np.full_like(y, np.nan)]).ravel()
+        ax.plot(*shafts, "-", color=arrow, lw=1.2, zorder=3)
+        ax.plot(x, y * factor, tip_marker, color=arrow, ms=5, ls="", zorder=3)
+        ax.plot(x, y, "_", color=arrow, ms=7, ls="", zorder=3)
     return drawn
 
 
@@ -268,6 +277,19 @@ def _median_curve(curves: list[pd.DataFrame]) -> pd.Series:
     return table.median(axis=1, skipna=True)[alive >= max(1, math.ceil(len(curves) / 2))]
 
 
+def _draw_curves(ax: plt.Axes, lines: list[np.ndarray], dots: list[np.ndarray], crosses: list[tuple[float, float]]) -> None:
+    """Every seed's curve as one LineCollection, its spike steps and divergence steps as one marker artist each."""
+    if lines:
+        ax.add_collection(LineCollection(lines, lw=0.6, color="tab:blue", alpha=0.45))
+        ax.autoscale_view()
+    if dots and sum(map(len, dots)):
+        x, y = np.concatenate(dots).T
+        ax.plot(x, y, ".", color="tab:orange", ms=4)
+    if crosses:
+        x, y = np.array(crosses, dtype=float).T
+        ax.plot(x, y, "x", color="tab:red", ms=6, ls="")
+
+
 def loss_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path) -> Drawn:
     """Training loss vs step of EVERY seed (thin) and their median (thick): a row per warmup setting, a
     column per target LR (at most 3, spread over the grid). Dots: spike steps (consecutive dots = one
@@ -284,23 +306,23 @@ def loss_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path) -> Dra
             ax = axes[r, c]
             g = res[(res["warmup"] == st["warmup"]) & (res["warmup_steps"] == st["warmup_steps"])
                     & np.isclose(res["target_lr"].astype(float), lr)]
-            seeds = []
+            seeds, lines, dots, crosses = [], [], [], []
             for _, row in g.sort_values("seed").iterrows():
                 m = curves.get(row)
                 if m is None or "loss" not in m:
                     continue
-                loss = pd.to_numeric(m["loss"], errors="coerce").clip(upper=top)
-                ax.plot(m["step"], loss, lw=0.6, color="tab:blue", alpha=0.45)
+                loss = pd.Series(np.minimum(pd.to_numeric(m["loss"], errors="coerce").to_numpy(float), top))
+                lines.append(np.column_stack([m["step"].to_numpy(float), loss.to_numpy()]))
                 if "spike" in m:
-                    hit = m["spike"].astype(float) > 0
-                    ax.plot(m["step"][hit], loss[hit], ".", color="tab:orange", ms=4)
+                    hit = (m["spike"].astype(float) > 0).to_numpy()
+                    dots.append(lines[-1][hit])
                 if row["status"] == runs.DIVERGED:
                     finite = loss[np.isfinite(loss)]
-                    ax.plot([m["step"].iloc[-1]], [finite.iloc[-1] if len(finite) else top], "x", color="tab:red",
-                            ms=6)
+                    crosses.append((m["step"].iloc[-1], finite.iloc[-1] if len(finite) else top))
                 seeds.append(m.assign(loss=loss))
                 drawn.append({"setting": _setting(st), "lr": lr, "seed": row["seed"], "status": row["status"],
                               "steps": len(m)})
+            _draw_curves(ax, lines, dots, crosses)
             if seeds:
                 med = _median_curve(seeds)
                 ax.plot(med.index, med.to_numpy(), lw=2, color="black")

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from warmup_lab import runs, stability
+from warmup_lab import archive, runs, stability
 from warmup_lab.errors import ConfigError, exit_on_user_error, output_error
 from warmup_lab.summary import KEY_VALUES, SETTING_KEYS, read_summary
 
@@ -291,9 +291,7 @@ def comparison_inputs(res: pd.DataFrame, probes: pd.DataFrame, keys: list[str], 
         where = [Path(d).parent / name for d in dirs]
         frame = load_runs([w for w in where if w.is_dir()])
         if frame.empty:
-            from warmup_lab.archive import read_runs
-
-            frame = read_runs([w for w in where if w.is_dir()])
+            frame = archive.read_runs([w for w in where if w.is_dir()])
         (sources.append(frame) if not frame.empty else missing.append(f"{name} (looked in {', '.join(map(str, where))})"))
     return {"declared": found, "one_arm": stability.one_arm_pairs(per_setting),
             "source_runs": pd.concat(sources, ignore_index=True) if sources else None, "missing_sources": missing,
@@ -406,10 +404,11 @@ def figures_section(res: pd.DataFrame, metric_tables: list[tuple[str, str, pd.Da
                     criteria: Sequence[str] = stability.DEFAULT_CRITERIA, curves: Any = None) -> list[str]:
     """Every figure of the report, in one place (plots.py draws; this picks what to draw, with captions).
 
-    Per-step curves (`curves`, archive.read_curves of the inputs) come from each run's metrics.csv when the
-    run directory is here, else from an input's `curves.csv.gz`; `out/curves.csv.gz` is rewritten from
-    them: committed results redraw without re-training."""
-    from warmup_lab import archive, plots
+    Per-step curves (`curves`, archive.read_curves of the inputs, with the run directories' metrics.csv
+    loaded in one pass) come from each run's metrics.csv when the run directory is here, else from an
+    input's curves archive; `out/curves.csv.gz` and `out/curves.parquet` are rewritten from them:
+    committed results redraw without re-training."""
+    from warmup_lab import plots
 
     curves = curves if curves is not None else archive.Curves()
     md = ["## Figures", ""]
@@ -453,16 +452,16 @@ def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, expe
         if not d.is_dir():
             warn(f"{d} is not a directory")
     df = load_runs(dirs)
-    if df.empty:  # committed results (runs.csv + curves.csv.gz), no run directories: redraw from them
-        from warmup_lab.archive import read_runs
-
-        df = read_runs(dirs)
+    if df.empty:  # committed results (runs.parquet/csv + curves), no run directories: redraw from them
+        df = archive.read_runs(dirs)
     if df.empty:
         raise NoRunsError(dirs)
     experiment = experiment or experiment_name(df, dirs)
     out = Path(out) if out is not None else Path("results") / experiment
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(portable(df, dirs), out / "runs.csv")
+    runs_table = portable(df, dirs)
+    write_csv(runs_table, out / "runs.csv")
+    archive.write_runs_parquet(runs_table, out)  # the same table, typed
     res, crit = results(df), detect_text(df)
     md = [f"# Report: {experiment}", "", f"Sweep dirs: {', '.join(f'`{d}`' for d in dirs)}", ""]
 
@@ -484,9 +483,8 @@ def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, expe
     for title, metric, _, pivot in metric_tables:
         md += [f"### {title} ({metric})", "", _md(pivot, index=True), ""]
 
-    from warmup_lab import archive
-
-    curves = archive.read_curves(dirs)  # from the inputs, never from `out`
+    # from the inputs (never from `out`); every run directory's metrics.csv read in one pass
+    curves = archive.read_curves(dirs).load(df["run_path"] if "run_path" in df else [])
     eta_md, eta_tables = eta_section(res, out, criteria, experiment, curves, dirs)
     md += eta_md
     md += ["## Divergence and failure rates", "", crit, ""]

@@ -36,12 +36,13 @@ def _run_dir(cfg: DictConfig) -> Path:
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
     from warmup_lab.job import train
-    from warmup_lab.lifecycle import Stopped, exit_process, stop_with_launcher
+    from warmup_lab.lifecycle import Stopped, check_not_stopped, exit_process, stop_with_launcher
 
     if cfg.get("out") and HydraConfig.get().mode == RunMode.MULTIRUN:
         raise ConfigError("out", cfg.out, "a multirun gives each job its own directory: drop out= (set runs_root=)")
     stop_with_launcher()
     run_dir = _run_dir(cfg)
+    check_not_stopped(str(run_dir))  # a worker that was told to stop starts no further run
     try:
         summary = train(cfg, run_dir)
     except Stopped as stop:

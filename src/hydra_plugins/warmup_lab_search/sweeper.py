@@ -16,6 +16,7 @@ warmup_lab.stability over every probe, under each of `criteria`; `criterion` ste
 import json
 import logging
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -107,6 +108,12 @@ class MaxStableLRSweeper(Sweeper):
         self.criteria = list(dict.fromkeys([self.criterion, *criteria]))
         self.cross_seed, self.share_brackets = bool(cross_seed), bool(share_brackets)
         self.out_dir = out_dir
+        # Judged probes are cached: a round re-reads no summary and recomputes the eta_max tables of the
+        # settings that got new probes only, so its cost grows with its own probes, not all probes so far.
+        self._values: Dict[int, Dict[str, Any]] = {}  # setting -> its resolved key values (from one summary)
+        self._tables: Dict[int, Dict[str, pd.DataFrame]] = {}  # setting -> its eta_max tables
+        self._tables_keys: List[str] = []
+        self.bookkeeping_s: List[float] = []  # per round: the sweeper's own time (judging, tables, files)
         self.hydra_context: Optional[HydraContext] = None
         self.config: Optional[DictConfig] = None
         self.launcher: Optional[Launcher] = None
@@ -218,6 +225,7 @@ class MaxStableLRSweeper(Sweeper):
                 raise
             job_idx += len(batch)
             returns.append(results)
+            started = time.perf_counter()
             for ((i, seed), lr), ret in zip(pending, results):
                 stable, info = self._outcome(ret)
                 searches[(i, seed)].record(lr, stable, round=rounds, **info)
@@ -227,7 +235,9 @@ class MaxStableLRSweeper(Sweeper):
                   f"({_count(searches, rounds)}) | "
                   f"searches done {n_done}/{len(searches)}, remaining {len(searches) - n_done} | spent "
                   f"{self.budget.text()}", flush=True)
-            self._write(out_dir, settings, searches, rounds)
+            self._write(out_dir, settings, searches, rounds, changed={i for (i, _), _ in pending})
+            self.bookkeeping_s.append(time.perf_counter() - started)
+            print(f"[max_stable_lr] round {rounds} bookkeeping {self.bookkeeping_s[-1]:.3f} s", flush=True)
         unfinished = sum(not s.done for s in searches.values())
         if unfinished:
             why = f"the budget ({self.budget.text()})" if over_budget else f"max_rounds={self.max_rounds}"
@@ -259,36 +269,51 @@ class MaxStableLRSweeper(Sweeper):
         return now
 
     # -- outputs -----------------------------------------------------------------------------
-    def _probes(self, settings: List[List[str]], searches: Dict[Any, search.LRSearch]) -> tuple[pd.DataFrame, List[str]]:
-        """Every resolved probe as a stability probe row, and the setting keys that label it.
-
-        Keys: `setting` (the grid index), the resolved SETTING_KEYS the probes' summaries carry,
-        and the overrides that can change a result (not logger, threads, runs_root, train.progress...).
-        """
-        values = [_setting_values([p for seed in self.seeds for p in searches[(i, seed)].probes])
-                  for i in range(len(settings))]
-        resolved = [k for k in SETTING_KEYS if any(v.get(k) is not None for v in values)]
-        overrides = [dict(ov.split("=", 1) for ov in setting) for setting in settings]
-        extra = [k for k in dict.fromkeys(_key(k) for o in overrides for k in o)
+    def _keys(self, settings: List[List[str]], searches: Dict[Any, search.LRSearch]) -> List[str]:
+        """`setting` (the grid index), the resolved SETTING_KEYS the probes' summaries carry, and the
+        overrides that can change a result (not logger, threads, runs_root, train.progress...)."""
+        for i in range(len(settings)):
+            if i not in self._values:  # read once: a setting's key values do not change between probes
+                found = _setting_values([p for seed in self.seeds for p in searches[(i, seed)].probes])
+                if found:
+                    self._values[i] = found
+        resolved = [k for k in SETTING_KEYS if any(v.get(k) is not None for v in self._values.values())]
+        extra = [k for k in dict.fromkeys(_key(ov.split("=", 1)[0]) for setting in settings for ov in setting)
                  if k not in resolved and not _excluded(k)]
-        keys = ["setting", *resolved, *extra]
+        return ["setting", *resolved, *extra]
+
+    def _probes(self, i: int, setting: List[str], searches: Dict[Any, search.LRSearch], keys: List[str]) -> pd.DataFrame:
+        """Every resolved probe of setting `i` as a stability probe row, labelled by `keys`."""
+        values = self._values.get(i, {})
+        label = {**{k: values.get(k) for k in keys}, "setting": i,
+                 **{_key(k): v for k, v in (ov.split("=", 1) for ov in setting)}}
         rows = []
-        for i, o in enumerate(overrides):
-            label = {"setting": i, **{k: values[i].get(k) for k in resolved}, **{_key(k): v for k, v in o.items()}}
-            for seed in self.seeds:
-                for p in searches[(i, seed)].resolved_probes():
-                    status = p["status"] if p["status"] in runs.FINISHED_STATUSES else runs.ERROR  # unstable
-                    rows.append({**{k: label.get(k) for k in keys}, "seed": seed, "lr": p["lr"], "status": status,
-                                 **{k: _float(p.get(k)) for k in JUDGED_FIELDS}})
-        columns = [*keys, "seed", "lr", "status", *JUDGED_FIELDS]
-        return pd.DataFrame(rows, columns=columns), keys
+        for seed in self.seeds:
+            for p in searches[(i, seed)].resolved_probes():
+                status = p["status"] if p["status"] in runs.FINISHED_STATUSES else runs.ERROR  # unstable
+                rows.append({**{k: label.get(k) for k in keys}, "seed": seed, "lr": p["lr"], "status": status,
+                             **{k: _float(p.get(k)) for k in JUDGED_FIELDS}})
+        return pd.DataFrame(rows, columns=[*keys, "seed", "lr", "status", *JUDGED_FIELDS])
 
     def _write(self, out_dir: Path, settings: List[List[str]], searches: Dict[Any, search.LRSearch],
-               rounds: int) -> Dict[str, pd.DataFrame]:
-        probes, keys = self._probes(settings, searches)
+               rounds: int, changed: Optional[set] = None) -> Dict[str, pd.DataFrame]:
+        """search.json and the eta_max tables. `changed`: the settings with new probes since the last
+        write (their tables are recomputed, the others' reused); None: every table, the comparisons too."""
+        keys = self._keys(settings, searches)
+        if keys != self._tables_keys:  # a setting's key values arrived: every label changes
+            self._tables, self._tables_keys = {}, keys
         # compare() pairs settings that differ only in the warmup: the grid index and raw overrides vary too
         vary = [k for k in keys if k not in SETTING_KEYS or k in stability.VARY]
-        tables = stability.tables(probes, keys, self.criteria, vary=vary)
+        redo = set(range(len(settings))) if changed is None else set(changed) | (set(range(len(settings))) - set(self._tables))
+        for i in sorted(redo):
+            judged = stability.judge(self._probes(i, settings[i], searches, keys), self.criteria, keys)
+            per_seed = stability.eta_max_per_seed(judged, keys)
+            self._tables[i] = {stability.ETA_FILE: per_seed, stability.SUMMARY_FILE: stability.eta_max_summary(per_seed, keys),
+                               stability.P_STABLE_FILE: stability.p_stable(judged, keys)}
+        tables = {name: pd.concat([self._tables[i][name] for i in range(len(settings))], ignore_index=True)
+                  for name in (stability.ETA_FILE, stability.SUMMARY_FILE, stability.P_STABLE_FILE)}
+        if changed is None:
+            tables[stability.COMPARE_FILE] = stability.compare(tables[stability.ETA_FILE], keys, vary)
         per_setting = {i: g.drop(columns="setting").to_dict("records")
                        for i, g in tables[stability.SUMMARY_FILE].groupby("setting")}
         report = {
