@@ -135,3 +135,17 @@ def test_committed_results_redraw_every_figure_without_the_runs(tmp_path):
     assert "Figure skipped" not in md
     for png in (n for n in first if n.endswith(".png")):
         assert f"]({png})" in md
+
+
+def test_lr_curves_draw_every_setting_at_the_largest_lr_all_of_them_ran(tmp_path):
+    """A search probes each setting at its own LRs: the figure's one target LR must be one every curve ran."""
+    probes = {("none", 0): [0.04, 0.16], ("linear", 30): [0.04, 0.16, 0.64]}
+    rows = [{"warmup": w, "warmup_steps": tw, "target_lr": lr, "seed": 0, "steps_run": 20, "config_hash": f"{w}{lr}"}
+            for (w, tw), lrs in probes.items() for lr in lrs]
+    table = pd.concat([pd.DataFrame({"config_hash": r["config_hash"], "step": range(20), "loss": 1.0,
+                                     "lr": r["target_lr"] * np.minimum(1, np.arange(20) / max(r["warmup_steps"], 1))})
+                       for r in rows])
+    drawn = plots.lr_curves(pd.DataFrame(rows), archive.Curves(table), "task=toy", tmp_path)
+    assert sorted(drawn.values["lr"]) == [0.16, 0.16]
+    own = [r for r in rows if (r["warmup"], r["target_lr"]) in {("none", 0.04), ("linear", 0.64)}]
+    assert sorted(plots.lr_curves(pd.DataFrame(own), archive.Curves(table), "task=toy", tmp_path).values["lr"]) == [0.04, 0.64]

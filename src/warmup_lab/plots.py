@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -343,23 +344,30 @@ def loss_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path) -> Dra
 
 
 def lr_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path, log_y: bool = False) -> Drawn:
-    """LR vs step of each warmup setting at the largest target LR (the schedule does not depend on the
-    seed: one run per setting, the one that ran longest, as a diverged run stops early)."""
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    """LR vs step of each warmup setting at the largest target LR every setting ran (a search probes
+    each setting at its own LRs), or, when they share none, each at its own largest LR, named in the
+    legend. The schedule does not depend on the seed: one run per setting, the one that ran longest, as a
+    diverged run stops early."""
+    lrs = res.assign(_lr=res["target_lr"].astype(float)).groupby(list(SHAPE_KEYS), sort=True)["_lr"]
+    shared = set.intersection(*(set(v) for _, v in lrs)) if len(res) else set()
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
     drawn = []
     for (shape, tw), g in res.groupby(list(SHAPE_KEYS), sort=True):
-        g = g.assign(_lr=g["target_lr"].astype(float)).sort_values(["_lr", "steps_run"], ascending=False)
-        for _, row in g.iterrows():
+        g = g.assign(_lr=g["target_lr"].astype(float))
+        g = g[g["_lr"] == max(shared)] if shared else g
+        for _, row in g.sort_values(["_lr", "steps_run"], ascending=False).iterrows():
             m = curves.get(row)
             if m is not None and "lr" in m:
-                ax.plot(m["step"], m["lr"], lw=1.3, label=f"{shape}@{float(tw):g}")
+                label = f"{shape}@{float(tw):g}" + ("" if shared else f", lr={row['_lr']:.3g}")
+                ax.plot(m["step"], m["lr"], lw=1.3, label=label)
                 drawn.append({"setting": f"{shape}@{float(tw):g}", "lr": row["_lr"], "seed": row["seed"]})
                 break
     if not drawn:
         plt.close(fig)
         return skipped("no per-step curves with an lr column for these runs")
     ax.set(xlabel="step", ylabel="learning rate", yscale="log" if log_y else "linear")
-    ax.set_title(f"LR schedules at target lr={drawn[0]['lr']:.3g}: {title}", fontsize=9)
+    at = f"target lr={max(shared):.3g}" if shared else "each setting's largest target lr (no LR shared)"
+    ax.set_title("\n".join([f"LR schedules at {at}:", *textwrap.wrap(title, 60)]), fontsize=8)
     ax.legend(fontsize=7, title="warmup", title_fontsize=7)
     return _save(fig, out / f"lr_curves_{slug(title)}.png", pd.DataFrame(drawn))
 
