@@ -127,7 +127,9 @@ def test_an_array_of_20_runs_at_parallelism_2_completes_and_the_report_reads_it(
 def test_a_job_at_its_time_limit_checkpoints_is_requeued_and_resumes_each_step_once(cluster, tmp_path):
     """USR2 `signal_delay_s` before the limit -> checkpoint -> submitit requeues -> the run resumes."""
     root = tmp_path / "sweep"
-    steps = 4000
+    # slurmctld checks time limits every 30 s, so the signal can come up to ~30 s after the update: the run
+    # must outlast that on an idle machine (4000 steps took 17 s here and finished first; 24000 take ~100 s).
+    steps = 24000
     args = [*TINY, *SLURM, f"train.steps={steps}", "hydra.launcher.timeout_min=5",
             "hydra.launcher.signal_delay_s=60", f"runs_root={root}"]
     proc = _train(args, tmp_path)
