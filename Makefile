@@ -5,7 +5,7 @@ EXPERIMENT ?= default
 SCALE   ?= cpu
 SHELL   := /bin/bash
 
-.PHONY: setup test test-fast schedules sweep report bench bench-report slurm-start slurm-stop clean help
+.PHONY: setup test test-fast schedules sweep report bench bench-report bench-sweep slurm-start slurm-stop clean help
 
 help:
 	@echo "make setup       create .venv and install warmup-lab (editable) with pinned deps"
@@ -16,6 +16,7 @@ help:
 	@echo "make report      rebuild the reports from existing sweep directories"
 	@echo "make bench       trainer vs plain PyTorch loop, samples/s"
 	@echo "make bench-report  report over a synthetic 10,000-run sweep, search overhead at 1,000 probes -> results/bench_report/"
+	@echo "make bench-sweep   one fresh make sweep in a scratch directory: where its core time goes -> results/bench_sweep/"
 	@echo "make slurm-start / slurm-stop  a one-node SLURM cluster on this machine (root; docs/cluster.md)"
 
 setup:
@@ -44,6 +45,9 @@ bench:
 
 bench-report:
 	OMP_NUM_THREADS=1 $(PY) scripts/bench_report.py
+
+bench-sweep:
+	$(PY) scripts/bench_sweep.py --experiment $(EXPERIMENT)
 
 slurm-start:
 	bash scripts/slurm_local.sh start

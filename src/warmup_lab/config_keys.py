@@ -29,7 +29,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "detect.failed": ("loss_margin", "heldout"),
     "sharpness": ("every", "iters", "init_iters"),
     "task": ("name", "kind", "loss"),
-    "logger": ("name", "project", "entity", "group", "job_type", "mode", "dir", "tags", "init_timeout"),
+    "logger": ("name", "project", "entity", "group", "job_type", "mode", "dir", "tags", "init_timeout",
+               "system_metrics", "machine_metadata"),
 }
 # model and data keys by model.family / data.name (the files in conf/model/ and conf/data/)
 MODEL_KEYS = {
@@ -49,7 +50,7 @@ DATA_KEYS = {
     "charlm": ("path", "corpus", "max_chars", "block_size", "eval_batch_size"),
 }
 FLAGS = ("train.progress", "train.keep_checkpoint", "train.full_batch", "model.qk_layernorm", "model.bias",
-         "data.augment", "data.flip", "data.download")
+         "data.augment", "data.flip", "data.download", "logger.system_metrics", "logger.machine_metadata")
 CHOICES = {"logger.mode": ("auto", "online", "offline", "disabled")}
 
 

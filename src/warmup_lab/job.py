@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from warmup_lab import runs
+from warmup_lab import runs, timing
 from warmup_lab.errors import USER_ERRORS, RunTakenOver, output_error, require
 from warmup_lab.lifecycle import Stopped
 from warmup_lab.loggers import make_logger
@@ -79,7 +79,8 @@ def _try_write_summary(owner: runs.Owner, summary: dict[str, Any]) -> None:
 
 
 def _train_owned(cfg: DictConfig, run_dir: Path, owner: runs.Owner) -> RunSummary:
-    run = Run(cfg, run_dir)
+    with timing.phase("build"):
+        run = Run(cfg, run_dir)
     run.guard = owner.check
     with run.stop:  # a stop signal from here on (W&B init included) is acted on at the first step boundary
         return _execute(cfg, owner, run)
@@ -98,7 +99,8 @@ def _execute(cfg: DictConfig, owner: runs.Owner, run: Run) -> RunSummary:
     except OSError as err:
         raise output_error(err, run_dir) or err from None
     config = runs.result_config(cfg)
-    logger = make_logger(cfg, run_dir, config)
+    with timing.phase("wandb"):
+        logger = make_logger(cfg, run_dir, config)
     ok = False
     stopped: Stopped | None = None
     closing = {"steps_run": run.start_step, "config_hash": runs.config_hash(cfg)}
@@ -106,7 +108,8 @@ def _execute(cfg: DictConfig, owner: runs.Owner, run: Run) -> RunSummary:
         summary = run.execute(logger)
         summary["resumed_from"] = run.start_step if resumed else None
         summary["wandb_mode"] = logger.mode
-        logger.log_summary(summary)
+        with timing.phase("wandb"):
+            logger.log_summary(summary)
         owner.check()
         write_summary(run_dir, summary)
         if not cfg.train.keep_checkpoint:
@@ -129,6 +132,7 @@ def _execute(cfg: DictConfig, owner: runs.Owner, run: Run) -> RunSummary:
             raise output_error(err, run_dir) or err from None
         raise
     finally:
-        logger.finish(ok)
+        with timing.phase("wandb"):
+            logger.finish(ok)
         if stopped is not None:
             run.stop.chain(stopped.signum)

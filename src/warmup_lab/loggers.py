@@ -124,7 +124,10 @@ class WandbLogger:
             id=run_id,
             resume="allow",
             reinit="finish_previous",
-            settings=wandb.Settings(silent=True, console="off", init_timeout=timeout),
+            settings=wandb.Settings(silent=True, console="off", init_timeout=timeout,
+                                    x_disable_stats=not lcfg.get("system_metrics", True),
+                                    x_disable_meta=not lcfg.get("machine_metadata", True),
+                                    x_save_requirements=bool(lcfg.get("machine_metadata", True))),
         )
         try:
             self.run = wandb.init(mode=self.mode, **args)

@@ -12,6 +12,7 @@ the end, how much of the machine's core time went into training steps.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import signal
@@ -22,11 +23,13 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from warmup_lab import runs
+from warmup_lab import runs, timing
 from warmup_lab.paths import CONF_DIR
 from warmup_lab.summary import read_summary
 
 DEFAULT = ["warmup_length"]
+CORE_TIME_FILE = "core_time.json"  # under sweeps/<name>/: the last sweep command's breakdown (make bench-sweep)
+TIMING_LOG = ".timing.jsonl"  # under sweeps/<name>/: one line per job of the last sweep command (timing.py)
 # Experiments whose report is their own module's (the generic report's tables do not fit them).
 REPORT_MODULES = {"mechanisms": "warmup_lab.mechanisms"}
 
@@ -107,7 +110,29 @@ def core_use(root: Path, since: float, wall: float, cores: int) -> str:
             "of the machine's core time")
 
 
-def run_preset(preset: str, launcher: str, extra: list[str]) -> int:
+def breakdown(jobs: dict[str, float], report_s: float, idle_s: float, wall: float, cores: int) -> dict[str, float]:
+    """Core-seconds by where they went: the jobs' phases (timing.py), the report, idle cores, the rest.
+
+    `idle_s` is the machine's idle core time over the sweep (/proc/stat): on an idle machine, cores that
+    waited for a tail or for the launcher. The rest is what no job claimed: the Hydra process that
+    composes and dispatches, W&B's service processes, the OS. The report is one process: its wall time.
+    """
+    rows = {timing.PHASES[k]: jobs.get(k, 0.0) for k in timing.PHASES}
+    rows["report"] = report_s
+    rows["idle cores (tails, waits)"] = idle_s if math.isfinite(idle_s) else 0.0
+    rows["other (launcher process, W&B service, OS)"] = max(0.0, wall * cores - sum(rows.values()))
+    return rows
+
+
+def breakdown_lines(rows: dict[str, float], wall: float, cores: int, jobs: int) -> list[str]:
+    total = wall * cores
+    width = max(len(name) for name in rows)
+    return [f"where the core time went: {wall:.0f} s wall x {cores} cores = {total:.0f} core-s, {jobs} jobs",
+            *(f"  {name:<{width}}  {value:8.1f} core-s  {value / total if total else 0:6.1%}"
+              for name, value in rows.items())]
+
+
+def run_preset(preset: str, launcher: str, extra: list[str], timing_log: Path | None = None) -> int:
     """One preset as a Hydra multirun in its own process group; SIGTERM/SIGINT here stop the whole group.
 
     Hydra and every worker it starts share that group, so a signal forwarded to it reaches each run:
@@ -123,6 +148,8 @@ def run_preset(preset: str, launcher: str, extra: list[str]) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HYDRA_FULL_ERROR": "1",
            LAUNCHER_PID_ENV: str(os.getpid())}
     env.setdefault("WANDB_SILENT", "true")
+    if timing_log is not None:
+        env[timing.TIMING_ENV] = str(timing_log.resolve())
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     received: list[int] = []
 
@@ -146,19 +173,17 @@ def run_preset(preset: str, launcher: str, extra: list[str]) -> int:
     return code
 
 
-def run_experiment(name: str, presets: list[str], launcher: str, extra: list[str]) -> int:
+def run_experiment(name: str, presets: list[str], launcher: str, extra: list[str], timing_log: Path) -> int:
     """All presets of one experiment share its runs root; progress counts them together."""
     sizes = [grid_size(p, extra) for p in presets]
     total = None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[arg-type]
     progress = Progress(name, Path("sweeps") / name, total)
     progress.start()
     try:
-        failed = sum(run_preset(p, launcher, extra) != 0 for p in presets)
+        failed = sum(run_preset(p, launcher, extra, timing_log) != 0 for p in presets)
     finally:
         progress.stop.set()
     print(progress.line(), flush=True)
-    print(f"[{name}] {core_use(progress.root, progress.began, time.time() - progress.began, os.cpu_count() or 1)}",
-          flush=True)
     return failed
 
 
@@ -176,11 +201,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = [f"{n}_full" for n in names]
     began = time.time()
     failed = 0
+    cores = os.cpu_count() or 1
     for name in names:
         presets = presets_of(name)
         root = Path("sweeps") / name
+        started, idle0 = time.time(), timing.idle_core_s()
+        timing_log = root / TIMING_LOG
         if not args.report_only:
-            failed += run_experiment(name, presets, args.launcher, args.overrides)
+            root.mkdir(parents=True, exist_ok=True)
+            timing_log.unlink(missing_ok=True)  # this command's jobs only
+            failed += run_experiment(name, presets, args.launcher, args.overrides, timing_log)
+        report_began = time.time()
         # Relative paths, so the committed report.md names `sweeps/<name>`, not this machine's path.
         module = REPORT_MODULES.get(name.removesuffix("_full"), "warmup_lab.report")
         source = root
@@ -191,6 +222,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd = [sys.executable, "-m", module, str(source), "--out", f"results/{name}", "--experiment", name]
         code = subprocess.call(cmd)
         failed += code != 0
+        if not args.report_only:
+            wall = time.time() - started
+            print(f"[{name}] {core_use(root, started, wall, cores)}", flush=True)
+            jobs = timing.read_log(timing_log)
+            rows = breakdown(jobs, time.time() - report_began, timing.idle_core_s() - idle0, wall, cores)
+            for line in breakdown_lines(rows, wall, cores, int(jobs["jobs"])):
+                print(f"[{name}] {line}", flush=True)
+            (root / CORE_TIME_FILE).write_text(json.dumps(
+                {"wall_s": wall, "cores": cores, "jobs": int(jobs["jobs"]), "core_s": rows}, indent=1) + "\n")
     print(f"sweep {args.experiment}: {time.time() - began:.0f}s wall, {failed} step(s) failed", flush=True)
     return 1 if failed else 0
 

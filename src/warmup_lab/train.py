@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from warmup_lab import runs  # also registers the ${hash:} resolver of conf/train.yaml
+from warmup_lab import runs, timing  # runs also registers the ${hash:} resolver of conf/train.yaml
 from warmup_lab.cli import check_argv
 from warmup_lab.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, ConfigError, exit_on_user_error
 from warmup_lab.paths import CONF_DIR
@@ -35,8 +35,17 @@ def _run_dir(cfg: DictConfig) -> Path:
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
-    from warmup_lab.job import train
-    from warmup_lab.lifecycle import Stopped, check_not_stopped, exit_process, stop_with_launcher
+    timing.begin_job()
+    try:
+        return _job(cfg)
+    finally:
+        timing.end_job()
+
+
+def _job(cfg: DictConfig) -> float:
+    with timing.phase("startup"):  # the first job of a process pays for torch's import here
+        from warmup_lab.job import train
+        from warmup_lab.lifecycle import Stopped, check_not_stopped, exit_process, stop_with_launcher
 
     if cfg.get("out") and HydraConfig.get().mode == RunMode.MULTIRUN:
         raise ConfigError("out", cfg.out, "a multirun gives each job its own directory: drop out= (set runs_root=)")

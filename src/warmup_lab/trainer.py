@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from warmup_lab import checkpoint, runs
+from warmup_lab import checkpoint, runs, timing
 from warmup_lab.config_keys import check_keys
 from warmup_lab.detectors import Monitor, failed_to_train
 from warmup_lab.errors import require
@@ -131,6 +131,12 @@ class Run:
         }
         checkpoint.save(self.run_dir, state)
 
+    def checkpoint_and_mirror(self, next_step: int, elapsed: float, logger: Any) -> None:
+        with timing.phase("checkpoint"):
+            self.save_checkpoint(next_step, elapsed)
+        with timing.phase("wandb"):
+            logger.log_steps(self.metrics.take_mirror())
+
     def load_checkpoint(self) -> bool:
         state = checkpoint.load(self.run_dir, self.device)
         if state is None:
@@ -213,23 +219,27 @@ class Run:
                 break
             done = step + 1
             if sharp_every and done % sharp_every == 0:
-                self.metrics.add_eval_extra(self.measure_sharpness(done, lr))
+                with timing.phase("eval"):
+                    self.metrics.add_eval_extra(self.measure_sharpness(done, lr))
             if eval_due(done, steps, int(t.eval_every)):
-                self.evaluate(done)
+                with timing.phase("eval"):
+                    self.evaluate(done)
             if checkpoint_due(done, steps, int(t.checkpoint_every)):
-                self.save_checkpoint(done, self.elapsed + time.perf_counter() - began)
-                logger.log_steps(self.metrics.take_mirror())
+                self.checkpoint_and_mirror(done, self.elapsed + time.perf_counter() - began, logger)
             if self.stop.signum is not None and done < steps:  # preemption / Ctrl-C: checkpoint here, stop
-                self.save_checkpoint(done, self.elapsed + time.perf_counter() - began)
-                logger.log_steps(self.metrics.take_mirror())
+                self.checkpoint_and_mirror(done, self.elapsed + time.perf_counter() - began, logger)
+                timing.add("train", train_time)
                 raise Stopped(self.stop.signum, done)
+        timing.add("train", train_time)
         if bar is not None:
             bar.close()
         steps_run = step + 1 if steps > self.start_step else self.start_step
         if diverged:
-            self.evaluate(steps_run)
+            with timing.phase("eval"):
+                self.evaluate(steps_run)
         self.flush()
-        logger.log_steps(self.metrics.take_mirror())
+        with timing.phase("wandb"):
+            logger.log_steps(self.metrics.take_mirror())
         wall = self.elapsed + time.perf_counter() - began
         return self.summarise(steps_run, diverged, wall, steps_timed / train_time if train_time else float("nan"))
 

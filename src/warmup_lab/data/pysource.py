@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import sysconfig
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,16 @@ def stdlib_files(root: Path | None = None) -> list[Path]:
 
 
 def stdlib_text(max_chars: int, root: Path | None = None) -> tuple[str, dict[str, Any]]:
-    """The first `max_chars` characters of the stdlib files joined in name order, and what they are."""
+    """The first `max_chars` characters of the stdlib files joined in name order, and what they are.
+
+    Read once per process and kept (the interpreter's own files do not change while it runs); the
+    provenance is a fresh copy each time, since a run adds to its task info."""
+    text, info = _stdlib_text(max_chars, root)
+    return text, dict(info)
+
+
+@lru_cache(maxsize=2)
+def _stdlib_text(max_chars: int, root: Path | None) -> tuple[str, dict[str, Any]]:
     require(max_chars >= 1, "data.max_chars", max_chars, "an integer >= 1")
     root = root or stdlib_dir()
     files = stdlib_files(root)
