@@ -57,3 +57,12 @@ def test_charlm_on_the_stdlib_corpus_trains_and_records_its_source(tmp_path):
     assert torch.equal(x[:, 1:], y[:, :-1])  # targets are the next characters
     summary = train(cfg)
     assert summary["status"] in ("completed", "failed_to_train") and summary["task_info"]["sha256"] == task.info["sha256"]
+
+
+def test_the_text_is_read_once_per_process_and_each_run_gets_its_own_provenance():
+    from warmup_lab.data.pysource import stdlib_text
+
+    (text1, info1), (text2, info2) = stdlib_text(5000), stdlib_text(5000)
+    assert text1 is text2 and info1 == info2 and info1 is not info2
+    info1["n_eval"] = 1  # a run adds to its task info; the next run's provenance is untouched
+    assert "n_eval" not in stdlib_text(5000)[1]
