@@ -4,7 +4,7 @@
 - `${pick:linear@64,1}` -> 64 (conf/experiment/*): one sweep value that sets several keys together;
 - `${first:${out},<default>}` (conf/lr_curve.yaml): Hydra's run dir is `out` when given, so Hydra
   creates nothing elsewhere;
-- `${plus:${pick:${warmup_setting},1},240}` (conf/experiment/warmup_length): T = T_w + a fixed number of
+- `${plus:${pick:${warmup_setting},1},200}` (conf/experiment/warmup_length): T = T_w + a fixed number of
   steps at the target LR, so every warmup length gets the same time at its target.
 """
 
@@ -43,7 +43,7 @@ def plus(*values: Any) -> int:
     """The sum of integers (a config value built from others, e.g. T = T_w + steps after warmup)."""
     for v in values:
         if not isinstance(v, int) or isinstance(v, bool):
-            raise ConfigError("${plus:...}", v, "takes integers only, e.g. ${plus:${pick:${warmup_setting},1},240}")
+            raise ConfigError("${plus:...}", v, "takes integers only, e.g. ${plus:${pick:${warmup_setting},1},200}")
     return int(sum(values))
 
 
