@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from warmup_lab import archive, runs, stability
+from warmup_lab import archive, excursions, runs, stability
 from warmup_lab.errors import ConfigError, exit_on_user_error, output_error
 from warmup_lab.summary import KEY_VALUES, SETTING_KEYS, read_summary
 
@@ -495,6 +495,7 @@ def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, expe
     s = spikes(res)
     write_csv(s, out / "table_spikes.csv")
     md += [_md(s), ""]
+    md += excursions.section(res, curves, out, write_csv)
     md += sensitivity_section(res, out)
     md += figures_section(res, metric_tables, eta_tables, out, log_lr, criteria, curves)
     (out / "report.md").write_text("\n".join(md).rstrip() + "\n")
