@@ -97,6 +97,8 @@ def test_report_writes_the_sweep_from_a_runs_table(tmp_path: Path) -> None:
     md = (out / "report.md").read_text()
     assert "## Threshold sweep" in md and "![threshold_sweep](threshold_sweep.png)" in md
     assert (out / thresholds.FIGURE).stat().st_size > 10_000
+    again = build_report([out], tmp_path / "again")  # from its own files: the same bytes
+    assert (again / thresholds.FILE).read_bytes() == (out / thresholds.FILE).read_bytes()
 
 
 def test_report_on_the_committed_warmup_length_results(tmp_path: Path) -> None:
