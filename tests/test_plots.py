@@ -132,7 +132,8 @@ def test_committed_results_redraw_every_figure_without_the_runs(tmp_path):
     for name in (stability.ETA_FILE, stability.SUMMARY_FILE, stability.P_STABLE_FILE, archive.CURVES_FILE):
         assert again[name] == first[name], name
     md = (out / "report.md").read_text()
-    assert "Figure skipped" not in md
+    skipped = [line for line in md.splitlines() if "Figure skipped" in line]  # 2 LRs: the threshold sweep only
+    assert skipped == ["_Figure skipped: 2 target LR(s); the threshold sweep needs at least 3._"]
     for png in (n for n in first if n.endswith(".png")):
         assert f"]({png})" in md
 

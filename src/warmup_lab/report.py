@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from warmup_lab import archive, excursions, runs, stability
+from warmup_lab import archive, excursions, runs, stability, thresholds
 from warmup_lab.errors import ConfigError, exit_on_user_error, output_error
 from warmup_lab.summary import KEY_VALUES, SETTING_KEYS, read_summary
 
@@ -243,7 +243,7 @@ def eta_section(res: pd.DataFrame, out: Path, criteria: Sequence[str], experimen
     probes = stability.probes_from_runs(res)
     keys = stability.setting_keys(probes)
     if probes["lr"].nunique() < 2:
-        return md + ["_No eta_max: a single target LR._", ""], {}
+        return md + ["_No eta_max: a single target LR._", ""] + threshold_section(res, probes, keys, None, out), {}
     found = comparison_inputs(res, probes, keys, experiment, curves, dirs)
     tables = stability.tables(probes, keys, criteria, declared=found["declared"], one_arm=found["one_arm"],
                               source_runs=found["source_runs"])
@@ -265,7 +265,16 @@ def eta_section(res: pd.DataFrame, out: Path, criteria: Sequence[str], experimen
         wide = cell.pivot_table(index=shown, columns="lr", values="_cell", aggfunc="first").rename_axis(columns=None)
         wide.columns = [f"lr={c:.3g}" for c in wide.columns]
         md += [f"{stability.criterion(name).text}", "", _md(wide.fillna("").reset_index()), ""]
-    return md, tables
+    return md + threshold_section(res, probes, keys, found, out), tables
+
+
+def threshold_section(res: pd.DataFrame, probes: pd.DataFrame, keys: list[str], found: dict[str, Any] | None,
+                      out: Path) -> list[str]:
+    """The threshold sweep (warmup_lab.thresholds): its section, threshold_sweep.csv and its figure."""
+    md, table = thresholds.section(probes, keys, res, found, out)
+    if not table.empty:
+        write_csv(table, out / thresholds.FILE)
+    return md
 
 
 def comparison_inputs(res: pd.DataFrame, probes: pd.DataFrame, keys: list[str], experiment: str, curves: Any,
