@@ -8,8 +8,6 @@ import time
 import pytest
 
 from warmup_lab import sweep, timing
-from warmup_lab.errors import ConfigError
-from warmup_lab.resolvers import plus
 
 
 def test_a_job_logs_one_line_of_its_phases_when_the_sweep_asks(tmp_path, monkeypatch):
@@ -52,8 +50,3 @@ def test_the_breakdown_accounts_for_wall_times_cores():
     assert lines[0] == "where the core time went: 50 s wall x 2 cores = 100 core-s, 10 jobs"
     assert any(line.split() == ["training", "steps", "90.0", "core-s", "90.0%"] for line in lines)
 
-
-def test_plus_adds_integers_and_refuses_anything_else():
-    assert plus(60, 200) == 260
-    with pytest.raises(ConfigError, match="integers"):
-        plus(60, 2.5)

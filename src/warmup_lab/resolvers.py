@@ -3,9 +3,7 @@
 - `${hash:}` (conf/train.yaml): a run's directory is named after the hash of its resolved config;
 - `${pick:linear@64,1}` -> 64 (conf/experiment/*): one sweep value that sets several keys together;
 - `${first:${out},<default>}` (conf/lr_curve.yaml): Hydra's run dir is `out` when given, so Hydra
-  creates nothing elsewhere;
-- `${plus:${pick:${warmup_setting},1},200}` (conf/experiment/warmup_length): T = T_w + a fixed number of
-  steps at the target LR, so every warmup length gets the same time at its target.
+  creates nothing elsewhere.
 """
 
 from __future__ import annotations
@@ -39,20 +37,12 @@ def pick(setting: str, index: int, default: Any = _NO_DEFAULT) -> Any:
     raise ConfigError("warmup_setting", setting, f"needs at least {int(index) + 1} '@'-separated fields")
 
 
-def plus(*values: Any) -> int:
-    """The sum of integers (a config value built from others, e.g. T = T_w + steps after warmup)."""
-    for v in values:
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise ConfigError("${plus:...}", v, "takes integers only, e.g. ${plus:${pick:${warmup_setting},1},200}")
-    return int(sum(values))
-
-
 def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
 # Uncached: a cached value would outlive a change of what it was computed from (a config edited in place).
-RESOLVERS: dict[str, Callable[..., Any]] = {"hash": _hash, "pick": pick, "first": _first, "plus": plus}
+RESOLVERS: dict[str, Callable[..., Any]] = {"hash": _hash, "pick": pick, "first": _first}
 
 
 def register() -> None:
