@@ -101,8 +101,12 @@ def _setting(row: pd.Series) -> str:
 def _cell(row: pd.Series) -> str:
     mark = {"below": "< ", "above": ">= "}
     fmt = lambda x, c: "?" if c == "undetermined" or pd.isna(x) else mark.get(c, "") + f"{float(x):.3g}"
-    return (f"{fmt(row['ratio'], row['ratio_censored'])} [{fmt(row['ci_low'], row['ci_low_censored'])}, "
-            f"{fmt(row['ci_high'], row['ci_high_censored'])}], p_holm {'-' if pd.isna(row['p_holm']) else f'{row.p_holm:.3g}'}"
+    if row["ratio_censored"] == "undetermined" or pd.isna(row["ratio"]):
+        ratio = "undetermined (censored medians)"
+    else:
+        ratio = (f"{fmt(row['ratio'], row['ratio_censored'])} [{fmt(row['ci_low'], row['ci_low_censored'])}, "
+                 f"{fmt(row['ci_high'], row['ci_high_censored'])}]")
+    return (f"{ratio}, p_holm {'-' if pd.isna(row['p_holm']) else f'{row.p_holm:.3g}'}"
             f", {row['verdict']}")
 
 
