@@ -15,8 +15,6 @@ digit, so a re-run asks for the very same configs (same config hash, same run di
 from __future__ import annotations
 
 import math
-import sys
-import types
 from typing import Any, Sequence
 
 from warmup_lab.stability import eta_max_of
@@ -29,19 +27,6 @@ MAX_LR = 10.0
 CHECK_ABOVE = 1
 ERROR_RETRIES = 1
 _EPS = 1e-9
-
-
-class _SearchModule(types.ModuleType):
-    """Called, `warmup_lab.search(overrides, out_dir=...)` runs a whole search (warmup_lab.api.search);
-    as a module it keeps the search rule below, which the sweeper and advise import."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from warmup_lab.api import search
-
-        return search(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _SearchModule
 
 
 def _grid(start_lr: float, bracket_factor: float, resolution: float, min_lr: float, max_lr: float):
@@ -71,7 +56,7 @@ class LRSearch:
     points just above the first unstable one (hi * resolution**j, skipping LRs already probed) look
     where seeds disagree: a pure bracket+bisect never sees non-monotonicity, since every probe it
     makes is consistent with its final bracket. `probe_also(lrs)` re-opens a finished search for
-    more probes (the sweeper's cross-seed probes, search.disagreement_lrs).
+    more probes (the sweeper's cross-seed probes, lr_search.disagreement_lrs).
 
     `hint`: the eta_max another seed of the same setting found. The bracket then starts there and
     gallops (steps of 1, 2, 4, ... grid points) instead of stepping by `bracket_factor` from
