@@ -187,10 +187,11 @@ def test_descent_runs_each_warmups_rungs_below_its_margin_lr_while_the_loss_fall
     assert nxt([(12, g(1), 2, None)]) == [(12, 0.5657), (0, 0.2828)]
     assert nxt([(12, g(1), 3, 1.0)]) == [(12, 0.2828), (0, 0.2828)]
     assert nxt([(12, g(1), 3, 1.0), (12, g(-1), 3, 0.8)]) == [(12, 0.1414), (0, 0.2828)]
-    # the loss rose at 0.1414: warmup 12's descent has ended; a rung unstable on a seed counts as +inf (go on)
+    # the loss rose at 0.1414: warmup 12's descent has ended; rungs unstable on a seed are passed over (go on)
     done12 = [(12, g(1), 3, 1.0), (12, g(-1), 3, 0.8), (12, g(-3), 3, 0.85)]
     assert nxt(done12) == [(0, 0.2828)]
     assert nxt([*done12, (0, g(-1), 3, None)]) == [(0, 0.1414)]
+    assert nxt([(12, g(1), 3, None), (12, g(-1), 3, None), *done12[2:]]) == [(12, 0.0707), (0, 0.2828)]
     assert nxt([*done12, (0, g(-1), 3, 0.5), (0, g(-3), 3, 0.5)]) == []  # equal is not lower: ended
     # at most MAX_RUNGS rungs, however long the loss keeps falling
     falling_ = [(12, g(1 - 2 * r), 3, 1.0 - 0.1 * r) for r in range(advise.MAX_RUNGS)]

@@ -199,11 +199,13 @@ def advise(overrides: Sequence[str], args: argparse.Namespace) -> dict[str, Any]
                                                                                     else 0.0))
         unfinished = any(not seed["done"] for setting in found["settings"] for seed in setting["seeds"])
         left = None if max_probes is None else max_probes - spent["probes"]
-        if not unfinished or max_probes is None or left < len(p.seeds) * len(p.warmups):
+        more = 0 if left is None else left - min(len(p.seeds) * len(p.warmups) * EST_RUNGS, left // 2)
+        if not unfinished or max_probes is None or more < len(p.seeds) * len(p.warmups):
             break
-        sweep_probes, sweep_core_s = found["spent"]["probes"] + left, None if max_core_s is None else (
-            found["spent"]["core_s"] + max_core_s - spent["core_s"])
-        print(f"search: {left} runs left after the descent; the unfinished searches go on", file=sys.stderr, flush=True)
+        sweep_probes, sweep_core_s = found["spent"]["probes"] + more, None if max_core_s is None else (
+            found["spent"]["core_s"] + (max_core_s - spent["core_s"]) * more / left)
+        print(f"search: {left} runs left after the descent; the unfinished searches get {more} of them, the "
+              f"descent the rest", file=sys.stderr, flush=True)
     probes = pd.concat([searched, extra], ignore_index=True) if len(extra) else searched
     spent.update(max_probes=max_probes, max_core_s=max_core_s, confirmation_runs=len(extra), range_test_runs=rt_runs,
                  range_test_core_s=rt_core_s)
@@ -273,8 +275,8 @@ def descent(cells_: pd.DataFrame, summary: pd.DataFrame, n_seeds: int, margin: f
 
     A warmup length with a usable low end of its eta_max interval descends from s (the largest grid LR <=
     low end / margin) in rungs of margin^2 (s, s/margin^2, s/margin^4, ...): the next rung runs only while
-    each rung's median final train loss (every seed; a rung unstable on a seed counts as +inf) is lower than
-    the previous rung's. The search's probes crowd around the edge, while the LR of the lowest final loss
+    each stable rung's median final train loss (every seed) is lower than the stable rung's above it (a rung
+    unstable on a seed is passed over: the descent goes on). The search's probes crowd around the edge, while the LR of the lowest final loss
     often lies well below it."""
     usable = summary[summary["ci_low_censored"].isin(["", "above"]) & (summary["ci_low"] > 0)]
     step = math.log(resolution)
@@ -292,7 +294,9 @@ def descent(cells_: pd.DataFrame, summary: pd.DataFrame, n_seeds: int, margin: f
             if at.empty or int(at["n"].iloc[0]) < n_seeds:
                 out.append((w, lr))
                 break
-            loss = float(at["median_train_loss"].iloc[0]) if bool(at["every_seed_stable"].iloc[0]) else math.inf
+            if not bool(at["every_seed_stable"].iloc[0]):
+                continue  # unstable on a seed below the margin LR: the edge is lower here, go on down
+            loss = float(at["median_train_loss"].iloc[0])
             if prev is not None and not loss < prev:
                 break
             prev = loss
