@@ -190,8 +190,10 @@ def answer_lines(advice: dict[str, Any]) -> list[str]:
                  + f" runs; the descent {spent.get('confirmation_runs', 0)} runs")
     rt = advice.get("range_test")
     if rt:
-        lines.append(f"range test (seed {rt['seed']}): loss blew up at LR {_fmt(rt['edge_lr'])} (steepest descent "
-                     f"{_fmt(rt['steepest_lr'])}); the search started at {_fmt(advice['start_lr'])}")
+        edge = (f"loss blew up at LR {_fmt(rt['edge_lr'])}" if rt.get("blew_up")
+                else f"loss did not blow up up to the ramp's top, LR {_fmt(rt['edge_lr'])}")
+        lines.append(f"range test (seed {rt['seed']}): {edge} (steepest descent {_fmt(rt['steepest_lr'])}); "
+                     f"the search started at {_fmt(advice['start_lr'])}")
     lines += [f"note: {n}" for n in advice.get("notes", [])]
     if advice.get("out"):
         lines.append(f"files: {Path(advice['out']) / ADVICE_FILE}, {FIGURE_FILE}, {TABLE_FILE}, advice.md")

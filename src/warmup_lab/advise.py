@@ -176,7 +176,7 @@ def advise(overrides: Sequence[str], args: argparse.Namespace) -> dict[str, Any]
     start_lr = user_lr if ramp is None else start_from_range_test(ramp, user_lr, args.resolution)
     rt_runs, rt_core_s = (0, 0.0) if ramp is None else (1, ramp["core_s"])
     print(f"search: starts at LR {start_lr:g} (" + ("the config's optimizer.lr" if ramp is None else
-          f"the range test's loss blew up at {ramp['edge_lr']:.3g}; {rt_core_s:.0f} core-s") + ")", file=sys.stderr, flush=True)
+          f"the range test's {_edge_text(ramp)}; {rt_core_s:.0f} core-s") + ")", file=sys.stderr, flush=True)
     reserve = min(len(p.seeds) * len(p.warmups) * EST_RUNGS, (max_probes or 0) // 2)  # held for the descent
     sweep_probes = None if max_probes is None else max(1, max_probes - rt_runs - reserve)
     share = sweep_probes_est(p) / (sweep_probes_est(p) + len(p.seeds) * len(p.warmups) * EST_RUNGS)
@@ -247,8 +247,14 @@ def range_test(overrides: list[str], seed: int, group: str) -> dict[str, Any]:
     cfg = compose_train([*ovs, *ramp_overrides(lr_find_mod.MIN_LR, lr_find_mod.MAX_LR, lr_find_mod.STEPS)])
     steep = found["steepest"]["lr"] if found["steepest"] else None
     return {"run_dir": found["run_dir"], "seed": seed, "steepest_lr": steep, "edge_lr": _edge(found),
+            "blew_up": found["stopped_at"] < found["steps"],
             "stopped_at": found["stopped_at"], "steps": found["steps"], "status": found["status"],
             "core_s": _num(found["wall_s"]) * _threads(cfg)}
+
+
+def _edge_text(ramp: dict[str, Any]) -> str:
+    return (f"loss blew up at LR {ramp['edge_lr']:.3g}" if ramp["blew_up"]
+            else f"loss did not blow up up to the ramp's top, LR {ramp['edge_lr']:.3g}")
 
 
 def _ramp_key(key: str) -> bool:
