@@ -18,6 +18,7 @@ the command so that tests can hold them against synthetic probes.
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,8 +206,9 @@ def markdown(advice: dict[str, Any]) -> str:
     return f"# Advice\n\n```\n{body}\n```\n\n![eta_max against warmup length]({FIGURE_FILE})\n"
 
 
-def figure(probes: pd.DataFrame, advice: dict[str, Any], path: Path) -> None:
-    """eta_max against warmup length: seeds (grey; arrows where censored), median with its interval, the pick."""
+def figure(advice: dict[str, Any], path: Path) -> None:
+    """eta_max against warmup length: seeds (grey; arrows where censored), median with its interval, the pick
+    (everything from `advice`, so advice.json alone redraws it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -229,15 +231,14 @@ def figure(probes: pd.DataFrame, advice: dict[str, Any], path: Path) -> None:
         p = advice["pick"]
         ax.plot(pos[p["warmup_steps"]] + 0.12, p["lr"], "*", color="tab:red", ms=14, zorder=5,
                 label=f"pick: warmup {p['warmup_steps']}, peak LR {_fmt(p['lr'])}")
-        ax.legend(fontsize=8, loc="upper left")
     ax.plot([], [], "o", color="0.6", label="eta_max of one seed (v/^: censored)")
     ax.plot([], [], "s", color="black", label=f"median over seeds, {stability.INTERVAL_TEXT} interval")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="best", framealpha=0.8)  # where it covers the fewest points
     ax.set_yscale("log")
     ax.set_xticks(range(len(ws)), [str(w) for w in ws])
     ax.set_xlabel(f"{advice['shape']} warmup length (steps of T={advice['total_steps']})")
     ax.set_ylabel("eta_max (largest stable peak LR)")
-    ax.set_title(advice["answer"][:110], fontsize=7)
+    ax.set_title("\n".join(textwrap.wrap(advice["answer"], 105)), fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -217,7 +217,7 @@ def advise(overrides: Sequence[str], args: argparse.Namespace) -> dict[str, Any]
     table = pd.DataFrame(advice["frontier"])
     runs.atomic_write_text(out / TABLE_FILE, table.to_csv(index=False, lineterminator="\n"))
     runs.atomic_write_text(out / "advice.md", markdown(advice))
-    figure(probes, advice, out / FIGURE_FILE)
+    figure(advice, out / FIGURE_FILE)
     with contextlib.redirect_stdout(sys.stderr):  # W&B's own lines: stdout starts with the answer
         advice["wandb_dir"] = log_table(cfg, out, table, advice)
     return advice
