@@ -138,7 +138,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="results/advise")
     p.add_argument("--runs-root", default="sweeps/bench_advise")
-    p.add_argument("--budgets", default="24runs,36runs,60runs")
+    p.add_argument("--budgets", default="36runs,60runs,96runs")
     p.add_argument("--launcher", default="hydra/launcher=joblib2", help="advise's launcher overrides (space-separated)")
     p.add_argument("--jobs", type=int, default=2, help="fresh runs at a time")
     p.add_argument("--arm", action="append", default=[], help="NAME=OVERRIDE[ OVERRIDE...] (adds an arm)")

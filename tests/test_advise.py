@@ -15,8 +15,13 @@ from warmup_lab.errors import ConfigError
 GRID = [0.1 * 2 ** (k / 2) for k in range(10)]  # 0.1 .. 2.26 on a x2^(1/2) grid
 
 
-def probes(edges: dict[int, float], seeds=(0, 1, 2), lrs=GRID, l0=2.3) -> pd.DataFrame:
-    """Every seed probed at every LR: stable iff lr <= edge of its warmup length, final loss falling with LR."""
+def falling(w: int, lr: float, seed: int) -> float:
+    return 1.0 / (1 + lr) + 0.01 * seed
+
+
+def probes(edges: dict[int, float], seeds=(0, 1, 2), lrs=GRID, l0=2.3, loss=falling) -> pd.DataFrame:
+    """Every seed probed at every LR: stable iff lr <= edge of its warmup length, final loss `loss(w, lr, seed)`
+    (by default falling with LR, the same at every warmup)."""
     rows = []
     for w, edge in edges.items():
         for seed in seeds:
@@ -24,7 +29,7 @@ def probes(edges: dict[int, float], seeds=(0, 1, 2), lrs=GRID, l0=2.3) -> pd.Dat
                 ok = lr <= edge * (1 + 1e-9)
                 rows.append({"warmup_steps": w, "seed": seed, "lr": lr,
                              "status": runs.COMPLETED if ok else runs.DIVERGED, "init_loss": l0,
-                             "final_train_loss": 1.0 / (1 + lr) + 0.01 * seed if ok else math.nan,
+                             "final_train_loss": loss(w, lr, seed) if ok else math.nan,
                              "final_eval_loss": 1.1 / (1 + lr) if ok else math.nan, "baseline_loss": 2.3,
                              "core_s": 4.0})
     return pd.DataFrame(rows)
@@ -46,6 +51,36 @@ def test_the_pick_is_the_best_stable_lr_with_a_margin_at_the_shortest_warmup():
                        120)["pick"]["lr"] == pytest.approx(edge12)
     none = advise_from(probes({0: edge0, 12: edge12}), Plan([0, 1, 2], [0, 12]), "learned_0.9", 100.0, "linear", 120)
     assert none["pick"] is None and none["answer"].startswith("advice: none, the evidence is too thin (no LR stable")
+
+
+def test_warmup_and_lr_are_picked_together_when_warmup_lowers_the_loss_on_every_seed():
+    # a U-shaped loss in LR, lowest at 0.2; 12 warmup steps lower it by 0.05 at every LR; both edges far above
+    def u_shaped(w, lr, seed):
+        return (math.log(lr / 0.2)) ** 2 + 0.2 + 0.01 * seed - (0.05 if w else 0.0)
+
+    advice = advise_from(probes({0: GRID[8], 12: GRID[8]}, loss=u_shaped), Plan([0, 1, 2], [0, 12]), "learned_0.9",
+                         2 ** 0.5, "linear", 120)
+    assert advice["pick"]["warmup_steps"] == 12 and advice["pick"]["lr"] == pytest.approx(0.2)
+    assert advice["pick"]["median_train_loss"] == pytest.approx(0.16)
+    # the same lowest median with warmup, but not lower on every seed (seed 2 is worse): the shortest warmup stays
+    def mixed(w, lr, seed):
+        return u_shaped(w, lr, seed) + (0.2 if w and seed == 2 else 0.0)
+
+    advice = advise_from(probes({0: GRID[8], 12: GRID[8]}, loss=mixed), Plan([0, 1, 2], [0, 12]), "learned_0.9",
+                         2 ** 0.5, "linear", 120)
+    assert advice["pick"]["warmup_steps"] == 0 and advice["pick"]["lr"] == pytest.approx(0.2)
+
+
+def test_a_cell_counts_only_below_its_own_warmups_edge_with_the_margin():
+    # the loss is lowest at 0.8, stable at 0.8 on every seed without warmup too, but without warmup eta_max is 0.8:
+    # no margin there; with 12 steps eta_max is 1.6 and 0.8 x 2^0.5 <= 1.6
+    def best_at_08(w, lr, seed):
+        return (math.log(lr / 0.8)) ** 2 + 0.1 + 0.01 * seed
+
+    advice = advise_from(probes({0: GRID[6], 12: GRID[8]}, loss=best_at_08), Plan([0, 1, 2], [0, 12]),
+                         "learned_0.9", 2 ** 0.5, "linear", 120)
+    assert advice["pick"]["warmup_steps"] == 12 and advice["pick"]["lr"] == pytest.approx(0.8)
+    assert all(c["lr"] * 2 ** 0.5 <= 0.8 + 1e-9 for c in advice["candidates"] if c["warmup_steps"] == 0)
 
 
 def test_no_warmup_when_it_already_has_the_margin():
@@ -128,9 +163,54 @@ def test_an_unknown_option_is_one_line_not_a_hydra_override():
     assert args.budget == "3runs" and overrides == ["task=digits", "+model.dim=8"]
 
 
-def test_confirmation_cells_a_ladder_below_the_longest_warmups_edge_then_each_warmups_margin_lr():
+def _cells(rows: list[tuple[int, float, int, float | None]]) -> pd.DataFrame:
+    """(warmup, lr, seeds run, median loss or None = unstable on a seed) -> advise.descent's cell table."""
+    return pd.DataFrame([{"warmup_steps": w, "lr": lr, "n": n, "median_train_loss": loss if loss is not None else 9.0,
+                          "every_seed_stable": loss is not None and n == 3} for w, lr, n, loss in rows],
+                        columns=["warmup_steps", "lr", "n", "median_train_loss", "every_seed_stable"])
+
+
+def test_descent_runs_each_warmups_rungs_below_its_margin_lr_while_the_loss_falls():
     summary = pd.DataFrame([{"warmup_steps": 0, "ci_low": 0.4, "ci_low_censored": ""},
                             {"warmup_steps": 4, "ci_low": 0.9, "ci_low_censored": "below"},  # an upper bound: unusable
                             {"warmup_steps": 12, "ci_low": 0.8, "ci_low_censored": ""}])
-    got = advise.confirm_targets(summary, 2 ** 0.5, 0.4, 2 ** 0.5)
-    assert [(w, round(lr, 4)) for w, lr in got] == [(12, 0.5657), (12, 0.2828), (12, 0.1414), (0, 0.2828)]
+
+    def g(k):  # the grid 0.4 x 2^(k/2)
+        return 0.4 * 2 ** (k / 2)
+
+    def nxt(rows):
+        return [(w, round(lr, 4)) for w, lr in advise.descent(_cells(rows), summary, 3, 2 ** 0.5, 0.4, 2 ** 0.5)]
+
+    # the first rung of each usable warmup, longest first: the largest grid LR <= low end / margin
+    assert nxt([]) == [(12, 0.5657), (0, 0.2828)]
+    # a rung measured on 2 of 3 seeds is run again (its missing seed); one on every seed moves down x margin^2
+    assert nxt([(12, g(1), 2, None)]) == [(12, 0.5657), (0, 0.2828)]
+    assert nxt([(12, g(1), 3, 1.0)]) == [(12, 0.2828), (0, 0.2828)]
+    assert nxt([(12, g(1), 3, 1.0), (12, g(-1), 3, 0.8)]) == [(12, 0.1414), (0, 0.2828)]
+    # the loss rose at 0.1414: warmup 12's descent has ended; rungs unstable on a seed are passed over (go on)
+    done12 = [(12, g(1), 3, 1.0), (12, g(-1), 3, 0.8), (12, g(-3), 3, 0.85)]
+    assert nxt(done12) == [(0, 0.2828)]
+    assert nxt([*done12, (0, g(-1), 3, None)]) == [(0, 0.1414)]
+    assert nxt([(12, g(1), 3, None), (12, g(-1), 3, None), *done12[2:]]) == [(12, 0.0707), (0, 0.2828)]
+    assert nxt([*done12, (0, g(-1), 3, 0.5), (0, g(-3), 3, 0.5)]) == []  # equal is not lower: ended
+    # at most MAX_RUNGS rungs, however long the loss keeps falling
+    falling_ = [(12, g(1 - 2 * r), 3, 1.0 - 0.1 * r) for r in range(advise.MAX_RUNGS)]
+    assert nxt([*falling_, (0, g(-1), 3, 0.5), (0, g(-3), 3, 0.6)]) == []
+
+
+def test_the_search_starts_on_the_users_grid_just_below_where_the_range_test_blew_up():
+    from warmup_lab.lr_find import analyse
+
+    lrs = [1e-4 * 1.2 ** t for t in range(60)]  # up to ~5.6
+    losses = [2.0 - 0.02 * t if lr < 1.0 else 2.0 + 50.0 * (t - 40) for t, lr in enumerate(lrs)]  # blows up past LR 1
+    found = analyse(lrs, losses, n_steps=60)
+    edge = advise._edge(found)
+    assert 1.0 <= edge <= 1.2 ** 2 and edge == found["lrs"][-1]
+    ramp = {"edge_lr": edge}
+    start = advise.start_from_range_test(ramp, 0.4, 2 ** 0.5)
+    assert start <= edge < start * 2 ** 0.5 and math.log(start / 0.4, 2 ** 0.5) == pytest.approx(round(math.log(start / 0.4, 2 ** 0.5)))
+    assert advise.start_from_range_test({"edge_lr": 0.05}, 0.4, 2 ** 0.5) == pytest.approx(0.05)  # on the grid: kept
+    assert advise.start_from_range_test({"edge_lr": 1e3}, 0.4, 2 ** 0.5) == 10.0  # the search's MAX_LR
+    # a ramp that never blew up: its top
+    assert advise._edge({"lrs": [], "max_lr": 1.0}) == 1.0
+    assert advise._ramp_key("schedule.warmup_steps") and advise._ramp_key("optimizer.lr") and not advise._ramp_key("seed")

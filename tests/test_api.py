@@ -102,9 +102,12 @@ def test_import_warmup_lab_loads_no_torch_pandas_or_hydra():
     assert out.strip() == "[]"
 
 
-def test_warmup_lab_search_is_the_rule_module_and_the_search_function():
-    from warmup_lab import search
+def test_warmup_lab_search_is_the_api_function_and_the_rule_has_its_own_module():
+    import inspect
 
-    assert search is wl.search and hasattr(search, "LRSearch") and callable(search)
+    from warmup_lab import api, lr_search, search
+
+    assert search is wl.search is api.search and inspect.isfunction(search)
+    assert inspect.isclass(lr_search.LRSearch) and not hasattr(lr_search, "__call__")
     with pytest.raises(ConfigError, match="overrides="):
         wl.search("task=digits", out_dir="x")

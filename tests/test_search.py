@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from warmup_lab.search import LRSearch, disagreement_lrs, grid_lr, predicted_probes
+from warmup_lab.lr_search import LRSearch, disagreement_lrs, grid_lr, predicted_probes
 from warmup_lab.stability import eta_max_of
 
 RES = 2**0.25
@@ -151,7 +151,7 @@ def test_a_seed_that_agrees_with_the_hint_costs_two_probes_and_the_check():
 
 
 def test_budget_admits_a_round_only_when_it_fits():
-    from warmup_lab.search import Budget
+    from warmup_lab.lr_search import Budget
 
     runs_only = Budget(max_probes=10)
     assert runs_only.allows(10) and not runs_only.allows(11)

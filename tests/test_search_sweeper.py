@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from warmup_lab import runs, stability
-from warmup_lab.search import predicted_probes
+from warmup_lab.lr_search import predicted_probes
 from warmup_lab.summary import read_summary
 
 pytestmark = pytest.mark.slow  # every test here starts interpreters: a sweep, a launcher, or both

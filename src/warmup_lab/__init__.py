@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 resolvers.register()  # the configs' ${hash:}, ${pick:} and ${first:}: every entry point imports the package
 
-_LAZY = {"run": "warmup_lab.api", "SearchResult": "warmup_lab.api",
+_LAZY = {"run": "warmup_lab.api", "search": "warmup_lab.api", "SearchResult": "warmup_lab.api",
          "load_runs": "warmup_lab.api", "load_curves": "warmup_lab.api", "schedule": "warmup_lab.api",
          "get_scheduler": "warmup_lab.api", "compose": "warmup_lab.api", "Task": "warmup_lab.tasks.base"}
 
@@ -19,15 +19,13 @@ _LAZY = {"run": "warmup_lab.api", "SearchResult": "warmup_lab.api",
 def __getattr__(name: str):
     import importlib
 
-    if name == "search":  # the submodule, callable: warmup_lab.search(...) runs a search (search.py)
-        return importlib.import_module("warmup_lab.search")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'warmup_lab' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY, "search"])
+    return sorted([*globals(), *_LAZY])
 
 
-__all__ = ["__version__", "search", *_LAZY]
+__all__ = ["__version__", *_LAZY]

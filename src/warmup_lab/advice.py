@@ -4,16 +4,21 @@ the command so that tests can hold them against synthetic probes.
 - The frontier: eta_max per warmup length, median over seeds with its interval, by
   stability.eta_max_per_seed / eta_max_summary under the one criterion (the rule the sweeper and the
   report apply).
-- Peak LR: among the LRs probed on every seed of a warmup length and stable on every one of them, the one
-  with the lowest median final training loss that some measured warmup keeps a margin below eta_max:
-  LR x margin <= the low end of that warmup's eta_max interval (a low end censored below does not count).
-- Warmup: the shortest measured length that does so.
+- Eligible cells: (warmup length, LR) probed on every seed and stable on every one of them, with a margin
+  below that warmup's own eta_max: LR x margin <= the low end of its interval (a low end censored below
+  does not count). The final loss at an LR depends on the warmup before it (ResNet/digits, LR 0.2: 0.19
+  after 12 warmup steps, 0.23 without), so warmup and LR are picked together, per cell.
+- The pick: each warmup length's best eligible cell (lowest median final training loss; ties: the larger
+  LR). Start from the shortest warmup's; a longer warmup's best replaces it only when its final training
+  loss is lower on every seed, paired by seed (the shortest warmup unless a longer one is better on
+  every seed, not merely in the median).
 - Too thin: fewer than 2 seeds, no LR stable on every seed, or none with the margin: no pick, a reason.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,9 +62,39 @@ def cells(judged: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def eligible(table: pd.DataFrame, frontier: list[dict[str, Any]], margin: float) -> pd.DataFrame:
+    """The cells stable on every seed whose LR x margin <= the low end of their own warmup's eta_max interval."""
+    low = {int(f["warmup_steps"]): f["ci_low"] for f in frontier
+           if f["ci_low_censored"] in ("", "above") and f["ci_low"] > 0}
+    has_margin = [int(w) in low and lr * margin <= low[int(w)] * (1 + 1e-9)
+                  for w, lr in zip(table["warmup_steps"], table["lr"])]
+    return table[table["every_seed_stable"] & pd.Series(has_margin, index=table.index, dtype=bool)]
+
+
+def pick_cell(judged: pd.DataFrame, cands: pd.DataFrame) -> pd.Series | None:
+    """The shortest warmup's best cell, replaced by a longer warmup's best only when that one's final train
+    loss is lower on every seed (paired by seed); best = lowest median final train loss, ties: larger LR."""
+    best = [g.sort_values(["median_train_loss", "lr"], ascending=[True, False]).iloc[0]
+            for _, g in cands.groupby("warmup_steps", sort=True)]
+    if not best:
+        return None
+
+    def losses(c: pd.Series) -> pd.Series:
+        at = judged[(judged["warmup_steps"] == c["warmup_steps"]) & (judged["lr"] == c["lr"])]
+        return at.groupby("seed")["final_train_loss"].mean()
+
+    pick = best[0]
+    for c in best[1:]:
+        mine, theirs = losses(pick), losses(c)
+        common = mine.index.intersection(theirs.index)
+        if len(common) >= 2 and bool((theirs[common] < mine[common]).all()):
+            pick = c
+    return pick
+
+
 def advise_from(probes: pd.DataFrame, plan: Plan, criterion: str, margin: float, shape: str,
                 total_steps: int) -> dict[str, Any]:
-    """The frontier, the candidate LRs and the pick (or why there is none) from every probe."""
+    """The frontier, the eligible cells and the pick (or why there is none) from every probe."""
     base = {"criterion": criterion, "criterion_text": stability.criterion(criterion).text, "margin": margin,
             "shape": shape, "total_steps": total_steps, "seeds": plan.seeds, "warmups": plan.warmups,
             "n_probes": len(probes), "frontier": [], "candidates": [], "pick": None}
@@ -71,17 +106,15 @@ def advise_from(probes: pd.DataFrame, plan: Plan, criterion: str, margin: float,
     summary = stability.eta_max_summary(per_seed, KEYS)
     frontier = summary.drop(columns="criterion").to_dict("records")
     table = cells(judged)
-    cands = table[table["every_seed_stable"]].sort_values(["median_train_loss", "warmup_steps", "lr"])
+    cands = eligible(table, frontier, margin).sort_values(["median_train_loss", "warmup_steps", "lr"])
+    chosen = pick_cell(judged, cands)
     pick, thin = None, None
-    for _, c in cands.iterrows():
-        w = next((f for f in sorted(frontier, key=lambda f: f["warmup_steps"])
-                  if f["ci_low_censored"] in ("", "above") and c["lr"] * margin <= f["ci_low"] * (1 + 1e-9)), None)
-        if w is not None:
-            at_w = table[(table["warmup_steps"] == w["warmup_steps"]) & (table["lr"] == c["lr"])]
-            pick = {"warmup_steps": int(w["warmup_steps"]), "lr": float(c["lr"]), "eta_max": w,
-                    "median_train_loss": float(c["median_train_loss"]), "median_eval_loss": float(c["median_eval_loss"]),
-                    "measured_at_warmup": int(c["warmup_steps"]), "probed_there": not at_w.empty}
-            break
+    if chosen is not None:
+        w = int(chosen["warmup_steps"])
+        pick = {"warmup_steps": w, "lr": float(chosen["lr"]),
+                "eta_max": next(f for f in frontier if int(f["warmup_steps"]) == w),
+                "median_train_loss": float(chosen["median_train_loss"]),
+                "median_eval_loss": float(chosen["median_eval_loss"])}
     n_seeds = int(per_seed["seed"].nunique())
     if n_seeds < 2:
         thin = f"{n_seeds} seed: no interval"
@@ -89,10 +122,10 @@ def advise_from(probes: pd.DataFrame, plan: Plan, criterion: str, margin: float,
         thin = "every seed is censored below (no LR probed was stable under the criterion)"
     elif per_seed["censored"].ne("").all():
         thin = "every seed is censored (no search bounded eta_max from both sides): raise the budget"
-    elif cands.empty:
+    elif not table["every_seed_stable"].any():
         thin = "no LR was stable on every seed of any warmup length"
     elif pick is None:
-        thin = f"no LR stable on every seed sits x{margin:.3g} below the low end of a warmup's eta_max interval"
+        thin = f"no LR stable on every seed sits x{margin:.3g} below the low end of its warmup's eta_max interval"
     pick = None if thin else pick
     notes = _notes(frontier, probes)
     advice = {**base, "frontier": frontier, "candidates": cands.to_dict("records"), "cells": table.to_dict("records"),
@@ -138,19 +171,30 @@ def answer_lines(advice: dict[str, Any]) -> list[str]:
     """The console answer: the advice first, then the criterion, the frontier, the spend and notes."""
     spent = advice.get("spent") or {}
     lines = [advice["answer"], advice.get("criterion_line", f"criterion: {advice['criterion_text']}"),
-             f"rules (docs/advise.md): peak LR = lowest median final train loss among LRs stable on every seed; "
-             f"warmup = shortest whose eta_max interval's low end >= {advice['margin']:.3g} x that LR",
+             f"rules (docs/advise.md): among (warmup, LR) cells stable on every seed with LR x {advice['margin']:.3g} <= "
+             f"the low end of that warmup's eta_max interval, the shortest warmup's lowest median final train loss, "
+             f"unless a longer warmup's is lower on every seed",
              f"frontier (eta_max per warmup length, median over seeds, {stability.INTERVAL_TEXT} interval):",
              *frontier_lines(advice)]
     if advice["pick"]:
         p = advice["pick"]
         lines.append(f"pick: median final train loss {_fmt(p['median_train_loss'])}, eval loss "
-                     f"{_fmt(p['median_eval_loss'])} over the seeds at warmup {p['measured_at_warmup']}")
+                     f"{_fmt(p['median_eval_loss'])} over advise's seeds at warmup {p['warmup_steps']}, LR {_fmt(p['lr'])}")
     lines.append(f"spent: {spent.get('probes', 0)} runs"
                  + (f" of {spent['max_probes']}" if spent.get("max_probes") else "")
                  + f", {spent.get('core_s', 0):.0f} core-s"
                  + (f" of {spent['max_core_s']:.0f}" if spent.get("max_core_s") else "")
-                 + f" (budget {advice.get('budget') or 'none'})")
+                 + f" (budget {advice.get('budget') or 'none'}): "
+                 + (f"the range test 1 run, {spent.get('range_test_core_s', 0):.0f} core-s; " if spent.get("range_test_runs")
+                    else "")
+                 + f"the search {spent.get('probes', 0) - spent.get('range_test_runs', 0) - spent.get('confirmation_runs', 0)}"
+                 + f" runs; the descent {spent.get('confirmation_runs', 0)} runs")
+    rt = advice.get("range_test")
+    if rt:
+        edge = (f"loss blew up at LR {_fmt(rt['edge_lr'])}" if rt.get("blew_up")
+                else f"loss did not blow up up to the ramp's top, LR {_fmt(rt['edge_lr'])}")
+        lines.append(f"range test (seed {rt['seed']}): {edge} (steepest descent {_fmt(rt['steepest_lr'])}); "
+                     f"the search started at {_fmt(advice['start_lr'])}")
     lines += [f"note: {n}" for n in advice.get("notes", [])]
     if advice.get("out"):
         lines.append(f"files: {Path(advice['out']) / ADVICE_FILE}, {FIGURE_FILE}, {TABLE_FILE}, advice.md")
@@ -162,8 +206,9 @@ def markdown(advice: dict[str, Any]) -> str:
     return f"# Advice\n\n```\n{body}\n```\n\n![eta_max against warmup length]({FIGURE_FILE})\n"
 
 
-def figure(probes: pd.DataFrame, advice: dict[str, Any], path: Path) -> None:
-    """eta_max against warmup length: seeds (grey; arrows where censored), median with its interval, the pick."""
+def figure(advice: dict[str, Any], path: Path) -> None:
+    """eta_max against warmup length: seeds (grey; arrows where censored), median with its interval, the pick
+    (everything from `advice`, so advice.json alone redraws it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,15 +231,14 @@ def figure(probes: pd.DataFrame, advice: dict[str, Any], path: Path) -> None:
         p = advice["pick"]
         ax.plot(pos[p["warmup_steps"]] + 0.12, p["lr"], "*", color="tab:red", ms=14, zorder=5,
                 label=f"pick: warmup {p['warmup_steps']}, peak LR {_fmt(p['lr'])}")
-        ax.legend(fontsize=8, loc="upper left")
     ax.plot([], [], "o", color="0.6", label="eta_max of one seed (v/^: censored)")
     ax.plot([], [], "s", color="black", label=f"median over seeds, {stability.INTERVAL_TEXT} interval")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="best", framealpha=0.8)  # where it covers the fewest points
     ax.set_yscale("log")
     ax.set_xticks(range(len(ws)), [str(w) for w in ws])
     ax.set_xlabel(f"{advice['shape']} warmup length (steps of T={advice['total_steps']})")
     ax.set_ylabel("eta_max (largest stable peak LR)")
-    ax.set_title(advice["answer"][:110], fontsize=7)
+    ax.set_title("\n".join(textwrap.wrap(advice["answer"], 105)), fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -6,7 +6,7 @@ probe is an ordinary job with its own run dir and summary; a re-run asks for the
 search's log-grid), the jobs find their finished runs, and the search replays without training.
 
 When every seed of a setting is done and the seeds disagree on the edge, each seed is also probed at
-the median seed's lo/hi (`cross_seed`, search.disagreement_lrs). The tables (eta_max per seed, the
+the median seed's lo/hi (`cross_seed`, lr_search.disagreement_lrs). The tables (eta_max per seed, the
 median over seeds with its exact order-statistic interval, P(stable | LR), ratios to no warmup) come from
 warmup_lab.stability over every probe, under each of `criteria`; `criterion` steers the search.
 """
@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import pandas as pd
 
-from warmup_lab import runs, search, stability
+from warmup_lab import lr_search, runs, stability
 from warmup_lab.errors import EXIT_CONFIG, ConfigError
 from warmup_lab.summary import SETTING_KEYS, json_safe, read_summary
 
@@ -51,13 +51,13 @@ class MaxStableLRSweeperConf:
     seeds: List[Any] = field(default_factory=lambda: [0, 1])
     lr_key: str = "optimizer.lr"  # config key each probe overrides with its LR
     seed_key: str = "seed"
-    start_lr: float = search.START_LR
-    bracket_factor: float = search.BRACKET_FACTOR
-    resolution: float = search.RESOLUTION
-    min_lr: float = search.MIN_LR
-    max_lr: float = search.MAX_LR
-    check_above: int = search.CHECK_ABOVE
-    error_retries: int = search.ERROR_RETRIES
+    start_lr: float = lr_search.START_LR
+    bracket_factor: float = lr_search.BRACKET_FACTOR
+    resolution: float = lr_search.RESOLUTION
+    min_lr: float = lr_search.MIN_LR
+    max_lr: float = lr_search.MAX_LR
+    check_above: int = lr_search.CHECK_ABOVE
+    error_retries: int = lr_search.ERROR_RETRIES
     max_rounds: int = 50
     criterion: str = stability.DEFAULT_CRITERION  # steers the search (per run: learned_<f> | plain | loss_frac_<f>)
     criteria: List[str] = field(default_factory=lambda: list(stability.DEFAULT_CRITERIA))  # tables
@@ -103,7 +103,7 @@ class MaxStableLRSweeper(Sweeper):
         self.search_kw = dict(start_lr=start_lr, bracket_factor=bracket_factor, resolution=resolution,
                               min_lr=min_lr, max_lr=max_lr, check_above=check_above, error_retries=error_retries)
         self.max_rounds = int(max_rounds)
-        self.budget = search.Budget(max_probes, max_core_s)
+        self.budget = lr_search.Budget(max_probes, max_core_s)
         self.criterion = str(criterion)
         self.criteria = list(dict.fromkeys([self.criterion, *criteria]))
         self.cross_seed, self.share_brackets = bool(cross_seed), bool(share_brackets)
@@ -172,10 +172,10 @@ class MaxStableLRSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> Any:
         """Bad settings end in one line on stderr and exit 2 (warmup_lab.errors), before any job runs."""
         try:
-            search.LRSearch(**self.search_kw)
+            lr_search.LRSearch(**self.search_kw)
             if self.max_rounds < 1:
                 raise ConfigError("hydra.sweeper.max_rounds", self.max_rounds, "must be >= 1 (0 probes nothing)")
-            search.Budget(self.budget.max_probes, self.budget.max_core_s)
+            lr_search.Budget(self.budget.max_probes, self.budget.max_core_s)
             if not self.seeds:
                 raise ConfigError("hydra.sweeper.seeds", "[]", "give at least one seed, e.g. hydra.sweeper.seeds=[0,1,2,3,4]")
             for name in self.criteria:
@@ -197,7 +197,7 @@ class MaxStableLRSweeper(Sweeper):
         out_dir = Path(self.out_dir or str(self.config.hydra.sweep.dir))
         out_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, out_dir / "multirun.yaml")
-        searches = {(i, seed): search.LRSearch(**self.search_kw) for i in range(len(settings)) for seed in self.seeds}
+        searches = {(i, seed): lr_search.LRSearch(**self.search_kw) for i in range(len(settings)) for seed in self.seeds}
         print(f"[max_stable_lr] {len(settings)} settings x {len(self.seeds)} seeds = {len(searches)} searches; "
               f"search criterion {stability.criterion(self.criterion).text}; out: {out_dir}", flush=True)
         returns: List[Sequence[JobReturn]] = []
@@ -246,15 +246,15 @@ class MaxStableLRSweeper(Sweeper):
         print(self._table(settings, searches, tables), flush=True)
         return returns
 
-    def _start_from_hints(self, searches: Dict[Any, search.LRSearch], waiting: set) -> None:
+    def _start_from_hints(self, searches: Dict[Any, lr_search.LRSearch], waiting: set) -> None:
         """share_brackets: once a setting's first seed is done, its other seeds start from its eta_max."""
         for i, seed in sorted(waiting, key=str):
             first = searches[(i, self.seeds[0])]
             if first.done:
-                searches[(i, seed)] = search.LRSearch(**self.search_kw, hint=first.result()["eta_max"])
+                searches[(i, seed)] = lr_search.LRSearch(**self.search_kw, hint=first.result()["eta_max"])
                 waiting.discard((i, seed))
 
-    def _cross_seed(self, n_settings: int, searches: Dict[Any, search.LRSearch], crossed: set) -> set:
+    def _cross_seed(self, n_settings: int, searches: Dict[Any, lr_search.LRSearch], crossed: set) -> set:
         """Settings whose seeds are all done get, once, probes at the median seed's edge."""
         if not self.cross_seed or len(self.seeds) < 2:
             return set()
@@ -263,13 +263,13 @@ class MaxStableLRSweeper(Sweeper):
             group = [searches[(i, seed)] for seed in self.seeds]
             if i in crossed or not all(s.done for s in group):
                 continue
-            for s, lrs in zip(group, search.disagreement_lrs([s.result() for s in group])):
+            for s, lrs in zip(group, lr_search.disagreement_lrs([s.result() for s in group])):
                 s.probe_also(lrs)
             now.add(i)
         return now
 
     # -- outputs -----------------------------------------------------------------------------
-    def _keys(self, settings: List[List[str]], searches: Dict[Any, search.LRSearch]) -> List[str]:
+    def _keys(self, settings: List[List[str]], searches: Dict[Any, lr_search.LRSearch]) -> List[str]:
         """`setting` (the grid index), the resolved SETTING_KEYS the probes' summaries carry, and the
         overrides that can change a result (not logger, threads, runs_root, train.progress...)."""
         for i in range(len(settings)):
@@ -282,7 +282,7 @@ class MaxStableLRSweeper(Sweeper):
                  if k not in resolved and not _excluded(k)]
         return ["setting", *resolved, *extra]
 
-    def _probes(self, i: int, setting: List[str], searches: Dict[Any, search.LRSearch], keys: List[str]) -> pd.DataFrame:
+    def _probes(self, i: int, setting: List[str], searches: Dict[Any, lr_search.LRSearch], keys: List[str]) -> pd.DataFrame:
         """Every resolved probe of setting `i` as a stability probe row, labelled by `keys`."""
         values = self._values.get(i, {})
         label = {**{k: values.get(k) for k in keys}, "setting": i,
@@ -295,7 +295,7 @@ class MaxStableLRSweeper(Sweeper):
                              **{k: _float(p.get(k)) for k in JUDGED_FIELDS}})
         return pd.DataFrame(rows, columns=[*keys, "seed", "lr", "status", *JUDGED_FIELDS])
 
-    def _write(self, out_dir: Path, settings: List[List[str]], searches: Dict[Any, search.LRSearch],
+    def _write(self, out_dir: Path, settings: List[List[str]], searches: Dict[Any, lr_search.LRSearch],
                rounds: int, changed: Optional[set] = None) -> Dict[str, pd.DataFrame]:
         """search.json and the eta_max tables. `changed`: the settings with new probes since the last
         write (their tables are recomputed, the others' reused); None: every table, the comparisons too."""
@@ -333,7 +333,7 @@ class MaxStableLRSweeper(Sweeper):
         stability.write_tables(out_dir, tables)
         return tables
 
-    def _table(self, settings: List[List[str]], searches: Dict[Any, search.LRSearch],
+    def _table(self, settings: List[List[str]], searches: Dict[Any, lr_search.LRSearch],
                tables: Dict[str, pd.DataFrame]) -> str:
         fmt = lambda v: "-" if v is None or v != v else f"{v:.4g}"  # noqa: E731
         summary = tables[stability.SUMMARY_FILE]
@@ -357,7 +357,7 @@ class MaxStableLRSweeper(Sweeper):
         lines += [f"criteria: {stability.criteria_text(self.criteria)}", *self._did_not_learn(settings, searches)]
         return "\n".join(lines)
 
-    def _did_not_learn(self, settings: List[List[str]], searches: Dict[Any, search.LRSearch]) -> List[str]:
+    def _did_not_learn(self, settings: List[List[str]], searches: Dict[Any, lr_search.LRSearch]) -> List[str]:
         """A warning line per setting whose stable runs at the edge (each seed's eta_max probe) did not
         learn: final train loss above the task's baseline_loss (l0 where none), i.e. not learned_1."""
         out = []
@@ -415,7 +415,7 @@ def _setting_values(probes: List[Dict[str, Any]]) -> Dict[str, Any]:
     return {}
 
 
-def _count(searches: Dict[Any, search.LRSearch], rounds: int) -> str:
+def _count(searches: Dict[Any, lr_search.LRSearch], rounds: int) -> str:
     """Stable/unstable/error counts among the probes of round `rounds`."""
     probes = [p for s in searches.values() for p in s.probes if p.get("round") == rounds]
     n_stable = sum(p["stable"] is True for p in probes)
