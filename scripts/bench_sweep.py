@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     scratch = args.keep or Path(tempfile.mkdtemp(prefix="bench_sweep_"))
     scratch.mkdir(parents=True, exist_ok=True)
-    load = os.getloadavg()[0]
+    load, commit = os.getloadavg()[0], _commit()  # the code that runs, before anything else is committed
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
            "WANDB_SILENT": "true"}
     began = time.time()
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the sweep failed (exit {code}) or wrote no {path}; nothing written to {args.out}", file=sys.stderr)
         return 1
     bench = json.loads(path.read_text())
-    bench.update(experiment=args.experiment, commit=_commit(), load_before=load, torch=torch.__version__,
+    bench.update(experiment=args.experiment, commit=commit, load_before=load, torch=torch.__version__,
                  started=time.strftime("%Y-%m-%d %H:%M", time.localtime(began)))
     bench["train_share"] = bench["core_s"][TRAIN] / (bench["wall_s"] * bench["cores"])
     bench["wandb_core_s_per_run"] = wandb_cost()
