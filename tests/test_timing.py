@@ -50,3 +50,17 @@ def test_the_breakdown_accounts_for_wall_times_cores():
     assert lines[0] == "where the core time went: 50 s wall x 2 cores = 100 core-s, 10 jobs"
     assert any(line.split() == ["training", "steps", "90.0", "core-s", "90.0%"] for line in lines)
 
+
+
+def test_a_timed_function_is_charged_to_its_phase_on_every_call(monkeypatch):
+    monkeypatch.delenv(timing.TIMING_ENV, raising=False)
+
+    @timing.timed("eval")
+    def evaluate(x):
+        time.sleep(0.01)
+        return x + 1
+
+    timing.begin_job()
+    assert evaluate(1) == 2 and evaluate(2) == 3
+    assert timing._job["eval"] >= 0.02
+    timing.end_job()

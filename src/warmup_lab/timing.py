@@ -12,11 +12,14 @@ workers each own a core is that core's time. Without the variable nothing is rec
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 TIMING_ENV = "WARMUP_LAB_TIMING"
 # phase -> what the breakdown calls it (in this order)
@@ -75,6 +78,17 @@ def phase(name: str) -> Iterator[None]:
         yield
     finally:
         add(name, time.perf_counter() - tick)
+
+
+def timed(name: str) -> Callable[[F], F]:
+    """A function whose every call is charged to phase `name`."""
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            with phase(name):
+                return fn(*args, **kwargs)
+        return inner  # type: ignore[return-value]
+    return wrap
 
 
 def end_job() -> None:

@@ -156,12 +156,14 @@ class Run:
         return True
 
     # -- measurements ------------------------------------------------------------------------
+    @timing.timed("eval")
     def evaluate(self, steps_done: int) -> dict[str, Any]:
         row = {"step": steps_done, **{k: float(v) for k, v in self.task.evaluate(self.model).items()}}
         self.evals.append(row)
         self.metrics.add_eval(row)
         return row
 
+    @timing.timed("eval")
     def measure_sharpness(self, step: int, lr: float) -> dict[str, float]:
         from warmup_lab.sharpness import adam_preconditioner, instability_ratio, top_hessian_eigenvalue
 
@@ -219,11 +221,9 @@ class Run:
                 break
             done = step + 1
             if sharp_every and done % sharp_every == 0:
-                with timing.phase("eval"):
-                    self.metrics.add_eval_extra(self.measure_sharpness(done, lr))
+                self.metrics.add_eval_extra(self.measure_sharpness(done, lr))
             if eval_due(done, steps, int(t.eval_every)):
-                with timing.phase("eval"):
-                    self.evaluate(done)
+                self.evaluate(done)
             if checkpoint_due(done, steps, int(t.checkpoint_every)):
                 self.checkpoint_and_mirror(done, self.elapsed + time.perf_counter() - began, logger)
             if self.stop.signum is not None and done < steps:  # preemption / Ctrl-C: checkpoint here, stop
@@ -235,8 +235,7 @@ class Run:
             bar.close()
         steps_run = step + 1 if steps > self.start_step else self.start_step
         if diverged:
-            with timing.phase("eval"):
-                self.evaluate(steps_run)
+            self.evaluate(steps_run)
         self.flush()
         with timing.phase("wandb"):
             logger.log_steps(self.metrics.take_mirror())
