@@ -81,6 +81,11 @@ class SpikeDetector:
         }
 
 
+def divergence_limit(ceiling: float | None, factor: float, l0: float) -> float:
+    """The loss above which a step counts toward divergence: `ceiling` if set, else factor x l0."""
+    return ceiling if ceiling is not None else factor * l0
+
+
 @dataclass
 class DivergenceDetector:
     """Divergence: a non-finite loss at once, or loss > factor x l0 (or `ceiling`) for `patience` steps."""
@@ -100,7 +105,7 @@ class DivergenceDetector:
             return True
         if self.l0 is None:
             self.l0 = loss
-        limit = self.ceiling if self.ceiling is not None else self.factor * self.l0
+        limit = divergence_limit(self.ceiling, self.factor, self.l0)
         self.streak = self.streak + 1 if loss > limit else 0
         if self.streak >= self.patience:
             self.diverged_step = step

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from warmup_lab.detectors import divergence_limit
+
 COLUMNS = ["task", "warmup", "warmup_steps", "target_lr", "seed", "status", "ceiling", "patience",
            "longest_recovered", "final_streak", "nonfinite"]
 
@@ -36,10 +38,10 @@ def streaks(loss: np.ndarray, limit: float) -> tuple[int, int, bool]:
 
 
 def _ceiling(row: pd.Series) -> float:
+    """The run's divergence ceiling, as its detector computed it (detectors.divergence_limit)."""
     ceiling = pd.to_numeric(pd.Series([row.get("detect.divergence.ceiling")]), errors="coerce").iloc[0]
-    if pd.notna(ceiling):
-        return float(ceiling)
-    return float(row.get("detect.divergence.factor", math.nan)) * float(row.get("init_loss", math.nan))
+    return divergence_limit(float(ceiling) if pd.notna(ceiling) else None,
+                            float(row.get("detect.divergence.factor", math.nan)), float(row.get("init_loss", math.nan)))
 
 
 def table(res: pd.DataFrame, curves: object) -> pd.DataFrame:

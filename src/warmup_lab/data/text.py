@@ -56,7 +56,6 @@ def _encode(text: str) -> tuple[list[str], torch.Tensor]:
     chars = sorted(set(text))
     stoi = {c: i for i, c in enumerate(chars)}
     ids = torch.tensor([stoi[c] for c in text], dtype=torch.long)
-    ids.requires_grad_(False)
     return chars, ids
 
 
