@@ -97,6 +97,7 @@ def _execute(cfg: DictConfig, owner: runs.Owner, run: Run) -> RunSummary:
         else:
             run.metrics.truncate(0)  # from step 0: rows a checkpoint-less earlier attempt left are cut
     except OSError as err:
+        owner.explain()
         raise output_error(err, run_dir) or err from None
     config = runs.result_config(cfg)
     with timing.phase("wandb"):
@@ -127,6 +128,8 @@ def _execute(cfg: DictConfig, owner: runs.Owner, run: Run) -> RunSummary:
     except RunTakenOver:
         raise  # nothing more is written there
     except Exception as err:
+        if isinstance(err, OSError):
+            owner.explain()
         _try_write_summary(owner, {**closing, "status": runs.ERROR, "error": f"{type(err).__name__}: {err}"})
         if isinstance(err, OSError):
             raise output_error(err, run_dir) or err from None

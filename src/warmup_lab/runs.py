@@ -179,18 +179,34 @@ class Owner:
     def __init__(self, run_dir: Path, token: str):
         self.run_dir, self.token = run_dir, token
 
+    def _holder(self) -> str | None:
+        try:
+            return (self.run_dir / LOCK_FILE).read_text()
+        except OSError:
+            return None
+
     def check(self) -> None:
         from warmup_lab.errors import RunTakenOver
 
-        try:
-            now = (self.run_dir / LOCK_FILE).read_text()
-        except OSError:
-            now = None
+        now = self._holder()
         if now != self.token:
             what = "was removed" if not self.run_dir.is_dir() else f"lost its {LOCK_FILE}"
             taken = ", and another process now owns it" if now else ""
             raise RunTakenOver(f"{self.run_dir} {what} while this run was writing there{taken}; this process stopped "
                                "without writing more (run the command again, once, to continue from the last checkpoint)")
+
+    def explain(self) -> None:
+        """Raise RunTakenOver in place of a failed write's error when the directory stopped being ours.
+
+        A check and the write after it are not one atomic step: a directory removed in between makes
+        the write fail (a missing file or folder), and that failure means "taken over", not a disk fault.
+        """
+        from warmup_lab.errors import RunTakenOver
+
+        try:
+            self.check()
+        except RunTakenOver as taken:
+            raise taken from None  # the write's error was a symptom, not news
 
 
 @contextlib.contextmanager
