@@ -8,10 +8,10 @@ the command so that tests can hold them against synthetic probes.
   below that warmup's own eta_max: LR x margin <= the low end of its interval (a low end censored below
   does not count). The final loss at an LR depends on the warmup before it (ResNet/digits, LR 0.2: 0.19
   after 12 warmup steps, 0.23 without), so warmup and LR are picked together, per cell.
-- The pick: each warmup length's best eligible cell (lowest median final training loss; ties: the larger
-  LR). Start from the shortest warmup's; a longer warmup's best replaces it only when its final training
-  loss is lower on every seed, paired by seed (the shortest warmup unless a longer one is better on
-  every seed, not merely in the median).
+- The pick: the eligible cell with the lowest median final training loss over advise's seeds, warmup and
+  LR together (ties: the shorter warmup, then the larger LR). Warmup costs no compute, so a longer one
+  is kept whenever its median is lower; the earlier rule (the shortest warmup unless a longer one is
+  lower on every seed) kept no warmup on the ResNet arm and lost there on fresh seeds (docs/advise.md).
 - Too thin: fewer than 2 seeds, no LR stable on every seed, or none with the margin: no pick, a reason.
 """
 
@@ -51,13 +51,21 @@ def eta_text(row: dict[str, Any]) -> str:
             f"{_bound(row['ci_high'], row['ci_high_censored'])}]")
 
 
+def _finite(v: float) -> float | None:
+    return None if math.isnan(v) else float(v)  # JSON has no NaN
+
+
 def cells(judged: pd.DataFrame) -> pd.DataFrame:
-    """One row per (warmup length, LR): seeds probed, stable, median final train and eval loss."""
+    """One row per (warmup length, LR): seeds probed, stable, median final train and eval loss, and the
+    final train loss and stability of each seed (keys: the seed as text, for JSON)."""
     g = judged.groupby([*KEYS, "lr"], sort=True)
     out = g.agg(n=("stable", "size"), n_stable=("stable", "sum"), median_train_loss=("final_train_loss", "median"),
                 median_eval_loss=("final_eval_loss", "median")).reset_index()
     seeds = judged.groupby(KEYS)["seed"].nunique().rename("n_seeds").reset_index()
     out = out.merge(seeds, on=KEYS)
+    parts = [part.groupby("seed") for _, part in g]  # in the order of `out`'s rows (both sorted by key)
+    out["train_loss_by_seed"] = [{str(int(k)): _finite(v) for k, v in p["final_train_loss"].mean().items()} for p in parts]
+    out["stable_by_seed"] = [{str(int(k)): bool(v) for k, v in p["stable"].all().items()} for p in parts]
     out["every_seed_stable"] = (out["n"] == out["n_seeds"]) & (out["n_stable"] == out["n"]) & (out["n_seeds"] >= 2)
     return out
 
@@ -71,25 +79,11 @@ def eligible(table: pd.DataFrame, frontier: list[dict[str, Any]], margin: float)
     return table[table["every_seed_stable"] & pd.Series(has_margin, index=table.index, dtype=bool)]
 
 
-def pick_cell(judged: pd.DataFrame, cands: pd.DataFrame) -> pd.Series | None:
-    """The shortest warmup's best cell, replaced by a longer warmup's best only when that one's final train
-    loss is lower on every seed (paired by seed); best = lowest median final train loss, ties: larger LR."""
-    best = [g.sort_values(["median_train_loss", "lr"], ascending=[True, False]).iloc[0]
-            for _, g in cands.groupby("warmup_steps", sort=True)]
-    if not best:
+def pick_cell(cands: pd.DataFrame) -> pd.Series | None:
+    """The eligible cell of the lowest median final train loss; ties: the shorter warmup, then the larger LR."""
+    if cands.empty:
         return None
-
-    def losses(c: pd.Series) -> pd.Series:
-        at = judged[(judged["warmup_steps"] == c["warmup_steps"]) & (judged["lr"] == c["lr"])]
-        return at.groupby("seed")["final_train_loss"].mean()
-
-    pick = best[0]
-    for c in best[1:]:
-        mine, theirs = losses(pick), losses(c)
-        common = mine.index.intersection(theirs.index)
-        if len(common) >= 2 and bool((theirs[common] < mine[common]).all()):
-            pick = c
-    return pick
+    return cands.sort_values(["median_train_loss", "warmup_steps", "lr"], ascending=[True, True, False]).iloc[0]
 
 
 def advise_from(probes: pd.DataFrame, plan: Plan, criterion: str, margin: float, shape: str,
@@ -107,7 +101,7 @@ def advise_from(probes: pd.DataFrame, plan: Plan, criterion: str, margin: float,
     frontier = summary.drop(columns="criterion").to_dict("records")
     table = cells(judged)
     cands = eligible(table, frontier, margin).sort_values(["median_train_loss", "warmup_steps", "lr"])
-    chosen = pick_cell(judged, cands)
+    chosen = pick_cell(cands)
     pick, thin = None, None
     if chosen is not None:
         w = int(chosen["warmup_steps"])
@@ -172,8 +166,8 @@ def answer_lines(advice: dict[str, Any]) -> list[str]:
     spent = advice.get("spent") or {}
     lines = [advice["answer"], advice.get("criterion_line", f"criterion: {advice['criterion_text']}"),
              f"rules (docs/advise.md): among (warmup, LR) cells stable on every seed with LR x {advice['margin']:.3g} <= "
-             f"the low end of that warmup's eta_max interval, the shortest warmup's lowest median final train loss, "
-             f"unless a longer warmup's is lower on every seed",
+             f"the low end of that warmup's eta_max interval, the lowest median final train loss (ties: the shorter "
+             f"warmup, then the larger LR)",
              f"frontier (eta_max per warmup length, median over seeds, {stability.INTERVAL_TEXT} interval):",
              *frontier_lines(advice)]
     if advice["pick"]:
