@@ -51,7 +51,8 @@ def main() -> None:
             scheds[name] = schedule_from_cfg(cfg)
     rows = ["# Schedule presets", "",
             f"T={args.steps} updates, optimizer.lr={args.lr:g}, beta2={args.beta2:g} (untuned/radam lengths come from "
-            "it). Made by `make schedules` (scripts/schedule_gallery.py); reference: docs/schedules.md.", "",
+            "it). Made by `make schedules` (scripts/schedule_gallery.py); reference: docs/schedules.md. In the overview, "
+            "each panel's inset zooms on steps 0 to 2 T_w, where the warmup shapes differ.", "",
             "![overview](overview.png)", "", "| preset | warmup | T_w | step0 | decay | peak | what it is |",
             "|---|---|---|---|---|---|---|"]
     for name, s in scheds.items():
@@ -66,15 +67,25 @@ def main() -> None:
     nrows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.2 * nrows), squeeze=False)
     for ax, (name, s) in zip(axes.flat, scheds.items()):
-        plot_curve(ax, s, s.curve(), small=True)
+        curve = s.curve()
+        plot_curve(ax, s, curve, small=True)
         ax.set_title(f"{name} (T_w={s.warmup_steps})", fontsize=8)
         ax.tick_params(labelsize=6)
         ax.yaxis.get_offset_text().set_fontsize(6)
+        if s.warmup_steps:  # warmup is a few % of T: a zoom on its first 2 T_w steps, where the shapes differ
+            zoom = ax.inset_axes((0.52, 0.1, 0.44, 0.42))
+            end = min(len(curve), 2 * s.warmup_steps + 1)
+            zoom.plot(range(end), curve[:end], lw=1, color="tab:blue")
+            zoom.axvline(s.warmup_steps, color="0.5", lw=0.6, ls=":")
+            zoom.set_xlim(0, end - 1)
+            zoom.set_title(f"zoom: steps 0-{end - 1}", fontsize=5, pad=1)
+            zoom.tick_params(labelsize=4.5, length=1.5, pad=1)
+            zoom.yaxis.get_offset_text().set_fontsize(4.5)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     fig.suptitle(f"warmup-lab schedule presets, T={args.steps}, lr={args.lr:g}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out / "overview.png", dpi=70)
+    fig.savefig(out / "overview.png", dpi=110)
     plt.close(fig)
     (out / "index.md").write_text("\n".join(rows) + "\n")
     print(f"wrote {len(names)} presets, overview.png and index.md to {out}")

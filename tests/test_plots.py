@@ -36,7 +36,7 @@ def figure(p: pd.DataFrame, tmp_path: Path) -> tuple[plots.Drawn, dict[str, pd.D
     keys = stability.setting_keys(p)
     tables = stability.tables(p, keys, CRITERIA)
     drawn = plots.eta_max_vs_warmup(tables[stability.ETA_FILE], tables[stability.SUMMARY_FILE], keys, CRITERIA,
-                                    tmp_path)
+                                    tmp_path, lrs=tables[stability.P_STABLE_FILE])
     return drawn, tables
 
 
@@ -60,16 +60,28 @@ def test_the_figure_draws_the_eta_max_the_stability_module_computes(tmp_path):
     assert {"below", "above"} <= set(v.kind)
 
 
-@pytest.mark.parametrize("edges, lrs", [
-    ({0: [0.02]}, LRS),                      # one seed, one setting: one point
-    ({0: [0.001, 0.001], 10: [0.001]}, LRS),  # every seed censored below
-    ({0: [0.02, 0.001], 10: [0.05]}, (0.02,)),  # a single LR
+@pytest.mark.parametrize("edges", [
+    {0: [0.02]},                      # one seed, one setting: one point
+    {0: [0.001, 0.001], 10: [0.001]},  # every seed censored below
 ])
-def test_eta_max_figure_on_degenerate_input(edges, lrs, tmp_path):
-    drawn, tables = figure(probes(edges, lrs), tmp_path)
+def test_eta_max_figure_on_degenerate_input(edges, tmp_path):
+    drawn, tables = figure(probes(edges), tmp_path)
     assert drawn.path is not None and drawn.path.is_file()
     n_seeds = sum(len(s) for s in edges.values()) * len(CRITERIA)
     assert (drawn.values.kind != "median").sum() == n_seeds
+
+
+@pytest.mark.parametrize("lrs", [(0.02,), (0.02, 0.04)])
+def test_no_eta_max_or_p_stable_figure_from_fewer_than_3_lrs(lrs, tmp_path):
+    # every seed would be a censoring arrow, every P(stable) curve one or two points: the tables say it instead
+    for name in ("eta_max_vs_warmup.png", "p_stable_vs_lr.png"):  # drawn by an earlier report: removed, not left stale
+        (tmp_path / name).write_bytes(b"old")
+    drawn, tables = figure(probes({0: [0.02, 0.001], 10: [0.05]}, lrs), tmp_path)
+    assert drawn.path is None and "fewer than 3 target LRs" in plots.note_or_link(drawn)
+    keys = stability.setting_keys(probes({0: [0.02]}, lrs))
+    ps = plots.p_stable_vs_lr(tables[stability.P_STABLE_FILE], keys, CRITERIA, tmp_path)
+    assert ps.path is None and "fewer than 3 target LRs" in plots.note_or_link(ps)
+    assert not list(tmp_path.glob("*.png"))
 
 
 def test_eta_max_figure_without_a_table_says_why(tmp_path):
@@ -77,15 +89,18 @@ def test_eta_max_figure_without_a_table_says_why(tmp_path):
     assert drawn.path is None and "no eta_max" in plots.note_or_link(drawn)
 
 
-def test_p_stable_figure_draws_the_table_and_a_single_lr(tmp_path):
+def test_p_stable_figure_draws_the_table_with_wilson_intervals(tmp_path):
     p = probes({0: [0.02, 0.04, 0.005], 10: [0.1, 0.04, 0.04]})
     keys = stability.setting_keys(p)
     ps = stability.p_stable(stability.judge(p, CRITERIA, keys), keys)
     drawn = plots.p_stable_vs_lr(ps, keys, CRITERIA, tmp_path)
     assert drawn.path.is_file()
     assert sorted(drawn.values["p_stable"]) == sorted(ps["p_stable"])
-    one = ps[ps["lr"] == 0.02]
-    assert plots.p_stable_vs_lr(one, keys, CRITERIA, tmp_path).path.is_file()
+    # every point carries its Wilson interval (scipy's binomtest(...).proportion_ci(0.9, method="wilson"))
+    row = drawn.values[(drawn.values["p_stable"] > 0) & (drawn.values["p_stable"] < 1)].iloc[0]
+    assert row["n"] == 3 and row["p_low"] < row["p_stable"] < row["p_high"]
+    assert stability.wilson(2, 3) == pytest.approx((0.2535, 0.9217), abs=1e-4)
+    assert stability.wilson(3, 3) == pytest.approx((0.5258, 1.0), abs=1e-4)
 
 
 def test_heatmap_shows_n_per_cell_and_skips_one_cell(tmp_path):
@@ -94,6 +109,12 @@ def test_heatmap_shows_n_per_cell_and_skips_one_cell(tmp_path):
     drawn = plots.heatmap(cells, "task=toy", "final_eval_acc", tmp_path)
     assert drawn.path.is_file() and drawn.values["n"].tolist() == [5, 5, 3, 5]
     assert plots.heatmap(cells.iloc[:1], "task=toy", "final_eval_acc", tmp_path).path is None
+    # a shared colour scale: the same value has the same colour in every map that gets the same limits
+    import matplotlib.image as mpimg
+    a = plots.heatmap(cells, "task=a", "final_eval_acc", tmp_path, limits=(0.0, 1.0)).path
+    b = plots.heatmap(cells.assign(mean=[0.9, np.nan, 0.95, 0.0]), "task=b", "final_eval_acc", tmp_path,
+                      limits=(0.0, 1.0)).path
+    assert (mpimg.imread(a) == mpimg.imread(b)).mean() > 0.9  # only the changed cell (and title) differ
 
 
 def test_loss_curves_draw_every_seed_from_an_archive_alone(tmp_path):
@@ -113,7 +134,7 @@ def test_loss_curves_draw_every_seed_from_an_archive_alone(tmp_path):
 def test_committed_results_redraw_every_figure_without_the_runs(tmp_path):
     sweep = tmp_path / "sweeps" / "toy"
     for tw in (0, 2):
-        for lr in (1e-3, 3e-2):
+        for lr in (1e-3, 5e-3, 3e-2):  # 3 LRs: the fewest an eta_max or P(stable) figure is drawn from
             for seed in (0, 1):
                 cfg = make_cfg(["task=reverse", "schedule=linear_constant", f"schedule.warmup_steps={tw}",
                                 f"optimizer.lr={lr}", f"seed={seed}", "train.steps=6", "train.batch_size=8",
@@ -132,8 +153,7 @@ def test_committed_results_redraw_every_figure_without_the_runs(tmp_path):
     for name in (stability.ETA_FILE, stability.SUMMARY_FILE, stability.P_STABLE_FILE, archive.CURVES_FILE):
         assert again[name] == first[name], name
     md = (out / "report.md").read_text()
-    skipped = [line for line in md.splitlines() if "Figure skipped" in line]  # 2 LRs: the threshold sweep only
-    assert skipped == ["_Figure skipped: 2 target LR(s); the threshold sweep needs at least 3._"]
+    assert "Figure skipped" not in md  # 3 LRs: every figure is drawn
     for png in (n for n in first if n.endswith(".png")):
         assert f"]({png})" in md
 

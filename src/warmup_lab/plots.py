@@ -30,6 +30,7 @@ from warmup_lab.archive import Curves  # noqa: E402
 from warmup_lab.stability import CI_LEVEL, INTERVAL_TEXT  # noqa: E402
 
 DPI = 150
+MIN_LRS = 3  # fewer target LRs make no P(stable) curve and leave every eta_max a censored arrow
 MAX_LRS = 3  # loss curves: columns of target LRs per figure
 SHAPE_KEYS = ("warmup", "warmup_steps")
 SHAPE_COLORS = ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:olive", "tab:cyan")  # not the arrows' red/blue
@@ -44,7 +45,11 @@ class Drawn:
     values: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def skipped(reason: str) -> Drawn:
+def skipped(reason: str, stale: Path | None = None) -> Drawn:
+    """A figure not drawn, and why; `stale`: its file from an earlier report, removed so that no outdated
+    figure stays beside the report that no longer links it."""
+    if stale is not None:
+        stale.unlink(missing_ok=True)
     return Drawn(None, reason)
 
 
@@ -105,19 +110,26 @@ def _warmup_x(lengths: Sequence[float]) -> tuple[float, list[float]]:
 
 # -- eta_max vs warmup length -----------------------------------------------------------------------
 def eta_max_vs_warmup(per_seed: pd.DataFrame, summary: pd.DataFrame, keys: Sequence[str],
-                      criteria: Sequence[str], out: Path) -> Drawn:
+                      criteria: Sequence[str], out: Path, lrs: pd.DataFrame | None = None) -> Drawn:
     """eta_max per seed (dots) and its median over seeds with its exact order-statistic interval (bar), against
     warmup length.
 
     A panel per (arm, criterion). A seed censored `below` (no stable LR in range) is a down arrow at the
     first unstable LR (its eta_max is below it), one censored `above` (every LR stable) an up arrow at the
     largest LR probed. A median that is itself a censored bound is drawn hollow. Rows of `per_seed` and
-    `summary` are warmup_lab.stability's eta_max.csv / eta_max_summary.csv.
+    `summary` are warmup_lab.stability's eta_max.csv / eta_max_summary.csv. With `lrs` (rows with the setting
+    keys and `lr`, e.g. p_stable.csv), an arm probed at fewer than MIN_LRS target LRs is left out.
     """
     if per_seed is None or per_seed.empty or "warmup_steps" not in per_seed:
         return skipped("no eta_max table (a single target LR, or no finished runs)")
     criteria = [c for c in criteria if c in set(per_seed["criterion"])]
     names, arms = _arms(per_seed, keys)
+    if lrs is not None and not lrs.empty:  # an arm probed at fewer than MIN_LRS LRs: every seed is an arrow
+        counted = dict((v, g["lr"].nunique()) for v, _, g in _arms(lrs, keys)[1])
+        arms = [a for a in arms if counted.get(a[0], 0) >= MIN_LRS]
+        if not arms:
+            return skipped(f"every arm was run at fewer than {MIN_LRS} target LRs, so every seed's eta_max is a "
+                           "censored bound: the eta_max tables above hold them", stale=out / "eta_max_vs_warmup.png")
     fig, axes = _grid(len(arms), len(criteria))
     drawn: list[dict[str, Any]] = []
     for r, (arm_values, arm_label, arm) in enumerate(arms):
@@ -231,11 +243,17 @@ def _draw_medians(ax: plt.Axes, agg: pd.DataFrame, crit: str, arm: str, color: s
 
 # -- P(stable | LR) -----------------------------------------------------------------------------------
 def p_stable_vs_lr(ps: pd.DataFrame, keys: Sequence[str], criteria: Sequence[str], out: Path) -> Drawn:
-    """P(stable | LR) from every probe of every seed, a line per warmup setting; a panel per (arm, criterion).
-    Rows of `ps` are warmup_lab.stability's p_stable.csv; n (probes per point) is in each panel's title."""
+    """P(stable | LR) from every probe of every seed with its Wilson interval, a line per warmup setting that
+    was run at MIN_LRS target LRs or more (fewer make no curve: p_stable.csv holds them); points of unequal n
+    (a search's probes) are not joined; a panel per (arm, criterion). Rows of `ps` are warmup_lab.stability's p_stable.csv; n (probes per point) is in each title."""
     if ps is None or ps.empty:
         return skipped("no P(stable) table")
     criteria = [c for c in criteria if c in set(ps["criterion"])]
+    ps = ps.groupby(["warmup", "warmup_steps", *[k for k in keys if k not in SHAPE_KEYS]], dropna=False,
+                    group_keys=False).filter(lambda g: g["lr"].nunique() >= MIN_LRS)
+    if ps.empty:
+        return skipped(f"every setting was run at fewer than {MIN_LRS} target LRs: P(stable) is in p_stable.csv, "
+                       "a curve would join too few points", stale=out / "p_stable_vs_lr.png")
     _, arms = _arms(ps, keys)
     fig, axes = _grid(len(arms), len(criteria))
     drawn = []
@@ -244,12 +262,16 @@ def p_stable_vs_lr(ps: pd.DataFrame, keys: Sequence[str], criteria: Sequence[str
         for c, crit in enumerate(criteria):
             ax = axes[r, c]
             g = arm[arm["criterion"] == crit].sort_values(["warmup_steps", "lr"])
-            for k, ((shape, tw), s) in enumerate(g.groupby(["warmup", "warmup_steps"], sort=False)):
+            settings = list(g.groupby(["warmup", "warmup_steps"], sort=False))
+            for k, ((shape, tw), s) in enumerate(settings):
                 label = f"{shape}@{float(tw):g}"
-                ax.plot(s["lr"], s["p_stable"], marker=markers[k % len(markers)], ms=4, lw=1.2, label=label,
-                        alpha=0.85)
-                drawn += [{"arm": arm_label, "criterion": crit, "setting": label, "lr": lr,
-                           "p_stable": p, "n": n} for lr, p, n in zip(s["lr"], s["p_stable"], s["n"])]
+                shift = 2 ** (0.06 * (k - (len(settings) - 1) / 2))  # settings side by side at one LR
+                ax.errorbar(s["lr"] * shift, s["p_stable"], yerr=[(s["p_stable"] - s["p_low"]).clip(lower=0), (s["p_high"] - s["p_stable"]).clip(lower=0)],
+                            marker=markers[k % len(markers)], ms=4, lw=1.2, capsize=2, elinewidth=0.8, label=label,
+                            alpha=0.85, ls="-" if s["n"].nunique() == 1 else "none")  # a search's uneven n: dots
+                drawn += [{"arm": arm_label, "criterion": crit, "setting": label, "lr": lr, "p_stable": p,
+                           "p_low": lo, "p_high": hi, "n": n}
+                          for lr, p, lo, hi, n in zip(s["lr"], s["p_stable"], s["p_low"], s["p_high"], s["n"])]
             _log_ticks(ax, "x", g["lr"])
             ax.set_ylim(-0.05, 1.05)
             n = sorted(set(g["n"].astype(int)))
@@ -257,7 +279,7 @@ def p_stable_vs_lr(ps: pd.DataFrame, keys: Sequence[str], criteria: Sequence[str
             ax.set(xlabel="target LR", ylabel="P(stable)")
             if ax.has_data():
                 ax.legend(fontsize=7, title="warmup", title_fontsize=7)
-    fig.suptitle("P(stable | LR) per warmup setting", fontsize=10)
+    fig.suptitle(f"P(stable | LR) per warmup setting, Wilson {CI_LEVEL:.0%} intervals", fontsize=10)
     return _save(fig, out / "p_stable_vs_lr.png", pd.DataFrame(drawn))
 
 
@@ -373,9 +395,11 @@ def lr_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path, log_y: b
 
 
 # -- heatmap -------------------------------------------------------------------------------------------
-def heatmap(cells: pd.DataFrame, title: str, metric: str, out: Path) -> Drawn:
+def heatmap(cells: pd.DataFrame, title: str, metric: str, out: Path,
+            limits: tuple[float, float] | None = None) -> Drawn:
     """Mean final metric over target LR (x) x warmup length (y), with n (seeds) in every cell and the
-    number of diverged seeds; cells where a seed diverged are hatched."""
+    number of diverged seeds; cells where a seed diverged are hatched. `limits` (vmin, vmax): one colour
+    scale shared by every heatmap of a metric in a report, so equal colours mean equal values."""
     if cells.empty or (cells["target_lr"].nunique() < 2 and cells["warmup_steps"].nunique() < 2):
         return skipped("a single target LR and warmup length: nothing to map")
     grid = cells.pivot_table(index="warmup_steps", columns="target_lr", values="mean", aggfunc="mean", dropna=False)
@@ -385,7 +409,8 @@ def heatmap(cells: pd.DataFrame, title: str, metric: str, out: Path) -> Drawn:
     fig, ax = plt.subplots(figsize=(max(4.5, 1.8 + 0.95 * grid.shape[1]), 1.8 + 0.6 * grid.shape[0]))
     cmap = plt.get_cmap("viridis" if "acc" in metric else "viridis_r").with_extremes(bad="lightgrey")
     values = grid.to_numpy(dtype=float)
-    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, aspect="auto", origin="lower")
+    vmin, vmax = limits if limits is not None else (None, None)
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, aspect="auto", origin="lower", vmin=vmin, vmax=vmax)
     drawn = []
     for (i, j), v in np.ndenumerate(values):
         d, k = int(div.iat[i, j]), n.iat[i, j]

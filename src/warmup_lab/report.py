@@ -392,9 +392,9 @@ def experiment_name(df: pd.DataFrame, dirs: Sequence[Path]) -> str:
 
 
 def _heatmap_groups(metric_tables: list[tuple[str, str, pd.DataFrame, pd.DataFrame]]
-                    ) -> list[tuple[str, str, pd.DataFrame]]:
+                    ) -> list[tuple[str, str, str, pd.DataFrame]]:
     """One heatmap per task family when its warmup shapes have distinct lengths (none@0 beside linear@10,
-    30, 60: one map, T_w rows), else one per shape."""
+    30, 60: one map, T_w rows), else one per shape; each as (family, title, metric, cells)."""
     groups: dict[tuple[str, str], list[tuple[str, pd.DataFrame]]] = {}
     for title, metric, cells, _ in metric_tables:
         groups.setdefault((re.sub(r", warmup=[^,]+", "", title), metric), []).append((title, cells))
@@ -402,9 +402,9 @@ def _heatmap_groups(metric_tables: list[tuple[str, str, pd.DataFrame, pd.DataFra
     for (base, metric), parts in groups.items():
         lengths = [set(c["warmup_steps"]) for _, c in parts]
         if len(parts) > 1 and sum(map(len, lengths)) == len(set().union(*lengths)):
-            out.append((base, metric, pd.concat([c for _, c in parts], ignore_index=True)))
+            out.append((base, base, metric, pd.concat([c for _, c in parts], ignore_index=True)))
         else:
-            out += [(title, metric, cells) for title, cells in parts]
+            out += [(base, title, metric, cells) for title, cells in parts]
     return out
 
 
@@ -429,18 +429,24 @@ def figures_section(res: pd.DataFrame, metric_tables: list[tuple[str, str, pd.Da
     ps = eta_tables.get(stability.P_STABLE_FILE, pd.DataFrame())
     keys = stability.setting_keys(per_seed) if not per_seed.empty else []
     md += ["### eta_max vs warmup length", "", plots.note_or_link(
-        plots.eta_max_vs_warmup(per_seed, summary, keys, criteria, out),
+        plots.eta_max_vs_warmup(per_seed, summary, keys, criteria, out, lrs=ps),
         "A panel per task family and criterion. Grey dots: eta_max of one seed; down arrow: a seed with no "
         "stable LR in range, drawn at its first unstable LR; up arrow: every LR stable, drawn at the largest. "
         f"Black: median over seeds with its {stability.INTERVAL_TEXT} {stability.CI_LEVEL:.0%} interval (hollow: the median is a "
         "censored bound). Criteria as in the eta_max tables above."), ""]
     md += ["### P(stable | LR)", "", plots.note_or_link(
         plots.p_stable_vs_lr(ps, keys, criteria, out),
-        "Share of runs (every seed) stable at each target LR, a line per warmup setting, n runs per point."), ""]
-    for title, metric, cells in _heatmap_groups(metric_tables):
+        f"Share of runs (every seed) stable at each target LR with its Wilson {stability.CI_LEVEL:.0%} interval, a "
+        f"line per warmup setting run at {plots.MIN_LRS} or more LRs, n runs per point."), ""]
+    groups = _heatmap_groups(metric_tables)
+    for family, title, metric, cells in groups:  # one colour scale per (task family, metric): maps compare
+        shared = pd.concat([c["mean"] for f, _, m, c in groups if (f, m) == (family, metric)]).astype(float)
+        shared = shared[np.isfinite(shared)]
+        limits = (float(shared.min()), float(shared.max())) if len(shared) else None
         md += [f"### {title}: {metric}", "", plots.note_or_link(
-            plots.heatmap(cells, title, metric, out),
-            f"Mean {metric} over seeds; n = seeds per cell; hatched: k seeds diverged."), ""]
+            plots.heatmap(cells, title, metric, out, limits=limits),
+            f"Mean {metric} over seeds; n = seeds per cell; hatched: k seeds diverged. One colour scale for "
+            f"every {metric} map of this task family."), ""]
     curve_keys = [k for k in group_keys(res) if k != "warmup"]  # one figure per task family (and shape group)
     for keys_values, g in res.groupby(curve_keys, sort=True):
         title = label(curve_keys, keys_values)

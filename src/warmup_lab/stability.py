@@ -14,7 +14,8 @@ API (names other code relies on; columns may be added, never renamed):
   eta_max_of(lrs, stable) -> dict   the rule for one (setting, seed): eta_max, lo, hi, censored, non_monotone
   eta_max_per_seed(judged, keys)    ETA_COLUMNS       (eta_max.csv)
   eta_max_summary(per_seed, keys, level=0.9)   SUMMARY_COLUMNS (eta_max_summary.csv): median, exact order-statistic interval
-  p_stable(judged, keys)            P_STABLE_COLUMNS  (p_stable.csv)
+  p_stable(judged, keys)            P_STABLE_COLUMNS  (p_stable.csv), with its Wilson interval (p_low, p_high)
+  wilson(k, n, level=0.9)           Wilson score interval of a binomial proportion
   compare(per_seed, keys, vary=VARY, baseline={"warmup_steps": 0}, declared=None, one_arm=(), source_runs=None)
                                     COMPARE_COLUMNS (eta_max_compare.csv): exact tests, Holm, a verdict per row
   ratio(per_seed_a, per_seed_b) -> dict   eta_max(b) / eta_max(a): Hodges-Lehmann, exact interval, exact p
@@ -51,7 +52,7 @@ ETA_COLUMNS = ["criterion", "seed", "eta_max", "lo", "hi", "censored", "n_probes
 SUMMARY_COLUMNS = ["criterion", "n_seeds", "n_censored_below", "n_censored_above", "censored_seeds",
                    "estimate", "estimate_censored", "ci_low", "ci_high", "ci_level", "n_probes",
                    "ci_low_censored", "ci_high_censored", "ci_coverage", "interval"]
-P_STABLE_COLUMNS = ["criterion", "lr", "n", "n_stable", "p_stable"]
+P_STABLE_COLUMNS = ["criterion", "lr", "n", "n_stable", "p_stable", "p_low", "p_high"]
 COMPARE_COLUMNS = ["criterion", "baseline", "n_seeds", "n_seeds_baseline", "ratio", "ratio_censored", "ci_low",
                    "ci_high", "ci_level", "resolved", "ci_low_censored", "ci_high_censored", "ci_coverage",
                    "interval", "test", "paired", "n_undetermined", "p_value", "p_holm", "declared", "one_arm",
@@ -766,7 +767,21 @@ def p_stable(judged: pd.DataFrame, keys: Sequence[str] | None = None) -> pd.Data
            .agg(n="size", n_stable="sum").reset_index())
     out["n_stable"] = out["n_stable"].astype(int)
     out["p_stable"] = out["n_stable"] / out["n"]
+    bounds = [wilson(k, n) for k, n in zip(out["n_stable"], out["n"])]
+    out["p_low"], out["p_high"] = [b[0] for b in bounds], [b[1] for b in bounds]
     return out[[*keys, *P_STABLE_COLUMNS]]
+
+
+def wilson(k: int, n: int, level: float = CI_LEVEL) -> tuple[float, float]:
+    """The Wilson score interval of k successes in n (two-sided `level`): unlike p +- z sqrt(p(1-p)/n), it is
+    not empty at k = 0 or k = n, which is where P(stable) of a few seeds usually sits."""
+    if n <= 0:
+        return math.nan, math.nan
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 # -- LR sensitivity on one fixed grid --------------------------------------------------------------
