@@ -69,8 +69,9 @@ def _grid(rows: int, cols: int, width: float = 4.2, height: float = 3.2) -> tupl
     return fig, axes
 
 
-def _save(fig: plt.Figure, path: Path, values: pd.DataFrame) -> Drawn:
-    fig.tight_layout()
+def _save(fig: plt.Figure, path: Path, values: pd.DataFrame, rect: tuple[float, float, float, float] | None = None
+          ) -> Drawn:
+    fig.tight_layout(rect=rect)  # rect: room left for a figure legend
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return Drawn(path, values=values.reset_index(drop=True))
@@ -362,7 +363,13 @@ def loss_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path) -> Dra
         plt.close(fig)
         return skipped("no per-step curves for these runs (no metrics.csv, no curves.csv.gz)")
     fig.suptitle(f"Training loss, every seed: {title}", fontsize=10)
-    return _save(fig, out / f"loss_curves_{slug(title)}.png", pd.DataFrame(drawn))
+    handles = [plt.Line2D([], [], lw=0.6, color="tab:blue", alpha=0.6, label="one seed"),
+               plt.Line2D([], [], lw=2, color="black", label="median over seeds"),
+               plt.Line2D([], [], marker=".", ls="", color="tab:orange", ms=6, label="spike step"),
+               plt.Line2D([], [], marker="x", ls="", color="tab:red", ms=6, label="diverged")]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7, frameon=False)
+    bottom = 0.5 / fig.get_size_inches()[1]  # half an inch for the legend, whatever the figure's height
+    return _save(fig, out / f"loss_curves_{slug(title)}.png", pd.DataFrame(drawn), rect=(0, bottom, 1, 1))
 
 
 def lr_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path, log_y: bool = False) -> Drawn:
