@@ -5,7 +5,7 @@ EXPERIMENT ?= default
 SCALE   ?= cpu
 SHELL   := /bin/bash
 
-.PHONY: setup test test-fast schedules sweep report bench bench-report bench-sweep slurm-start slurm-stop clean help
+.PHONY: setup test test-fast schedules sweep study report bench bench-report bench-sweep slurm-start slurm-stop clean help
 
 help:
 	@echo "make setup       create .venv and install warmup-lab (editable) with pinned deps"
@@ -13,6 +13,7 @@ help:
 	@echo "make test-fast   the quick loop: every test but those marked slow (interpreters, sweeps, launchers)"
 	@echo "make schedules   draw every schedule preset into results/schedules/"
 	@echo "make sweep       run the default warmup study (EXPERIMENT=<name> for one preset, SCALE=full for GPU), then the report"
+	@echo "make study       the full CPU study (experiment study: 8 fresh seeds, a 2^(1/2) LR grid, ~1 h on 2 cores), then its report"
 	@echo "make report      rebuild the reports from existing sweep directories"
 	@echo "make bench       trainer vs plain PyTorch loop, samples/s"
 	@echo "make bench-report  report over a synthetic 10,000-run sweep, search overhead at 1,000 probes -> results/bench_report/"
@@ -37,13 +38,19 @@ schedules:
 sweep:
 	$(PY) scripts/sweep.py $(EXPERIMENT) --scale $(SCALE)
 
+study:
+	$(PY) scripts/sweep.py study
+
 report:
 	$(PY) scripts/sweep.py $(EXPERIMENT) --scale $(SCALE) --report-only
 
 bench:
 	OMP_NUM_THREADS=1 $(PY) scripts/bench.py --threads 1
 
-bench-report:
+bench-study:
+	$(PY) scripts/sweep.py study
+
+report:
 	OMP_NUM_THREADS=1 $(PY) scripts/bench_report.py
 
 bench-sweep:

@@ -6,26 +6,54 @@ import os
 import time
 
 import pytest
+from omegaconf import OmegaConf
 
 from warmup_lab import runs, sweep
 from warmup_lab.summary import write_summary
 
 
-def test_the_default_study_covers_both_task_families_with_5_seeds_and_4_warmup_lengths():
+def _sweep_params(preset: str):
     from hydra import compose, initialize_config_dir
 
     from warmup_lab.paths import CONF_DIR
 
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    lrs = [float(x) for x in str(params["optimizer.lr"]).split(",")]
+    seeds = [int(x) for x in str(params.seed).split(",")]
+    settings = str(params.warmup_setting).split(",")
+    return cfg, lrs, seeds, settings
+
+
+def test_the_study_has_8_fresh_seeds_a_root2_grid_and_warmup_at_most_a_tenth_of_200_steps_at_target():
+    tasks = set()
+    for preset in sweep.presets_of("study"):
+        cfg, lrs, seeds, settings = _sweep_params(preset)
+        assert len(seeds) >= 8 and min(seeds) >= 10, preset  # seeds 0-4 placed the grid: not reused
+        ratios = [b / a for a, b in zip(lrs, lrs[1:])]
+        assert all(1.40 < r < 1.42 for r in ratios), (preset, ratios)  # 2^(1/2) to 3 significant digits
+        lengths = [int(s.split("@")[1]) for s in settings]
+        assert 0 in lengths and len(lengths) >= 3
+        assert max(lengths) <= 0.1 * cfg.train.steps and cfg.train.steps - max(lengths) >= 200
+        assert cfg.detect.divergence.patience >= cfg.train.steps - max(lengths)  # no finite run cut short
+        assert len(cfg.comparisons) >= 2
+        tasks.add(cfg.task.name)
+    assert tasks == {"digits", "charlm"}
+
+
+def test_make_sweep_is_the_study_at_smoke_scale_same_protocol_a_subset_of_its_grid():
+    study = {_sweep_params(p)[0].task.name: _sweep_params(p) for p in sweep.presets_of("study")}
     tasks = set()
     for name in sweep.DEFAULT:
         for preset in sweep.presets_of(name):
-            with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-                cfg = compose("train", overrides=[f"experiment={preset}"], return_hydra_config=True)
-            params = cfg.hydra.sweeper.params
-            assert len(str(params.seed).split(",")) >= 5, preset
-            lengths = {s.split("@")[1] for s in str(params.warmup_setting).split(",")}
-            assert len(lengths) >= 4 and "0" in lengths, preset
-            assert sweep.grid_size(preset, []) >= 5 * 4 * 2
+            cfg, lrs, seeds, settings = _sweep_params(preset)
+            s_cfg, s_lrs, _, s_settings = study[cfg.task.name]
+            assert set(lrs) <= set(s_lrs) and len(lrs) >= 8, preset
+            assert settings == s_settings and len(seeds) >= 3
+            for key in ("train.steps", "detect.divergence.patience", "optimizer", "model", "comparisons"):
+                assert OmegaConf.select(cfg, key) == OmegaConf.select(s_cfg, key), (preset, key)
+            assert sweep.grid_size(preset, []) == len(lrs) * len(seeds) * len(settings)
             tasks.add(cfg.task.name)
     assert tasks == {"digits", "charlm"}
 
