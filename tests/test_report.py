@@ -275,3 +275,22 @@ def test_make_report_on_a_fresh_clone_rebuilds_from_the_committed_results(sweep:
     assert done.returncode == 0, done.stderr
     assert "the report is rebuilt from results/warmup_ablation" in done.stdout
     assert (clone / "results" / "warmup_ablation" / stability.SUMMARY_FILE).read_bytes() == before
+
+
+def test_a_report_opens_with_its_declared_comparisons_and_their_verdicts(tmp_path: Path) -> None:
+    from warmup_lab.report import answer_section, write_csv
+
+    rows = [{"task": "digits", "warmup": w, "warmup_steps": t, "seed": s, "lr": 0.8, "status": "completed",
+             "init_loss": 2.3, "final_train_loss": (1.0 if w == "none" else 0.5) + 0.01 * s, "final_eval_loss": 1.0,
+             "baseline_loss": 2.3} for w, t in (("none", 0), ("linear", 30)) for s in range(8)]
+    declared = stability.Declared(pairs=((tuple(sorted({"warmup": "none", "warmup_steps": 0}.items())),
+                                          tuple(sorted({"warmup": "linear", "warmup_steps": 30}.items()))),),
+                                  compare_on=("final_train_loss",))
+    comp = stability.final_loss_compare(pd.DataFrame(rows), ["task", "warmup", "warmup_steps"], declared=declared)
+    write_csv(comp, tmp_path / stability.LOSS_COMPARE_FILE)
+    md = answer_section(None, tmp_path / stability.LOSS_COMPARE_FILE, ("final_train_loss",))
+    assert md[0].startswith("## Answer")
+    (line,) = [m for m in md if m.startswith("- ")]
+    assert line.startswith("- digits: final training loss of linear@30 / none@0 at lr 0.8: ")
+    assert "8 vs 8 seeds" in line and "**resolved, p_holm 0.00781**" in line
+    assert answer_section(None, None) == []  # nothing declared: no answer section

@@ -359,3 +359,46 @@ def test_a_preset_s_declarations_do_not_change_its_runs_config_hash():
         del bare["comparisons"], bare["selected_from"]
     assert runs.config_hash(cfg) == runs.config_hash(bare)
     assert len(stability.declared("warmup_ablation").pairs) == 4
+
+
+def _loss_probes(losses_a, losses_b, lr=0.8):
+    rows = []
+    for setting, losses in ((("none", 0), losses_a), (("linear", 30), losses_b)):
+        for seed, loss in enumerate(losses):
+            rows.append({"task": "digits", "warmup": setting[0], "warmup_steps": setting[1], "seed": seed, "lr": lr,
+                         "status": "diverged" if not np.isfinite(loss) else "completed", "init_loss": 2.3,
+                         "final_train_loss": loss, "final_eval_loss": loss, "baseline_loss": 2.3})
+    return pd.DataFrame(rows)
+
+
+def test_final_loss_is_compared_on_the_declared_pairs_paired_by_seed_with_a_diverged_run_as_a_bound():
+    declared = stability.Declared(pairs=((tuple(sorted({"warmup": "none", "warmup_steps": 0}.items())),
+                                          tuple(sorted({"warmup": "linear", "warmup_steps": 30}.items()))),),
+                                  compare_on=("final_train_loss",))
+    a = [1.0, 1.2, 0.9, float("nan"), 1.1, 1.3, 1.0, 0.95]  # seed 3 diverged without warmup
+    b = [x * 0.5 if np.isfinite(x) else 0.4 for x in a]
+    comp = stability.final_loss_compare(_loss_probes(a, b), ["task", "warmup", "warmup_steps"], declared=declared)
+    (row,) = comp.to_dict("records")
+    assert row["lr"] == 0.8 and row["criterion"] == "final_train_loss" and row["paired"]
+    # every seed lower with warmup: the smallest exact two-sided signed-rank p with 8 pairs, 2 / 2^8
+    assert row["p_value"] == pytest.approx(2 / 256) and row["verdict"] == "resolved"
+    assert row["ratio"] < 1 and row["ratio_censored"] in ("", "below")
+    # the diverged seed is not guessed: it ranks above every finite loss, and dropping the warmup arm's
+    # advantage on one seed changes the test
+    b2 = list(b)
+    b2[0] = 2.0
+    (row2,) = stability.final_loss_compare(_loss_probes(a, b2), ["task", "warmup", "warmup_steps"],
+                                           declared=declared).to_dict("records")
+    assert row2["p_value"] > row["p_value"]
+
+
+def test_compare_on_names_a_known_measure(tmp_path):
+    exp = tmp_path / "experiment"
+    exp.mkdir()
+    (exp / "x.yaml").write_text("comparisons: [[none@0, linear@30]]\ncompare_on: [final_train_loss]\n")
+    assert stability.declared("x", tmp_path).compare_on == ("final_train_loss",)
+    (exp / "y.yaml").write_text("comparisons: [[none@0, linear@30]]\ncompare_on: accuracy\n")
+    with pytest.raises(ValueError, match="compare_on: 'accuracy'"):
+        stability.declared("y", tmp_path)
+    (exp / "z.yaml").write_text("comparisons: [[none@0, linear@30]]\n")
+    assert stability.declared("z", tmp_path).compare_on == ("eta_max",)

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from warmup_lab.errors import ConfigError, require
 
 TOP = ("seed", "device", "threads", "out", "runs_root", "experiment_name", "name", "warmup_setting",
-       "comparisons", "selected_from",  # a preset's declarations, read by its report (stability.declared)
+       "comparisons", "selected_from", "compare_on",  # a preset's declarations, read by its report (stability.declared)
        "train", "optimizer", "schedule", "detect", "sharpness", "model", "data", "task", "logger")
 GROUPS: dict[str, tuple[str, ...]] = {
     "train": ("steps", "batch_size", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoint",

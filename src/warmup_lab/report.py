@@ -331,6 +331,35 @@ def compare_section(comp: pd.DataFrame, shown: list[str], found: dict[str, Any])
     return md + [_md(shown_comp[[c for c in cols if c in shown_comp]]), ""]
 
 
+def loss_compare_section(res: pd.DataFrame, out: Path, experiment: str, curves: Any,
+                         dirs: Sequence[Path]) -> list[str]:
+    """The declared pairs compared on the final training loss at each target LR, where the preset asked
+    for it (`compare_on: [final_train_loss]`): a question asked at one LR, where eta_max is censored."""
+    probes = stability.probes_from_runs(res)
+    keys = stability.setting_keys(probes)
+    found = comparison_inputs(res, probes, keys, experiment, curves, dirs)
+    path = out / stability.LOSS_COMPARE_FILE
+    if "final_train_loss" not in found["declared"].compare_on:
+        path.unlink(missing_ok=True)  # not asked for (any more): no stale table
+        return []
+    comp = stability.final_loss_compare(probes, keys, declared=found["declared"], one_arm=found["one_arm"],
+                                        source_runs=found["source_runs"])
+    write_csv(comp, path)
+    md = ["## Comparisons of the final training loss (declared: `compare_on: [final_train_loss]`)", "",
+          f"`{stability.LOSS_COMPARE_FILE}`. At each target LR, ratio = final training loss of b / of the baseline, "
+          "per seed; a run without a finite final loss (diverged) enters as `>=` the largest finite loss at its "
+          "LR. Statistics and verdicts as for eta_max below, Holm over the declared pairs at one LR. A ratio "
+          "below 1 means b ended lower.", ""]
+    if comp.empty:
+        return md + ["_No comparison: the declared settings are not among the runs._", ""]
+    shown = [k for k in keys if k in ("warmup", "warmup_steps") or k in varying(probes, [k])]
+    table = comp.assign(
+        ratio=comp.apply(lambda r: f"{_interval(r, 'ratio')} {r['ci_coverage']:.0%}", axis=1),
+        p=comp["p_value"].map(_p), p_holm=comp["p_holm"].map(_p))
+    cols = [*shown, "lr", "baseline", "n_seeds", "ratio", "test", "p", "p_holm", "verdict"]
+    return md + [_md(table[[c for c in cols if c in table]]), ""]
+
+
 def sensitivity_section(res: pd.DataFrame, out: Path) -> list[str]:
     md = ["## LR sensitivity", "", "Wortsman et al. 2023 (`warmup_lab.stability.lr_sensitivity`), on eval loss: "
           "over one fixed LR grid shared by every setting, mean of min(final eval loss, l0) minus the best; "
@@ -501,6 +530,8 @@ def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, expe
     # from the inputs (never from `out`); every run directory's metrics.csv read in one pass
     curves = archive.read_curves(dirs).load(df["run_path"] if "run_path" in df else [])
     eta_md, eta_tables = eta_section(res, out, criteria, experiment, curves, dirs)
+    loss_md = loss_compare_section(res, out, experiment, curves, dirs)
+    md += loss_md
     md += eta_md
     md += ["## Divergence and failure rates", "", crit, ""]
     r = rates(res)
@@ -513,8 +544,51 @@ def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, expe
     md += excursions.section(res, curves, out, write_csv)
     md += sensitivity_section(res, out)
     md += figures_section(res, metric_tables, eta_tables, out, log_lr, criteria, curves)
+    head = 4  # title, blank, sweep dirs, blank: the answer goes right after them
+    md[head:head] = answer_section(eta_tables.get(stability.COMPARE_FILE), out / stability.LOSS_COMPARE_FILE
+                                   if loss_md else None, stability.declared(experiment).compare_on)
     (out / "report.md").write_text("\n".join(md).rstrip() + "\n")
     return out
+
+
+def _answer_line(r: pd.Series, what: str, where: str) -> str:
+    verdict = r["verdict"] + (f", p_holm {_p(r['p_holm'])}" if pd.notna(r["p_holm"]) else "")
+    return (f"- {r.get('task', '')}: {what} of {_short(r)} / {_short(_baseline_of(r))}{where}: "
+            f"{_interval(r, 'ratio')} ({stability.INTERVAL_TEXT} {r['ci_coverage']:.0%}, {int(r['n_seeds'])} vs "
+            f"{int(r['n_seeds_baseline'])} seeds): **{verdict}**")
+
+
+def _baseline_of(r: pd.Series) -> dict[str, str]:
+    """compare()'s `baseline` text (`warmup=none, warmup_steps=0`) as a dict."""
+    return dict(part.split("=", 1) for part in str(r["baseline"]).split(", ") if "=" in part)
+
+
+def _short(values: Any) -> str:
+    """A warmup setting as swept: `linear@20`, `none@0`, `untuned_linear` (a length set by its rule)."""
+    shape, steps = values.get("warmup"), values.get("warmup_steps")
+    steps = pd.to_numeric(steps, errors="coerce")
+    return f"{shape}@{int(steps)}" if pd.notna(steps) and shape not in (None, "") else str(shape)
+
+
+def answer_section(eta_comp: pd.DataFrame | None, loss_path: Path | None,
+                   measures: Sequence[str] = ("eta_max",)) -> list[str]:
+    """The report's answer first: every comparison the preset declared before its runs, with its ratio,
+    exact interval and verdict, under the default criterion (and on the final loss where declared)."""
+    lines = []
+    if loss_path is not None and loss_path.is_file():
+        comp = stability.read_table(loss_path)
+        for _, r in comp[comp["declared"]].iterrows():
+            lines.append(_answer_line(r, "final training loss", f" at lr {r['lr']:.3g}"))
+    if "eta_max" in measures and eta_comp is not None and len(eta_comp):
+        comp = eta_comp[eta_comp["declared"] & eta_comp["criterion"].eq(stability.DEFAULT_CRITERION)]
+        for _, r in comp.iterrows():
+            lines.append(_answer_line(r, f"eta_max ({stability.DEFAULT_CRITERION})", ""))
+    if not lines:
+        return []
+    return (["## Answer: the comparisons declared before the runs", "",
+             f"Ratio b / baseline with its exact interval; `resolved` = p_holm <= {stability.ALPHA} with >= "
+             f"{stability.MIN_SEEDS} seeds a side (details, every criterion and every other pair below).", ""]
+            + lines + [""])
 
 
 @exit_on_user_error

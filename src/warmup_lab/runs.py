@@ -39,7 +39,7 @@ STATUSES = FINISHED_STATUSES + (ERROR, INTERRUPTED, PREEMPTED)
 # Keys that name, place or display a run but cannot change its result. `threads` is not one of them:
 # the order of float reductions depends on it (issue 9 saw digits' final accuracy move with it).
 HASH_EXCLUDED = ("hydra", "out", "runs_root", "name", "logger", "experiment_name",
-                 "comparisons", "selected_from")  # a preset's declarations for its report (stability.declared)
+                 "comparisons", "selected_from", "compare_on")  # a preset's declarations for its report (stability.declared)
 HASH_EXCLUDED_NESTED = (("train", "progress"), ("train", "keep_checkpoint"))
 # Keys that change how a run computes (float rounding), not what it studies: hashed, so a skip or resume
 # never mixes them, but not setting keys of a table.

@@ -48,6 +48,8 @@ from warmup_lab.summary import SETTING_KEYS
 
 ETA_FILE, SUMMARY_FILE, P_STABLE_FILE = "eta_max.csv", "eta_max_summary.csv", "p_stable.csv"
 COMPARE_FILE, SENSITIVITY_FILE = "eta_max_compare.csv", "lr_sensitivity.csv"
+LOSS_COMPARE_FILE = "final_loss_compare.csv"  # declared comparisons of the final training loss (compare_on)
+MEASURES = ("eta_max", "final_train_loss")  # what a preset's `compare_on:` may name
 ETA_COLUMNS = ["criterion", "seed", "eta_max", "lo", "hi", "censored", "n_probes", "non_monotone", "n_unstable_below"]
 SUMMARY_COLUMNS = ["criterion", "n_seeds", "n_censored_below", "n_censored_above", "censored_seeds",
                    "estimate", "estimate_censored", "ci_low", "ci_high", "ci_level", "n_probes",
@@ -629,11 +631,13 @@ class Declared:
 
     pairs: tuple[tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]], ...] = ()
     selected_from: tuple[str, ...] = ()
+    compare_on: tuple[str, ...] = ("eta_max",)
 
 
 def declared(experiment: str, conf_dir: Path | None = None) -> Declared:
-    """The `comparisons:` ([[a, b], ...], each a `shape@T_w`) and `selected_from:` keys of every preset of
-    `experiment` (conf/experiment/<name>/*.yaml or <name>.yaml); an experiment without presets declares none."""
+    """The `comparisons:` ([[a, b], ...], each a `shape@T_w`), `selected_from:` and `compare_on:` (what the
+    pairs are compared on, of MEASURES; default eta_max) keys of every preset of `experiment`
+    (conf/experiment/<name>/*.yaml or <name>.yaml); an experiment without presets declares none."""
     import yaml
 
     from warmup_lab.paths import CONF_DIR
@@ -641,7 +645,7 @@ def declared(experiment: str, conf_dir: Path | None = None) -> Declared:
     root = Path(conf_dir or CONF_DIR) / "experiment"
     files = sorted((root / experiment).glob("*.yaml")) if (root / experiment).is_dir() else \
         [p for p in [root / f"{experiment}.yaml"] if p.is_file()]
-    pairs, sources = [], []
+    pairs, sources, measures = [], [], []
     for path in files:
         data = yaml.safe_load(path.read_text()) or {}
         for item in data.get("comparisons") or []:
@@ -652,7 +656,12 @@ def declared(experiment: str, conf_dir: Path | None = None) -> Declared:
                 pairs.append(pair)
         src = data.get("selected_from") or []
         sources += [s for s in ([src] if isinstance(src, str) else src) if s not in sources]
-    return Declared(tuple(pairs), tuple(sources))
+        on = data.get("compare_on") or []
+        for m in [on] if isinstance(on, str) else on:
+            if m not in MEASURES:
+                raise ValueError(f"compare_on: {m!r} in {path.name} is not a measure; write one of {', '.join(MEASURES)}")
+            measures += [m] if m not in measures else []
+    return Declared(tuple(pairs), tuple(sources), tuple(measures) or ("eta_max",))
 
 
 def one_arm_pairs(curves: dict[Any, dict[float, np.ndarray]], rtol: float = 1e-6) -> set[frozenset]:
@@ -734,9 +743,10 @@ def compare(per_seed: pd.DataFrame, keys: Sequence[str] | None = None, vary: Seq
                 if (a, b) not in pairs:
                     pairs.append((a, b))
         family = []
+        id_keys = [k for k in keys if k != "lr"]  # one_arm pairs name settings, not their target LRs
         for a, b in pairs:
-            ida = setting_id({**fixed_values, **dict(zip(vary_here, a))}, keys)
-            idb = setting_id({**fixed_values, **dict(zip(vary_here, b))}, keys)
+            ida = setting_id({**fixed_values, **dict(zip(vary_here, a))}, id_keys)
+            idb = setting_id({**fixed_values, **dict(zip(vary_here, b))}, id_keys)
             both = pd.concat([settings[a], settings[b]])
             row = {**fixed_values, **dict(zip(vary_here, b)),
                    "baseline": ", ".join(f"{k}={v}" for k, v in zip(vary_here, a)),
@@ -756,6 +766,24 @@ def compare(per_seed: pd.DataFrame, keys: Sequence[str] | None = None, vary: Seq
             r["resolved"] = r["verdict"] == "resolved"
         rows += family
     return pd.DataFrame(rows, columns=[*keys, *COMPARE_COLUMNS])
+
+
+def final_loss_compare(probes: pd.DataFrame, keys: Sequence[str] | None = None, level: float = CI_LEVEL,
+                       declared: Declared | None = None, one_arm: Iterable[frozenset] = (),
+                       source_runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """compare() on the final training loss at each target LR (`lr` column): ratio = loss(b) / loss(baseline)
+    per seed (Hodges-Lehmann, exact interval, exact paired test, Holm over the declared pairs at that LR).
+    A run without a finite final loss (diverged) enters as a lower bound at the largest finite loss of its
+    LR, flagged like a censored eta_max, so it ranks above every finite loss and its size is not guessed."""
+    keys = list(keys) if keys is not None else setting_keys(probes)
+    loss = pd.to_numeric(probes["final_train_loss"], errors="coerce")
+    bad = ~np.isfinite(loss) | probes["status"].eq(runs.DIVERGED)
+    top = loss.where(~bad).groupby(probes["lr"]).transform("max").fillna(1.0)
+    per_seed = probes[[*keys, "lr", "seed"]].assign(
+        criterion="final_train_loss", eta_max=loss.where(~bad, top), hi=np.nan,
+        censored=np.where(bad, "above", ""), n_probes=1)
+    return compare(per_seed, [*keys, "lr"], level=level, declared=declared, one_arm=one_arm,
+                   source_runs=source_runs)
 
 
 def p_stable(judged: pd.DataFrame, keys: Sequence[str] | None = None) -> pd.DataFrame:
