@@ -402,3 +402,18 @@ def test_compare_on_names_a_known_measure(tmp_path):
         stability.declared("y", tmp_path)
     (exp / "z.yaml").write_text("comparisons: [[none@0, linear@30]]\n")
     assert stability.declared("z", tmp_path).compare_on == ("eta_max",)
+
+
+def test_the_best_lr_is_the_lowest_median_final_loss_and_says_whether_it_is_inside_the_grid():
+    rows = []
+    for seed in range(3):
+        for lr, loss in ((0.1, 1.0), (0.2, 0.6), (0.4, 0.5 + 0.2 * (seed == 0)), (0.8, 0.55), (1.6, float("nan"))):
+            rows.append({"task": "digits", "warmup": "none", "warmup_steps": 0, "seed": seed, "lr": lr,
+                         "status": "diverged" if lr == 1.6 else "completed", "final_train_loss": loss})
+    (row,) = stability.best_lr_table(pd.DataFrame(rows), ["task", "warmup", "warmup_steps"]).to_dict("records")
+    assert row["best_lr"] == 0.4 and row["median_final_train_loss"] == 0.5  # seed 0's 0.7 is not the median
+    assert (row["n_lrs_below"], row["n_lrs_above"], row["inside"]) == (2, 2, True)
+    assert (row["seed_best_lr_min"], row["seed_best_lr_max"]) == (0.4, 0.8)  # seed 0 is best at 0.8
+    edge = pd.DataFrame(rows).query("lr >= 0.4")
+    (row,) = stability.best_lr_table(edge, ["task", "warmup", "warmup_steps"]).to_dict("records")
+    assert row["best_lr"] == 0.4 and not row["inside"]  # the optimum at the grid's floor is not inside

@@ -360,6 +360,26 @@ def loss_compare_section(res: pd.DataFrame, out: Path, experiment: str, curves: 
     return md + [_md(table[[c for c in cols if c in table]]), ""]
 
 
+def best_lr_section(res: pd.DataFrame, out: Path) -> list[str]:
+    """Where each setting's optimum lies on its grid (stability.best_lr_table): inside, or at an edge."""
+    probes = stability.probes_from_runs(res)
+    path = out / stability.BEST_LR_FILE
+    if probes.empty or probes["lr"].nunique() < 3:
+        path.unlink(missing_ok=True)
+        return []
+    table = stability.best_lr_table(probes)
+    write_csv(table, path)
+    shown = [k for k in stability.setting_keys(probes) if k in ("task", "warmup", "warmup_steps")
+             or k in varying(probes, [k])]
+    view = table[[*dict.fromkeys([*shown, "best_lr", "median_final_train_loss", "n_seeds", "n_lrs_below",
+                                  "n_lrs_above", "inside", "seed_best_lr_min", "seed_best_lr_max"])]]
+    return ["## Best target LR (lowest median final training loss)", "",
+            f"`{stability.BEST_LR_FILE}`: per setting, the LR of its grid with the lowest median final training "
+            "loss over seeds (a diverged run counts as +inf); `inside` = at least 2 LRs of the grid below it and "
+            "1 above, so the optimum is not the grid's edge; the per-seed best LRs' range beside it.", "",
+            _md(view), ""]
+
+
 def sensitivity_section(res: pd.DataFrame, out: Path) -> list[str]:
     md = ["## LR sensitivity", "", "Wortsman et al. 2023 (`warmup_lab.stability.lr_sensitivity`), on eval loss: "
           "over one fixed LR grid shared by every setting, mean of min(final eval loss, l0) minus the best; "
@@ -542,6 +562,7 @@ def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, expe
     write_csv(s, out / "table_spikes.csv")
     md += [_md(s), ""]
     md += excursions.section(res, curves, out, write_csv)
+    md += best_lr_section(res, out)
     md += sensitivity_section(res, out)
     md += figures_section(res, metric_tables, eta_tables, out, log_lr, criteria, curves)
     head = 4  # title, blank, sweep dirs, blank: the answer goes right after them

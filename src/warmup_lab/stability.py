@@ -48,6 +48,7 @@ from warmup_lab.summary import SETTING_KEYS
 
 ETA_FILE, SUMMARY_FILE, P_STABLE_FILE = "eta_max.csv", "eta_max_summary.csv", "p_stable.csv"
 COMPARE_FILE, SENSITIVITY_FILE = "eta_max_compare.csv", "lr_sensitivity.csv"
+BEST_LR_FILE = "best_lr.csv"  # per setting: the LR with the lowest median final training loss, and its place in the grid
 LOSS_COMPARE_FILE = "final_loss_compare.csv"  # declared comparisons of the final training loss (compare_on)
 MEASURES = ("eta_max", "final_train_loss")  # what a preset's `compare_on:` may name
 ETA_COLUMNS = ["criterion", "seed", "eta_max", "lo", "hi", "censored", "n_probes", "non_monotone", "n_unstable_below"]
@@ -784,6 +785,29 @@ def final_loss_compare(probes: pd.DataFrame, keys: Sequence[str] | None = None, 
         censored=np.where(bad, "above", ""), n_probes=1)
     return compare(per_seed, [*keys, "lr"], level=level, declared=declared, one_arm=one_arm,
                    source_runs=source_runs)
+
+
+def best_lr_table(probes: pd.DataFrame, keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per setting: the target LR with the lowest median final training loss over seeds (a run without a
+    finite final loss, or a diverged one, counts as +inf), how many LRs of the setting's grid lie below and
+    above it (`inside` = at least 2 below and 1 above: the optimum is inside the grid, not at its edge),
+    and the range of the per-seed best LRs."""
+    keys = list(keys) if keys is not None else setting_keys(probes)
+    loss = pd.to_numeric(probes["final_train_loss"], errors="coerce")
+    loss = loss.where(np.isfinite(loss) & ~probes["status"].eq(runs.DIVERGED), np.inf)
+    frame = probes.assign(_loss=loss)
+    rows = []
+    for values, g in _groups(frame, keys):
+        med = g.groupby("lr")["_loss"].median()
+        grid = sorted(med.index)
+        best = float(med.idxmin())
+        per_seed = g.loc[g.groupby("seed")["_loss"].idxmin(), "lr"]
+        below, above = sum(lr < best for lr in grid), sum(lr > best for lr in grid)
+        rows.append({**dict(zip(keys, values)), "best_lr": best, "median_final_train_loss": float(med.min()),
+                     "n_seeds": int(g["seed"].nunique()), "n_lrs": len(grid), "n_lrs_below": below,
+                     "n_lrs_above": above, "inside": bool(below >= 2 and above >= 1),
+                     "seed_best_lr_min": float(per_seed.min()), "seed_best_lr_max": float(per_seed.max())})
+    return pd.DataFrame(rows)
 
 
 def p_stable(judged: pd.DataFrame, keys: Sequence[str] | None = None) -> pd.DataFrame:
