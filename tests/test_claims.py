@@ -7,14 +7,15 @@ import pytest
 
 from warmup_lab.paths import REPO_ROOT
 
-COMPARE_TABLES = sorted((REPO_ROOT / "results").glob("*/eta_max_compare.csv"))
+COMPARE_TABLES = sorted([*(REPO_ROOT / "results").glob("*/eta_max_compare.csv"),
+                         *(REPO_ROOT / "results").glob("*/final_loss_compare.csv")])
 
 
 def test_committed_comparison_tables_exist():
     assert len(COMPARE_TABLES) >= 5, COMPARE_TABLES
 
 
-@pytest.mark.parametrize("path", COMPARE_TABLES, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("path", COMPARE_TABLES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_no_row_is_resolved_without_three_seeds_a_side_and_holm_p(path):
     table = pd.read_csv(path)
     assert {"verdict", "resolved", "n_seeds", "n_seeds_baseline", "p_holm", "interval"} <= set(table.columns)
@@ -27,7 +28,7 @@ def test_no_row_is_resolved_without_three_seeds_a_side_and_holm_p(path):
     assert resolved["declared"].astype(bool).all(), resolved
 
 
-@pytest.mark.parametrize("path", COMPARE_TABLES, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("path", COMPARE_TABLES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_identical_lr_curves_are_one_arm_and_untested(path):
     table = pd.read_csv(path)
     one_arm = table[table["one_arm"].astype(bool)]

@@ -106,8 +106,8 @@ def test_report_on_the_committed_warmup_length_results(tmp_path: Path) -> None:
     committed = REPO_ROOT / "results" / "warmup_length"
     out = build_report([committed], tmp_path / "out")
     table = stability.read_table(out / thresholds.FILE)
-    arms = table[["task", "warmup", "warmup_steps"]].drop_duplicates()
-    assert len(table) == len(arms) * len(thresholds.THRESHOLDS)
+    pairs = table[["task", "warmup", "warmup_steps", "baseline"]].drop_duplicates()  # a row per pair and bar
+    assert len(table) == len(pairs) * len(thresholds.THRESHOLDS)
     assert set(table["verdict"]) <= set(stability.VERDICTS)
     assert (out / thresholds.FIGURE).is_file()
     md = (out / "report.md").read_text()
