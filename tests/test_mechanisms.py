@@ -1,16 +1,19 @@
-"""The mechanisms' analysis: edge of stability on a real short GD run, catapult phases, warmup's range."""
+"""The mechanisms' analysis: edge of stability on a real short GD run, catapult phases, warmup's range,
+and their summaries over seeds (median and range, censored seeds at their bound)."""
 
 from __future__ import annotations
 
 import csv
 import math
 
+import pandas as pd
 import pytest
 
 from conftest import make_cfg, run_cli
 from warmup_lab import runs
-from warmup_lab.mechanisms import (CATAPULT, DIVERGED, LAZY, build_report, ffn_grad_norms, largest_trainable,
-                                   late_sharpness_ratio, load_runs, phase, phase_boundaries, preln_table, rise_ratio)
+from warmup_lab.mechanisms import (CATAPULT, DIVERGED, LAZY, build_report, catapult_boundaries, ffn_grad_norms,
+                                   late_sharpness_ratio, load_runs, lr_label, phase, phase_boundaries, plot_preln,
+                                   preln_table, rise_ratio, trainable_range, warmup_md, warmup_tables)
 from warmup_lab.summary import write_summary
 from warmup_lab.job import train
 
@@ -52,6 +55,9 @@ def test_three_catapult_phases_on_real_runs_and_the_report(tmp_path):
     assert [rows[c]["phase"] for c in (1.0, 4.0, 30.0)] == [LAZY, CATAPULT, DIVERGED]
     assert float(rows[4.0]["end_sharpness_ratio"]) < 1.0  # after the catapult, flatter than 2/eta
     assert (out / "catapult.png").stat().st_size > 0 and "Catapult phases" in (out / "report.md").read_text()
+    assert [r["seed"] for r in csv.DictReader((out / "catapult_boundaries.csv").open())] == ["0"]
+    assert {r["boundary"] for r in csv.DictReader((out / "catapult_boundaries_summary.csv").open())} == {
+        "last_lazy", "first_catapult", "last_trainable", "first_diverged"}
     assert {r["norm"] for r in csv.DictReader((out / "grad_norms_at_init.csv").open())} == {"pre", "post"}
 
 
@@ -65,14 +71,73 @@ def test_rise_ratio_and_phase_definitions():
     assert phase("failed_to_train", [3.0, 2.9]) == DIVERGED
 
 
-def test_phase_boundaries_and_largest_trainable_read_the_grid_in_order():
+def test_phase_boundaries_read_the_grid_in_order():
     cs = [4.0, 1.0, 2.0, 8.0, 16.0, 2.8]
     phases = [CATAPULT, LAZY, LAZY, CATAPULT, DIVERGED, CATAPULT]
     assert phase_boundaries(cs, phases) == {"last_lazy": 2.0, "first_catapult": 2.8, "last_trainable": 8.0,
-                                            "first_diverged": 16.0}
-    # a lucky run above the first failure does not count
-    assert largest_trainable([2, 4, 8, 16], ["completed", "completed", "diverged", "completed"]) == 4
-    assert math.isnan(largest_trainable([2, 4], ["diverged", "diverged"]))
+                                            "first_diverged": 16.0, "trainable_censored": ""}
+    top = phase_boundaries([1.0, 2.0, 4.0], [LAZY, CATAPULT, CATAPULT])  # nothing diverged: a lower bound
+    assert (top["last_trainable"], top["trainable_censored"]) == (4.0, "above") and math.isnan(top["first_diverged"])
+
+
+def test_the_largest_trainable_c_is_the_harness_s_eta_max_rule():
+    """stability.eta_max_of on c: a lucky run above the first failure does not count, a failure below every
+    trained c does not end the range (the old private rule read that seed as untrainable), nothing trained
+    is censored below with the grid's bottom as its bound, everything trained censored above."""
+    assert trainable_range([2, 4, 8, 16], [True, True, False, True])["largest_trainable_c"] == 4
+    low = trainable_range([2.0, 2.8, 4.0, 5.6], [False, True, True, False])
+    assert low == {"largest_trainable_c": 4.0, "first_untrainable_c": 5.6, "censored": "", "non_monotone": True}
+    none = trainable_range([2, 4], [False, False])
+    assert math.isnan(none["largest_trainable_c"]) and (none["first_untrainable_c"], none["censored"]) == (2, "below")
+    assert trainable_range([2, 4], [True, True])["censored"] == "above"
+    df = pd.DataFrame({"part": "warmup", "activation": "tanh", "warmup_steps": 0, "seed": 0, "c": [2.0, 2.8, 4.0, 5.6],
+                       "status": [runs.DIVERGED, runs.COMPLETED, runs.COMPLETED, runs.DIVERGED]})
+    per_seed, summary = warmup_tables(df)
+    assert per_seed.largest_trainable_c.tolist() == [4.0] and summary["median"].tolist() == [4.0]
+    assert warmup_md(per_seed, summary)["per seed"].tolist() == ["4*"]  # flagged non-monotone
+
+
+GRID = [2.0, 4.0, 8.0, 16.0]
+
+
+def warmup_runs(largest: dict[tuple[int, int], float]) -> pd.DataFrame:
+    """Warmup runs on GRID: (warmup_steps, seed) -> its largest trainable c (inf: every c trained, 0: none)."""
+    return pd.DataFrame([{"part": "warmup", "activation": "relu", "warmup_steps": w, "seed": s, "c": c,
+                          "status": runs.COMPLETED if c <= top else runs.DIVERGED}
+                         for (w, s), top in largest.items() for c in GRID])
+
+
+def test_warmup_summary_is_the_median_and_range_with_censored_seeds_at_their_bound():
+    per_seed, summary = warmup_tables(warmup_runs({
+        (0, 0): 4.0, (0, 1): 8.0, (0, 2): 2.0,            # exact: median 4, not the mean 4.67
+        (16, 0): math.inf, (16, 1): 4.0, (16, 2): 8.0,    # one seed trained up to the top: max >= 16, median exact
+        (64, 0): math.inf, (64, 1): math.inf, (64, 2): 8.0,  # two: the median itself is a lower bound
+        (128, 0): 0.0, (128, 1): 4.0, (128, 2): 8.0}))    # one trained nowhere: min < 2
+    rows = summary.set_index("warmup_steps")
+    assert rows.loc[0, ["median", "min", "max", "n_seeds"]].tolist() == [4.0, 2.0, 8.0, 3]
+    assert rows.loc[16, ["median", "median_censored", "max", "max_censored", "n_censored_above"]].tolist() == [
+        8.0, "", 16.0, "above", 1]
+    assert rows.loc[64, ["median", "median_censored", "min", "min_censored"]].tolist() == [16.0, "above", 8.0, ""]
+    assert rows.loc[128, ["min", "min_censored", "median", "n_censored_below"]].tolist() == [2.0, "below", 4.0, 1]
+    table = warmup_md(per_seed, summary).set_index("warmup_steps")
+    assert table.loc[16, "per seed"] == ">= 16, 4, 8" and table.loc[16, "median [min, max]"] == "8 [4, >= 16]"
+    assert table.loc[64, "median [min, max]"] == ">= 16 [8, >= 16]" and table.loc[64, "censored"] == 2
+    assert table.loc[128, "per seed"] == "< 2, 4, 8" and table.loc[128, "median [min, max]"] == "4 [< 2, 8]"
+
+
+def test_catapult_boundaries_per_seed_and_their_median_and_range():
+    phases = {0: [LAZY, CATAPULT, CATAPULT, DIVERGED], 1: [LAZY, LAZY, CATAPULT, DIVERGED],
+              2: [LAZY, LAZY, CATAPULT, CATAPULT]}  # seed 2: nothing diverged up to the top
+    tab = pd.DataFrame([{"activation": "tanh", "seed": s, "c": c, "phase": p}
+                        for s, ps in phases.items() for c, p in zip(GRID, ps)])
+    per_seed, summary = catapult_boundaries(tab)
+    assert per_seed[["seed", "last_lazy", "first_catapult", "last_trainable"]].values.tolist() == [
+        [0, 2.0, 4.0, 8.0], [1, 4.0, 8.0, 8.0], [2, 4.0, 8.0, 16.0]]
+    assert per_seed.trainable_censored.tolist() == ["", "", "above"]
+    rows = summary.set_index("boundary")
+    assert rows.loc["first_catapult", ["median", "min", "max", "n_seeds"]].tolist() == [8.0, 4.0, 8.0, 3]
+    assert rows.loc["last_trainable", ["median", "max", "max_censored"]].tolist() == [8.0, 16.0, "above"]
+    assert rows.loc["first_diverged", ["median", "n_seeds"]].tolist() == [16.0, 2]  # absent on seed 2's grid
 
 
 def test_pre_ln_gradient_at_the_last_layer_shrinks_with_depth_post_ln_does_not():
@@ -95,8 +160,9 @@ def test_load_runs_skips_other_experiments_and_the_cli_rejects_a_missing_root(tm
 
 
 def test_a_non_finite_final_loss_does_not_break_the_pre_vs_post_ln_table(tmp_path):
-    """A run whose final loss is nan (stored as the string "nan") is a number to the table, not a TypeError."""
-    for seed, final in enumerate([0.5, math.nan, 0.7]):
+    """A run whose final loss is nan (stored as the string "nan") is a number to the table, not a TypeError;
+    the table gives the median of the others (0.7, where their mean would be 1.4) and their range."""
+    for seed, final in enumerate([0.5, math.nan, 0.7, 3.0]):
         run_dir = tmp_path / f"preln-{seed}"
         run_dir.mkdir()
         (run_dir / runs.CONFIG_FILE).write_text("name: preln-adam\nmodel: {activation: null}\n")
@@ -105,7 +171,47 @@ def test_a_non_finite_final_loss_does_not_break_the_pre_vs_post_ln_table(tmp_pat
                                 "warmup_steps": 0, "target_lr": 8e-3, "train_steps": 2, "init_loss": 2.8,
                                 "final_train_loss": final, "task_info": {}})
     tab = preln_table(load_runs(tmp_path))
-    assert tab[["mean", "min", "max", "seeds"]].values.tolist() == [[pytest.approx(0.6), 0.5, 0.7, 2]]
+    assert tab[["median", "min", "max", "seeds"]].values.tolist() == [[0.7, 0.5, 3.0, 3]]
+
+
+def test_the_pre_vs_post_ln_lr_axis_labels_only_the_lrs_run(tmp_path):
+    """On a log axis matplotlib labels 3e-3 and 4e-3 as minor ticks that overlap: ticks at the LRs run only."""
+    lrs = [1e-3, 3e-3, 4e-3, 8e-3]
+    tab = pd.DataFrame([{"norm": n, "warmup_steps": 0, "target_lr": lr, "median": 0.1, "min": 0.05, "max": 0.2,
+                         "seeds": 3} for n in ("pre", "post") for lr in lrs])
+    grads = pd.DataFrame([{"norm": n, "depth": 2, "seed": 0, "layer": k, "grad_norm": 1.0} for n in ("pre", "post")
+                          for k in (1, 2)])
+    ax = plot_preln(tab, grads, tmp_path / "preln.png").axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1e-3", "3e-3", "4e-3", "8e-3"]
+    assert not any(t.get_text() for t in ax.get_xticklabels(minor=True))
+    assert "median over seeds, bars: range" in ax.get_title()
+    assert [lr_label(x) for x in (1e-3, 2.5e-4, 0.1)] == ["1e-3", "2.5e-4", "1e-1"]
+
+
+def test_a_run_reached_under_two_names_is_read_once(tmp_path):
+    """catapult's seed-0 runs were named without `-s0`: renamed, the same config hash must not count twice."""
+    for name in ("catapult-tanh-c1.0-abc", "catapult-tanh-c1.0-s0-abc"):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        (run_dir / runs.CONFIG_FILE).write_text(f"name: {name}\nmodel: {{activation: tanh}}\n")
+        (run_dir / runs.METRICS_FILE).write_text("step,loss\n0,2.0\n1,1.0\n")
+        write_summary(run_dir, {"status": runs.COMPLETED, "seed": 0, "config_hash": "abc", "warmup_steps": 0,
+                                "target_lr": 0.1, "train_steps": 2, "init_loss": 2.0, "final_train_loss": 1.0,
+                                "task_info": {"lr_in_sharpness_units": 1.0, "lambda0": 10.0}})
+    assert len(load_runs(tmp_path)) == 1
+
+
+def test_the_catapult_preset_sweeps_three_seeds_under_distinct_names():
+    from hydra import compose, initialize_config_dir
+    from warmup_lab.paths import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=mechanisms/catapult"], return_hydra_config=True)
+    assert str(cfg.hydra.sweeper.params.seed).split(",") == ["0", "1", "2"]
+    cfgs = [make_cfg(["experiment=mechanisms/catapult", "optimizer.lr_in_sharpness_units=1.0", f"seed={s}"])
+            for s in (0, 1, 2)]
+    assert [c.name for c in cfgs] == [f"catapult-tanh-c1.0-s{s}" for s in (0, 1, 2)]
+    assert len({runs.config_hash(c) for c in cfgs}) == 3
 
 
 @pytest.mark.parametrize("part", ["catapult", "edge_of_stability", "warmup_range"])
@@ -141,3 +247,4 @@ def test_non_finite_losses_and_sharpness_do_not_crash_the_mechanisms_report(tmp_
     assert sorted(r["phase"] for r in rows) == sorted([DIVERGED, CATAPULT])
     for name in ("eos.csv", "warmup.csv", "pre_vs_post_ln.csv", "report.md"):
         assert (out / name).stat().st_size > 0, name
+    assert "median [min, max]" in (out / "report.md").read_text()

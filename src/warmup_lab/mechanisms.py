@@ -5,12 +5,17 @@ of `conf/experiment/mechanisms/` (each part names its runs `<part>-...`) and wri
 per table and one PNG per part:
 - edge of stability (Cohen et al. 2021): late-phase sharpness / (2/eta), the ratio they find at or just above 1;
 - catapult (Lewkowycz et al. 2020): the phase of each c = eta * lambda0 (lazy / catapult / diverged) and
-  the measured boundaries beside 2 and 4, the end sharpness against 2/eta;
-- warmup (Kalra & Barkeshli 2024): the largest trainable c per warmup length and seed;
-- Pre-LN vs Post-LN (Xiong et al. 2020): final training loss per LR and warmup over seeds, and the
-  gradient norm of each layer's FFN output weight at initialisation (their Figure 3), computed here.
-The phase and "trainable" rules use the harness's own statuses and catapult detector (detectors.py), so
-the calibration tests those instruments rather than a second definition of them.
+  the measured boundaries per seed beside 2 and 4, their median and range over seeds, the end sharpness
+  against 2/eta;
+- warmup (Kalra & Barkeshli 2024): the largest trainable c per warmup length and seed, its median and
+  range over seeds;
+- Pre-LN vs Post-LN (Xiong et al. 2020): final training loss per LR and warmup, median and range over
+  seeds, and the gradient norm of each layer's FFN output weight at initialisation (their Figure 3).
+Over seeds every table gives the median and the range (min, max), not a mean: a mean of grid values,
+some of them bounds, is a number no run produced. "Trainable" is the harness's own: status `completed`
+and `stability.eta_max_of`, the eta_max rule of every other report, run on c; the phases use the
+harness's statuses and sit beside its catapult detector (detectors.py), so the calibration tests those
+instruments rather than a second definition of them.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from omegaconf import OmegaConf
 
 from warmup_lab import runs
 from warmup_lab.record import SHARPNESS_FILE
+from warmup_lab.report import _fmt as bound_text
+from warmup_lab.stability import eta_max_of, median_and_range
 from warmup_lab.summary import is_finished, read_summary
 
 PARTS = ("eos", "catapult", "warmup", "preln")
@@ -65,7 +72,8 @@ def load_runs(root: Path | str) -> pd.DataFrame:
         info = summary.get("task_info", {})
         losses = _floats(run_dir / runs.METRICS_FILE, "loss")
         rows.append({
-            "part": part, "run_dir": str(run_dir), "status": summary["status"], "seed": summary["seed"],
+            "part": part, "run_dir": str(run_dir), "config_hash": summary.get("config_hash") or str(run_dir),
+            "status": summary["status"], "seed": summary["seed"],
             "activation": OmegaConf.select(cfg, "model.activation"), "norm": summary.get("norm"),
             "warmup": summary.get("warmup"), "warmup_steps": summary.get("warmup_steps") or 0,
             "target_lr": summary["target_lr"], "c": info.get("lr_in_sharpness_units"), "steps": summary["train_steps"],
@@ -76,7 +84,8 @@ def load_runs(root: Path | str) -> pd.DataFrame:
             "losses": losses, "sharp_steps": _floats(run_dir / SHARPNESS_FILE, "step"),
             "sharpness": _floats(run_dir / SHARPNESS_FILE, "sharpness"),
         })
-    return pd.DataFrame(rows)
+    # A run reached twice (renamed, e.g. catapult's seed-0 runs before names carried `-s<seed>`) counts once.
+    return pd.DataFrame(rows).drop_duplicates("config_hash", ignore_index=True) if rows else pd.DataFrame()
 
 
 # -- definitions -------------------------------------------------------------------------------
@@ -116,25 +125,37 @@ def phase(status: str, losses: Sequence[float], rise: float = CATAPULT_RISE) -> 
     return CATAPULT if rise_ratio(losses) > rise else LAZY
 
 
-def phase_boundaries(cs: Sequence[float], phases: Sequence[str]) -> dict[str, float]:
-    """On a sorted grid: the last lazy c before the first non-lazy one, the first catapult c, the
-    largest c below the first divergence, and that first divergent c (nan when absent)."""
+def trainable_range(cs: Sequence[float], trainable: Sequence[bool]) -> dict[str, object]:
+    """`stability.eta_max_of` on c: the largest trainable c, the first untrainable c above it, and the
+    censoring ("above": trained up to the grid's top, a lower bound; "below": nothing trained,
+    first_untrainable_c = the grid's bottom)."""
+    r = eta_max_of(cs, trainable)
+    return {"largest_trainable_c": r["eta_max"], "first_untrainable_c": r["hi"], "censored": r["censored"],
+            "non_monotone": r["non_monotone"]}
+
+
+def phase_boundaries(cs: Sequence[float], phases: Sequence[str]) -> dict[str, object]:
+    """On a sorted grid: the last lazy c before the first non-lazy one, the first catapult c (nan when
+    absent), and the trainable range's ends (`trainable_range`; diverged = not completed)."""
     pairs = sorted(zip(cs, phases))
     first_non_lazy = next((c for c, p in pairs if p != LAZY), math.nan)
-    first_div = next((c for c, p in pairs if p == DIVERGED), math.nan)
+    tr = trainable_range([c for c, _ in pairs], [p != DIVERGED for _, p in pairs])
     return {
         "last_lazy": max((c for c, p in pairs if p == LAZY and not c > first_non_lazy), default=math.nan),
         "first_catapult": next((c for c, p in pairs if p == CATAPULT), math.nan),
-        "last_trainable": max((c for c, p in pairs if p != DIVERGED and not c > first_div), default=math.nan),
-        "first_diverged": first_div,
+        "last_trainable": tr["largest_trainable_c"], "first_diverged": tr["first_untrainable_c"],
+        "trainable_censored": tr["censored"],
     }
 
 
-def largest_trainable(cs: Sequence[float], statuses: Sequence[str]) -> float:
-    """The largest c whose run completed, below the first c that did not (nan if none completed)."""
-    pairs = sorted(zip(cs, statuses))
-    first_bad = next((c for c, s in pairs if s != runs.COMPLETED), math.inf)
-    return max((c for c, s in pairs if s == runs.COMPLETED and c < first_bad), default=math.nan)
+def over_seeds(values: Sequence[float], bounds: Sequence[float] | None = None,
+               censored: Sequence[str] | None = None) -> dict[str, object]:
+    """Median and range (min, max) of a c over seeds (`stability.median_and_range`), censored seeds at
+    their bound; a seed with no value and no censoring (a boundary absent from its grid) is left out."""
+    frame = pd.DataFrame({"eta_max": pd.to_numeric(pd.Series(list(values)), errors="coerce"),
+                          "hi": list(bounds) if bounds is not None else math.nan,
+                          "censored": list(censored) if censored is not None else ""})
+    return median_and_range(frame[frame.eta_max.notna() | frame.censored.eq("below")])
 
 
 # -- gradient norms at initialisation (Xiong et al. 2020, Figure 3) -----------------------------
@@ -181,38 +202,53 @@ def catapult_table(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in df[df.part == "catapult"].itertuples():
         end = r.sharpness[-1] if r.sharpness else math.nan
-        rows.append({"activation": r.activation, "c": r.c, "lambda0": r.lambda0, "eta": r.target_lr,
+        rows.append({"activation": r.activation, "seed": r.seed, "c": r.c, "lambda0": r.lambda0, "eta": r.target_lr,
                      "status": r.status, "phase": phase(r.status, r.losses), "rise_ratio": rise_ratio(r.losses),
                      "peak_loss_ratio": r.peak_loss_ratio, "detector_catapults": r.catapult_count,
                      "end_sharpness_ratio": end * r.target_lr / 2, "final_train_loss": r.final_train_loss})
-    return pd.DataFrame(rows).sort_values(["activation", "c"]) if rows else pd.DataFrame()
+    return pd.DataFrame(rows).sort_values(["activation", "seed", "c"]) if rows else pd.DataFrame()
 
 
-def catapult_boundaries(tab: pd.DataFrame) -> pd.DataFrame:
-    rows = [{"activation": act, **phase_boundaries(list(g.c), list(g.phase))} for act, g in tab.groupby("activation")]
-    return pd.DataFrame(rows)
+BOUNDARIES = ("last_lazy", "first_catapult", "last_trainable", "first_diverged")
+
+
+def catapult_boundaries(tab: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The phase boundaries per (activation, seed): the seed sets the init, hence lambda0 and where the
+    phases change; and per activation and boundary their median and range over seeds."""
+    per_seed = pd.DataFrame([{"activation": act, "seed": seed, **phase_boundaries(list(g.c), list(g.phase))}
+                             for (act, seed), g in tab.groupby(["activation", "seed"])])
+    summary = pd.DataFrame([
+        {"activation": act, "boundary": b,
+         **(over_seeds(g[b], g.first_diverged, g.trainable_censored) if b == "last_trainable" else over_seeds(g[b]))}
+        for act, g in per_seed.groupby("activation") for b in BOUNDARIES])
+    return per_seed, summary
 
 
 def warmup_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Largest trainable c per (activation, warmup length, seed), and its spread over seeds."""
+    """The trainable range per (activation, warmup length, seed), and the largest trainable c's median and
+    range over seeds with the number censored."""
     sub = df[df.part == "warmup"]
     per_seed = pd.DataFrame([
         {"activation": act, "warmup_steps": int(w), "seed": seed,
-         "largest_trainable_c": largest_trainable(list(g.c), list(g.status))}
+         **trainable_range(list(g.c), list(g.status == runs.COMPLETED))}
         for (act, w, seed), g in sub.groupby(["activation", "warmup_steps", "seed"])])
     if per_seed.empty:
         return per_seed, per_seed
-    agg = (per_seed.groupby(["activation", "warmup_steps"]).largest_trainable_c
-           .agg(mean="mean", min="min", max="max", seeds="count").reset_index())
-    return per_seed, agg
+    summary = pd.DataFrame([
+        {"activation": act, "warmup_steps": w,
+         **over_seeds(g.largest_trainable_c, g.first_untrainable_c, g.censored)}
+        for (act, w), g in per_seed.groupby(["activation", "warmup_steps"])])
+    return per_seed, summary
 
 
 def preln_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Final training loss per (norm, warmup, LR): median and range over the seeds whose loss is a number
+    (a NaN one is left out, so `seeds` can fall below the runs'; an inf one is the max)."""
     sub = df[df.part == "preln"]
     if sub.empty:
         return pd.DataFrame()
     return (sub.groupby(["norm", "warmup_steps", "target_lr"]).final_train_loss
-            .agg(mean="mean", min="min", max="max", seeds="count").reset_index())
+            .agg(median="median", min="min", max="max", seeds="count").reset_index())
 
 
 # -- figures -----------------------------------------------------------------------------------
@@ -242,21 +278,25 @@ def plot_eos(df: pd.DataFrame, path: Path) -> None:
 
 
 def plot_catapult(tab: pd.DataFrame, steps: int, path: Path) -> None:
+    """Every seed's runs: the first seed solid and labelled, the others faint, so the phases stay readable."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     markers = {LAZY: "o", CATAPULT: "^", DIVERGED: "x"}
+    first = tab.seed.min()
     for i, (act, g) in enumerate(tab.groupby("activation")):
         for ph, m in markers.items():
-            sel = g[g.phase == ph]
-            axes[0].scatter(sel.c, sel.rise_ratio.clip(upper=1e3), marker=m, color=f"C{i}", label=f"{act}: {ph}")
-            ok = sel[sel.phase != DIVERGED]
-            axes[1].scatter(ok.c, ok.end_sharpness_ratio, marker=m, color=f"C{i}")
+            for solid in (False, True):
+                sel = g[(g.phase == ph) & ((g.seed == first) == solid)]
+                kw = {"marker": m, "color": f"C{i}", "alpha": 1.0 if solid else 0.25}
+                axes[0].scatter(sel.c, sel.rise_ratio.clip(upper=1e3), label=f"{act}: {ph}" if solid else None, **kw)
+                ok = sel[sel.phase != DIVERGED]
+                axes[1].scatter(ok.c, ok.end_sharpness_ratio, **kw)
     for ax in axes:
         ax.set_xscale("log", base=2)
         for c in (2, 4):
             ax.axvline(c, color="grey", ls=":", lw=1)
     axes[0].set(xlabel="c = eta * lambda0", ylabel="max loss / best loss so far", yscale="log",
-                title="phase per c (dotted: c = 2, 4)")
+                title=f"phase per c: seed {first} solid, other seeds faint; dotted: c = 2, 4")
     axes[0].axhline(CATAPULT_RISE, color="grey", lw=0.8)
     axes[0].legend(fontsize=7)
     axes[1].axhline(1.0, color="k", ls="--", lw=1)
@@ -266,51 +306,104 @@ def plot_catapult(tab: pd.DataFrame, steps: int, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_warmup(per_seed: pd.DataFrame, steps: int, grid_top: float, path: Path) -> None:
+def plot_warmup(per_seed: pd.DataFrame, summary: pd.DataFrame, steps: int, grid_top: float, path: Path) -> None:
+    """The median with min-max bars, and each censored seed at its bound (^ trained up to the top, v
+    nothing trained), so a bar that ends at the grid's edge is not read as a measurement."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, (act, g) in enumerate(per_seed.groupby("activation")):
-        agg = g.groupby("warmup_steps").largest_trainable_c.agg(["mean", "min", "max"])
-        x = list(range(len(agg)))
-        ax.errorbar([v + 0.05 * i for v in x], agg["mean"], yerr=[agg["mean"] - agg["min"], agg["max"] - agg["mean"]],
-                    marker="o", capsize=3, color=f"C{i}", label=act)
-        ax.set_xticks(x, [str(w) for w in agg.index])
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    lengths = sorted(summary.warmup_steps.unique())
+    pos = {w: k for k, w in enumerate(lengths)}
+    rank = {s: k for k, s in enumerate(sorted(per_seed.seed.unique()))}
+    for i, (act, g) in enumerate(summary.groupby("activation")):
+        med, lo, hi = (g[k].to_numpy(dtype=float) for k in ("median", "min", "max"))
+        ax.errorbar([pos[w] + 0.1 * i for w in g.warmup_steps], med, yerr=[med - lo, hi - med], marker="o",
+                    capsize=3, color=f"C{i}", label=f"{act}: median over seeds, bars: range")
+        for mark, which, col, text in (("^", "above", "largest_trainable_c", ">= top"),
+                                       ("v", "below", "first_untrainable_c", "< bottom")):
+            sel = per_seed[(per_seed.activation == act) & (per_seed.censored == which)]
+            if len(sel):
+                ax.scatter([pos[w] + 0.1 * i + 0.03 * (rank[s] + 1) for w, s in zip(sel.warmup_steps, sel.seed)],
+                           sel[col], marker=mark, s=40, facecolors="none", edgecolors=f"C{i}",
+                           label=f"{act}: a censored seed ({text})")
+    ax.set_xticks(range(len(lengths)), [str(int(w)) for w in lengths])
     ax.axhline(grid_top, color="grey", ls=":", lw=1)
-    ax.set(xlabel=f"linear warmup steps (of {steps})", ylabel="largest trainable c = eta * lambda0", yscale="log",
-           title="mean over seeds, bars: min-max; dotted: top of the grid")
+    ax.set(xlabel=f"linear warmup steps (of {steps})", ylabel="largest trainable c = eta * lambda0",
+           title="median over seeds, bars: range (min-max)\ncensored seeds at their bound; dotted: top of the grid")
     ax.set_yscale("log", base=2)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def plot_preln(tab: pd.DataFrame, grads: pd.DataFrame, path: Path) -> None:
+def lr_label(x: float) -> str:
+    """An LR in the fewest characters: 1e-3, 4e-3, 2.5e-4."""
+    mantissa, exponent = f"{x:.3e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
+def plot_preln(tab: pd.DataFrame, grads: pd.DataFrame, path: Path):
+    """Returns the (closed) figure, whose axes a test can read."""
+    from matplotlib.ticker import NullFormatter
+
     plt = _plt()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
     for i, ((norm, w), g) in enumerate(tab.groupby(["norm", "warmup_steps"])):
-        g = g[np.isfinite(g[["mean", "min", "max"]]).all(axis=1)]  # a non-finite loss has no place on the axis
-        ax.errorbar(g.target_lr, g["mean"], yerr=[g["mean"] - g["min"], g["max"] - g["mean"]], marker="o", capsize=3,
-                    color=f"C{i}", label=f"{norm}-LN, warmup {w}")
+        g = g[np.isfinite(g[["median", "min", "max"]]).all(axis=1)]  # a non-finite loss has no place on the axis
+        ax.errorbar(g.target_lr, g["median"], yerr=[g["median"] - g["min"], g["max"] - g["median"]], marker="o",
+                    capsize=3, color=f"C{i}", label=f"{norm}-LN, warmup {w}")
     ax.axhline(math.log(16), color="grey", ls=":", lw=1)
-    finite = tab[np.isfinite(tab[["mean", "min", "max"]]).all(axis=1)] if len(tab) else tab
+    finite = tab[np.isfinite(tab[["median", "min", "max"]]).all(axis=1)] if len(tab) else tab
     ax.set(xscale="log" if len(finite) else "linear", xlabel="Adam LR", ylabel="final training loss",
            yscale="log" if len(finite) else "linear",
-           title="mean over seeds, bars: min-max; dotted: uniform guess (non-finite losses left out)")
+           title="median over seeds, bars: range (min-max)\ndotted: uniform guess; non-finite losses left out")
+    if len(finite):  # ticks at the LRs run only: matplotlib's minor labels at 3e-3 and 4e-3 overlap
+        lrs = sorted(set(tab.target_lr))
+        ax.set_xticks(lrs, [lr_label(x) for x in lrs])
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize=8)
-    mean = grads.groupby(["norm", "depth", "layer"]).grad_norm.mean().reset_index()
-    for (norm, depth), g in mean.groupby(["norm", "depth"]):
+    med = grads.groupby(["norm", "depth", "layer"]).grad_norm.median().reset_index()
+    for (norm, depth), g in med.groupby(["norm", "depth"]):
         bx.plot(g.layer, g.grad_norm, marker="o", ls="-" if norm == "post" else "--", label=f"{norm}-LN, {depth} layers")
-    bx.set(xlabel="layer", ylabel="||grad of FFN output weight|| at init", title="gradient norm per layer at init")
+    bx.set(xlabel="layer", ylabel="||grad of FFN output weight|| at init",
+           title="gradient norm per layer at init, median over seeds")
     bx.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
 
 
 # -- report ------------------------------------------------------------------------------------
 def _md(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, floatfmt=".3g") if not df.empty else "(no runs)"
+
+
+def shown(value: float, bound: float, censored: str) -> str:
+    """A seed's largest trainable c as text: ">= top" when censored above, "< bottom" when nothing
+    trained, so a bound never reads as a measured value."""
+    return bound_text(bound if censored == "below" else value, censored)
+
+
+def spread_text(row: pd.Series) -> str:
+    """`median [min, max]` with censored values marked (`over_seeds` columns)."""
+    return " ".join([bound_text(row["median"], row["median_censored"]),
+                     f"[{bound_text(row['min'], row['min_censored'])}, {bound_text(row['max'], row['max_censored'])}]"])
+
+
+def _summary_md(summary: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame([{**{k: r[k] for k in keys}, "median [min, max]": spread_text(r), "seeds": r["n_seeds"],
+                          "censored": r["n_censored_below"] + r["n_censored_above"]} for _, r in summary.iterrows()])
+
+
+def warmup_md(per_seed: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """The warmup table as report.md shows it: each seed's value (in seed order), then the summary."""
+    cells = {k: ", ".join(shown(r.largest_trainable_c, r.first_untrainable_c, r.censored)
+                          + ("*" if r.non_monotone else "") for r in g.sort_values("seed").itertuples())
+             for k, g in per_seed.groupby(["activation", "warmup_steps"])}
+    table = _summary_md(summary, ["activation", "warmup_steps"])
+    table.insert(2, "per seed", [cells[(a, w)] for a, w in zip(table.activation, table.warmup_steps)])
+    return table
 
 
 def build_report(root: Path | str, out: Path | str) -> Path:
@@ -319,7 +412,8 @@ def build_report(root: Path | str, out: Path | str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     df = load_runs(root)
     lines = ["# mechanisms: the harness against published predictions", "",
-             f"Runs read from `{root}`: {len(df)} finished. Definitions: `src/warmup_lab/mechanisms.py`.", ""]
+             f"Runs read from `{root}`: {len(df)} finished. Definitions: `src/warmup_lab/mechanisms.py`. "
+             "Over seeds: the median and the range (min, max), never a mean.", ""]
     if df.empty:
         lines.append("(no finished mechanisms runs)")
     if not df.empty and (df.part == "eos").any():
@@ -333,48 +427,62 @@ def build_report(root: Path | str, out: Path | str) -> Path:
     if not df.empty and (df.part == "catapult").any():
         cat = catapult_table(df)
         cat.to_csv(out / "catapult.csv", index=False)
-        bounds = catapult_boundaries(cat)
-        bounds.to_csv(out / "catapult_boundaries.csv", index=False)
-        plot_catapult(cat, int(df[df.part == "catapult"].steps.max()), out / "catapult.png")
+        per_seed, summary = catapult_boundaries(cat)
+        per_seed.to_csv(out / "catapult_boundaries.csv", index=False)
+        summary.to_csv(out / "catapult_boundaries_summary.csv", index=False)
+        steps = int(df[df.part == "catapult"].steps.max())
+        plot_catapult(cat, steps, out / "catapult.png")
+        seeds = ", ".join(str(s) for s in sorted(cat.seed.unique()))
         lines += ["## Catapult phases (Lewkowycz et al. 2020)", "",
-                  f"Phase per c = eta * lambda0 (seed 0, T = {int(df[df.part == 'catapult'].steps.max())}): "
-                  "diverged = status not completed; catapult = "
-                  f"completed and the loss rose above {CATAPULT_RISE} x its best so far; lazy = otherwise. "
+                  f"Phase per c = eta * lambda0 (seeds {seeds}, T = {steps}): diverged = status not completed; "
+                  f"catapult = completed and the loss rose above {CATAPULT_RISE} x its best so far; lazy = otherwise. "
                   "`detector_catapults`: the harness's catapult detector on the same run. "
                   "Prediction: lazy below c = 2, catapult from 2 to c_max (4 for their two-layer model, more for ReLU), "
                   "diverged above; after a catapult the sharpness ends below 2/eta (end_sharpness_ratio < 1).", "",
-                  "Boundaries on the grid (the true one lies between `last_lazy` and `first_catapult`, and between "
-                  "`last_trainable` and `first_diverged`):", "", _md(bounds), "", _md(cat), "",
+                  "Boundaries on the grid per seed (the seed sets the init, hence lambda0): the true one lies between "
+                  "`last_lazy` and `first_catapult`, and between `last_trainable` and `first_diverged` "
+                  "(`stability.eta_max_of`; `>=` where nothing diverged up to the grid's top):", "",
+                  _md(per_seed.assign(last_trainable=[shown(v, b, c) for v, b, c in zip(
+                      per_seed.last_trainable, per_seed.first_diverged, per_seed.trainable_censored)])
+                      .drop(columns="trainable_censored")), "",
+                  "Median and range (min, max) over seeds (`catapult_boundaries_summary.csv`; a boundary absent "
+                  "from a seed's grid is left out, `seeds` counts the others):", "",
+                  _md(_summary_md(summary, ["activation", "boundary"])), "", _md(cat), "",
                   "![catapult](catapult.png)", ""]
     if not df.empty and (df.part == "warmup").any():
-        per_seed, agg = warmup_tables(df)
+        per_seed, summary = warmup_tables(df)
         per_seed.to_csv(out / "warmup_per_seed.csv", index=False)
-        agg.to_csv(out / "warmup.csv", index=False)
+        summary.to_csv(out / "warmup.csv", index=False)
         warm = df[df.part == "warmup"]
-        plot_warmup(per_seed, int(warm.steps.max()), float(warm.c.max()), out / "warmup.png")
+        plot_warmup(per_seed, summary, int(warm.steps.max()), float(warm.c.max()), out / "warmup.png")
         lines += ["## Warmup extends the trainable range (Kalra & Barkeshli 2024)", "",
-                  "Largest trainable c (status completed, below the first c that is not) on the grid c = 2^x, "
-                  f"x = 1 .. 8 in halves, per warmup length; mean, min and max over seeds (T = {int(warm.steps.max())}). "
-                  f"A value equal to the top of the grid ({warm.c.max():g}) is a lower bound. Prediction: grows "
-                  "with warmup length.", "", _md(agg), "", "![warmup](warmup.png)", ""]
+                  "Largest trainable c per seed by `stability.eta_max_of` (trainable = status completed; the largest "
+                  "trainable c below the first untrainable one above the smallest trainable) on the grid c = 2^x, "
+                  f"x = 1 .. 8 in halves, per warmup length (T = {int(warm.steps.max())}); its median and range "
+                  "(min, max) over seeds. A seed that trained at every c up to the top of the grid "
+                  f"({warm.c.max():g}) is censored: `>= {warm.c.max():g}`, a lower bound, and enters the median "
+                  f"at that bound; `< {warm.c.min():g}`: nothing trained. `*`: non-monotone (a c below it failed, "
+                  "or one above the first failure trained). Prediction: grows with warmup length.", "",
+                  _md(warmup_md(per_seed, summary)), "", "![warmup](warmup.png)", ""]
     grads = grad_norm_table()
     grads.to_csv(out / "grad_norms_at_init.csv", index=False)
-    last = grads[grads.layer == grads.depth].groupby(["norm", "depth"]).grad_norm.agg(["mean", "min", "max"]).reset_index()
-    first = grads[grads.layer == 1].groupby(["norm", "depth"]).grad_norm.agg(["mean", "min", "max"]).reset_index()
+    spread = ["median", "min", "max"]
+    last = grads[grads.layer == grads.depth].groupby(["norm", "depth"]).grad_norm.agg(spread).reset_index()
+    first = grads[grads.layer == 1].groupby(["norm", "depth"]).grad_norm.agg(spread).reset_index()
     if not df.empty and (df.part == "preln").any():
         tab = preln_table(df)
         tab.to_csv(out / "pre_vs_post_ln.csv", index=False)
         plot_preln(tab, grads, out / "pre_vs_post_ln.png")
         lines += ["## Pre-LN vs Post-LN (Xiong et al. 2020)", "",
                   "Final training loss (mean of the last 10 steps) per LN placement, warmup length and Adam LR; "
-                  "mean, min, max over seeds. ln 16 = 2.77 is a uniform guess. Prediction: without warmup Post-LN "
-                  "trains badly where Pre-LN trains; with warmup both train.", "", _md(tab), "",
-                  "![pre_vs_post_ln](pre_vs_post_ln.png)", ""]
+                  "median and range (min, max) over seeds (`seeds`: those whose loss is a number). ln 16 = 2.77 is "
+                  "a uniform guess. Prediction: without warmup Post-LN trains badly where Pre-LN trains; with warmup "
+                  "both train.", "", _md(tab), "", "![pre_vs_post_ln](pre_vs_post_ln.png)", ""]
     lines += ["## Gradient norm per layer at initialisation (Xiong et al. 2020, Figure 3)", "",
               "The norm of dL/dW for each block's FFN output weight at init (Xavier init, d_model 32, one batch "
-              "of 64 of the reverse task, seeds 0-2; `grad_norms_at_init.csv` has every layer). Prediction: Post-LN's is "
-              "larger near the output and does not shrink with depth; Pre-LN's at the last layer shrinks like "
-              "1/sqrt(L).", "", "Last layer:", "", _md(last), "", "First layer:", "", _md(first), ""]
+              "of 64 of the reverse task, seeds 0-2: median and range; `grad_norms_at_init.csv` has every layer). "
+              "Prediction: Post-LN's is larger near the output and does not shrink with depth; Pre-LN's at the last "
+              "layer shrinks like 1/sqrt(L).", "", "Last layer:", "", _md(last), "", "First layer:", "", _md(first), ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

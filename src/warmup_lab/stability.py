@@ -14,6 +14,7 @@ API (names other code relies on; columns may be added, never renamed):
   eta_max_of(lrs, stable) -> dict   the rule for one (setting, seed): eta_max, lo, hi, censored, non_monotone
   eta_max_per_seed(judged, keys)    ETA_COLUMNS       (eta_max.csv)
   eta_max_summary(per_seed, keys, level=0.9)   SUMMARY_COLUMNS (eta_max_summary.csv): median, exact order-statistic interval
+  median_and_range(per_seed) -> dict   one setting's median and seed range (min, max), censoring flagged
   p_stable(judged, keys)            P_STABLE_COLUMNS  (p_stable.csv), with its Wilson interval (p_low, p_high)
   wilson(k, n, level=0.9)           Wilson score interval of a binomial proportion
   compare(per_seed, keys, vary=VARY, baseline={"warmup_steps": 0}, declared=None, one_arm=(), source_runs=None)
@@ -480,6 +481,20 @@ def eta_max_summary(per_seed: pd.DataFrame, keys: Sequence[str] | None = None, l
                      "estimate": _lr(est) if est_f != 2 else math.nan, "estimate_censored": CENSOR_TEXT[est_f],
                      "n_probes": int(g["n_probes"].sum()), **stats})
     return pd.DataFrame(rows, columns=[*keys, *SUMMARY_COLUMNS])
+
+
+def median_and_range(per_seed: pd.DataFrame) -> dict[str, Any]:
+    """The median of eta_max_of rows over seeds and their range (min, max), censored seeds at their bound
+    and flagged as in `eta_max_summary` (`*_censored` "above" = ">=", "below" = "<"): with a handful of
+    seeds the range, not an interval, is the spread a table can honestly show."""
+    v, f = _log_values(per_seed)
+    row: dict[str, Any] = {"n_seeds": len(v), "n_censored_below": int((f == -1).sum()),
+                           "n_censored_above": int((f == 1).sum())}
+    stats = ((_flagged_median(v, f), _kth(v, f, 1, True), _kth(v, f, 1, False)) if len(v)
+             else ((math.nan, 0),) * 3)
+    for name, (x, flag) in zip(("median", "min", "max"), stats):
+        row[name], row[f"{name}_censored"] = (_lr(x) if flag != 2 else math.nan), CENSOR_TEXT[int(flag)]
+    return row
 
 
 def ratio(a: pd.DataFrame, b: pd.DataFrame, level: float = CI_LEVEL) -> dict[str, Any]:
