@@ -34,3 +34,23 @@ def test_identical_lr_curves_are_one_arm_and_untested(path):
     one_arm = table[table["one_arm"].astype(bool)]
     assert (one_arm["verdict"] == "one arm").all()
     assert one_arm["p_holm"].isna().all()
+
+
+def test_adam_untuned_runs_the_warmup_length_adam_tune_found_best():
+    """The tuned arm is the T_w with the lowest median final training loss in the committed tuning runs
+    (ties: the shorter), on seeds adam_untuned does not use."""
+    from hydra import compose, initialize_config_dir
+
+    from warmup_lab.paths import CONF_DIR
+
+    tune = pd.read_csv(REPO_ROOT / "results" / "adam_tune" / "runs.csv")
+    med = tune.groupby("warmup_steps")["final_train_loss"].median()
+    best = int(med[med == med.min()].index.min())
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=adam_untuned/transformer"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert f"linear@{best}" in str(params.warmup_setting).split(",")
+    seeds = {int(s) for s in str(params.seed).split(",")}
+    assert not seeds & set(tune["seed"]) and len(seeds) >= 8
+    assert {float(x) for x in str(params["optimizer.lr"]).split(",")} == set(tune["target_lr"])
+    assert cfg.train.steps == int(tune["train_steps"].iloc[0])
