@@ -2,11 +2,12 @@
 
 An experiment is `warmup_lab/conf/experiment/<name>.yaml` or a folder `warmup_lab/conf/experiment/<name>/`
 of presets (one per task family, say) that share `sweeps/<name>/` as their runs root; the report goes to
-`results/<name>/`. Both are relative to the current directory, so an installed `warmup-lab` works anywhere. `default` is the study that
-`make sweep` runs: warmup_length at CPU scale (both task families, 5 seeds, 4 warmup lengths, one fixed
-LR grid). Re-running skips every finished run (runs are keyed by config hash), so an interrupted sweep
-resumes. While it runs, a line every few seconds says how many runs are done, diverged and remaining; at
-the end, how much of the machine's core time went into training steps.
+`results/<name>/`. Both are relative to the current directory, so an installed `warmup-lab` works anywhere.
+`default` is the study that `make sweep` runs: warmup_length, the full study (`make study`, experiment
+`study`: 8 seeds, a 2^(1/2) LR grid) at smoke scale (both task families, 3 seeds, 3 warmup lengths, every
+other LR of the study's grid). Re-running skips every finished run (runs are keyed by config hash), so an
+interrupted sweep resumes. While it runs, a line every few seconds says how many runs are done, diverged
+and remaining; at the end, how much of the machine's core time went into training steps.
 """
 
 from __future__ import annotations
