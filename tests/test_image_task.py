@@ -8,6 +8,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from warmup_lab.data import load_image_data
 from warmup_lab.data.images import Batches, augment, load_digits, load_shapes
 from warmup_lab.errors import ConfigError
 from warmup_lab.tasks import build_task
@@ -155,3 +156,51 @@ def test_real_train_config_composes_task_digits():
         cfg = compose("train", overrides=["task=digits", "model=resnet32", "model.norm=none"])
     assert (cfg.model.name, cfg.model.norm, cfg.data.name, cfg.task.kind) == ("resnet32", "none", "digits", "image")
     assert cfg.data.flip is False
+
+
+def test_pixel_standardisation_uses_training_statistics_and_leaves_constant_pixels_at_zero():
+    data = load_image_data(OmegaConf.create({"name": "digits", "size": 8, "subset": 200, "normalise": "pixel"}))
+    plain = load_image_data(OmegaConf.create({"name": "digits", "size": 8, "subset": 200}))
+    x = data.x_train.flatten(1)
+    constant = plain.x_train.flatten(1).std(dim=0) == 0
+    assert constant.any() and not constant.all()  # digits' blank border: always the same value
+    assert x.mean(dim=0).abs().max() < 1e-4
+    assert torch.allclose(x.std(dim=0)[~constant], torch.ones(int((~constant).sum())), atol=1e-4)
+    assert x[:, constant].abs().max() < 1e-5  # centred, not divided by a zero std
+    # the held-out split goes through the training set's map, not its own statistics
+    mean, std = plain.x_train.mean(dim=0), plain.x_train.std(dim=0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    assert torch.allclose(data.x_test, (plain.x_test - mean) / std, atol=1e-5)
+    assert torch.equal(data.y_train, plain.y_train) and data.info["normalise"] == "pixel"
+    with pytest.raises(ConfigError, match="data.normalise"):
+        load_image_data(OmegaConf.create({"name": "digits", "size": 8, "normalise": "image"}))
+
+
+def test_label_noise_replaces_a_fixed_fraction_of_training_labels_the_same_way_every_time():
+    cfg = {"name": "digits", "size": 8, "subset": 500}
+    clean = load_image_data(OmegaConf.create(cfg))
+    a, b = (load_image_data(OmegaConf.create({**cfg, "label_noise": 0.5})) for _ in range(2))
+    assert torch.equal(a.y_train, b.y_train)  # a fixed draw: every run seed trains on the same labels
+    changed = int((a.y_train != clean.y_train).sum())
+    # 250 samples get a uniform random class: about 9/10 of them a different one
+    assert 200 <= changed < 250 and a.info["labels_changed"] == changed and a.info["label_noise"] == 0.5
+    assert int((a.y_train < 0).sum() + (a.y_train > 9).sum()) == 0
+    assert torch.equal(a.x_train, clean.x_train) and torch.equal(a.y_test, clean.y_test)  # inputs, held-out clean
+    assert torch.equal(load_image_data(OmegaConf.create({**cfg, "label_noise": 0.0})).y_train, clean.y_train)
+    with pytest.raises(ConfigError, match="data.label_noise"):
+        load_image_data(OmegaConf.create({**cfg, "label_noise": 1.5}))
+
+
+def test_data_options_are_declared_keys_that_enter_the_hash_only_when_set():
+    from warmup_lab import runs
+    from warmup_lab.config_keys import check_keys
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        base = compose("train", overrides=["experiment=mechanisms/edge_of_stability"])
+        preset = compose("train", overrides=["experiment=mechanisms/progressive_sharpening"])
+        other = compose("train", overrides=["experiment=mechanisms/progressive_sharpening", "data.label_noise=0.25"])
+    for cfg in (base, preset, other):
+        check_keys(cfg)
+    assert "label_noise" not in base.data and "normalise" not in base.data  # absent: older hashes stand
+    assert (preset.data.normalise, preset.data.label_noise) == ("pixel", 0.5)
+    assert len({runs.config_hash(c) for c in (base, preset, other)}) == 3

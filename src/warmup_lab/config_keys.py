@@ -38,7 +38,7 @@ MODEL_KEYS = {
     "resnet": ("depth", "width", "norm", "shortcut"),
     "mlp": ("width", "depth", "activation", "bias"),
 }
-_IMAGE = ("augment", "pad", "flip", "eval_batch_size", "subset")
+_IMAGE = ("augment", "pad", "flip", "eval_batch_size", "subset", "normalise", "label_noise")
 _SEQUENCE = ("length", "vocab", "n_test", "seed", "eval_batch_size")
 DATA_KEYS = {
     "cifar10": (*_IMAGE, "root", "download"),

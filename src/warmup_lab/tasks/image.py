@@ -105,7 +105,8 @@ def build_image_task(cfg: DictConfig, device: torch.device) -> Task:
             "n_params": count_params(model), "steps_per_epoch": batches.steps_per_epoch,
             "augment": batches.augment, "pad": pad, "flip": batches.flip, "loss": loss_name,
             "full_batch": isinstance(batches, FullBatch),
-            **{k: v for k, v in data.info.items() if k in ("source", "root", "subset")}}
+            **{k: v for k, v in data.info.items()
+               if k in ("source", "root", "subset", "normalise", "label_noise", "labels_changed")}}
     return Task(name=str(cfg.task.name), kind="image", model=model, batch=batches, loss=make_loss(loss_name),
                 evaluate=make_evaluate(data, n_eval, eval_bs, loss_name), batch_size=batch_size,
                 chance_acc=1.0 / data.num_classes, info=info,
