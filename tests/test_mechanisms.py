@@ -13,7 +13,8 @@ from conftest import make_cfg, run_cli
 from warmup_lab import runs
 from warmup_lab.mechanisms import (CATAPULT, DIVERGED, LAZY, build_report, catapult_boundaries, ffn_grad_norms,
                                    late_sharpness_ratio, load_runs, lr_label, phase, phase_boundaries, plot_preln,
-                                   preln_table, rise_ratio, trainable_range, warmup_md, warmup_tables)
+                                   preln_table, rise_ratio, sharpening_table, trainable_range, warmup_md,
+                                   warmup_tables)
 from warmup_lab.summary import write_summary
 from warmup_lab.job import train
 
@@ -248,3 +249,19 @@ def test_non_finite_losses_and_sharpness_do_not_crash_the_mechanisms_report(tmp_
     for name in ("eos.csv", "warmup.csv", "pre_vs_post_ln.csv", "report.md"):
         assert (out / name).stat().st_size > 0, name
     assert "median [min, max]" in (out / "report.md").read_text()
+
+
+def test_progressive_sharpening_is_reproduced_only_if_it_rises_from_below_0_6_to_0_9_and_stays():
+    eta = 0.1  # 2/eta = 20
+    def run(seed, ratios):
+        return {"part": "sharpening", "activation": "tanh", "c": 1.0, "seed": seed, "lambda0": 10.0, "target_lr": eta,
+                "sharp_steps": [50 * (i + 1) for i in range(len(ratios))], "sharpness": [x * 2 / eta for x in ratios],
+                "losses": [1.0, 0.5], "final_train_loss": 0.5, "status": "completed"}
+    df = pd.DataFrame([run(0, [0.43, 0.6, 0.92, 0.95, 1.01, 0.98]),   # rises, reaches, stays
+                       run(1, [0.43, 0.95, 0.85, 0.97]),              # reaches, then falls back below 0.9
+                       run(2, [0.65, 0.95, 0.99, 1.0])])              # starts above 0.6
+    tab = sharpening_table(df).set_index("seed")
+    assert tab.loc[0, "reproduced"] and tab.loc[0, "first_step_reached"] == 150
+    assert tab.loc[0, "lowest_after_reached"] == pytest.approx(0.92) and tab.loc[0, "max_ratio"] == pytest.approx(1.01)
+    assert not tab.loc[1, "reproduced"] and tab.loc[1, "lowest_after_reached"] == pytest.approx(0.85)
+    assert not tab.loc[2, "reproduced"] and tab.loc[2, "start_ratio"] == pytest.approx(0.65)

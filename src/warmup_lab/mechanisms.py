@@ -37,7 +37,7 @@ from warmup_lab.report import _fmt as bound_text
 from warmup_lab.stability import eta_max_of, median_and_range
 from warmup_lab.summary import is_finished, read_summary
 
-PARTS = ("eos", "catapult", "warmup", "preln")
+PARTS = ("eos", "sharpening", "catapult", "warmup", "preln")
 LATE_FRACTION = 0.5  # "late phase" = the last half of a run's sharpness measurements
 LAZY, CATAPULT, DIVERGED = "lazy", "catapult", "diverged"
 CATAPULT_RISE = 1.01  # catapult: the loss climbs 1% above its minimum so far (lazy GD never does); the run completes
@@ -198,6 +198,30 @@ def eos_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["activation", "c"]) if rows else pd.DataFrame()
 
 
+SHARPENING_START, SHARPENING_REACHED = 0.6, 0.9  # issue 13's bar: from <= 0.6 of 2/eta to >= 0.9, and stays
+
+
+def sharpening_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Progressive sharpening per run: sharpness / (2/eta) at the first measurement, the first step at which
+    it reaches SHARPENING_REACHED, the lowest ratio after that step (does it stay?), its maximum, and the
+    late-phase mean, min and max (last LATE_FRACTION of the measurements)."""
+    rows = []
+    for r in df[df.part == "sharpening"].itertuples():
+        ratio = [x * r.target_lr / 2 for x in r.sharpness]
+        first = next((i for i, x in enumerate(ratio) if x >= SHARPENING_REACHED), None)
+        late = late_sharpness_ratio(r.sharpness, r.target_lr)
+        rows.append({"activation": r.activation, "c": r.c, "seed": r.seed, "lambda0": r.lambda0, "eta": r.target_lr,
+                     "start_ratio": ratio[0] if ratio else math.nan,
+                     "first_step_reached": r.sharp_steps[first] if first is not None else math.nan,
+                     "lowest_after_reached": min(ratio[first:]) if first is not None else math.nan,
+                     "max_ratio": max(ratio) if ratio else math.nan, "late_ratio_mean": late["mean"],
+                     "late_ratio_min": late["min"], "late_ratio_max": late["max"],
+                     "reproduced": bool(ratio and ratio[0] <= SHARPENING_START and first is not None
+                                        and min(ratio[first:]) >= SHARPENING_REACHED),
+                     "final_train_loss": r.final_train_loss, "status": r.status})
+    return pd.DataFrame(rows).sort_values(["activation", "c", "seed"]) if rows else pd.DataFrame()
+
+
 def catapult_table(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in df[df.part == "catapult"].itertuples():
@@ -259,6 +283,24 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def plot_sharpening(df: pd.DataFrame, path: Path) -> None:
+    plt = _plt()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, r in enumerate(df[df.part == "sharpening"].sort_values("seed").itertuples()):
+        ax.plot(r.sharp_steps, [x * r.target_lr / 2 for x in r.sharpness], color=f"C{i}",
+                label=f"seed {r.seed} (c = {r.c:g})")
+        bx.plot([x if math.isfinite(x) else np.nan for x in r.losses], color=f"C{i}", lw=1)
+    ax.axhline(1.0, color="k", lw=1, label="2/eta (the edge)")
+    ax.axhline(SHARPENING_REACHED, color="k", ls="--", lw=1, label=f"{SHARPENING_REACHED} of 2/eta")
+    ax.axhline(SHARPENING_START, color="k", ls=":", lw=1, label=f"{SHARPENING_START} of 2/eta")
+    ax.set(xlabel="step", ylabel="sharpness / (2/eta)", title="progressive sharpening, full-batch GD")
+    ax.legend(fontsize=8)
+    bx.set(xlabel="step", ylabel="training loss (MSE)", yscale="log", title="loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_eos(df: pd.DataFrame, path: Path) -> None:
@@ -424,6 +466,17 @@ def build_report(root: Path | str, out: Path | str) -> Path:
                   f"Late-phase ratio = sharpness / (2/eta) over the last {LATE_FRACTION:.0%} of the measurements "
                   "(mean, min, max); one deterministic GD run per c (seed 0). Prediction: about 1, at or just above.", "",
                   _md(eos), "", "![eos](eos.png)", ""]
+    if not df.empty and (df.part == "sharpening").any():
+        sharp = sharpening_table(df)
+        sharp.to_csv(out / "sharpening.csv", index=False)
+        plot_sharpening(df, out / "sharpening.png")
+        lines += ["## Progressive sharpening (Cohen et al. 2021)", "",
+                  f"Full-batch GD at c <= 1.5 (2/eta above the starting sharpness): the ratio sharpness / (2/eta) "
+                  f"should rise by itself from <= {SHARPENING_START} to >= {SHARPENING_REACHED} and stay there "
+                  f"(`reproduced`: start <= {SHARPENING_START}, reaches {SHARPENING_REACHED}, never below it "
+                  f"after; late = the last {LATE_FRACTION:.0%} of the measurements). Digits standardised per pixel "
+                  "with half the training labels random (experiments/mechanisms/progressive_sharpening).", "",
+                  _md(sharp), "", "![sharpening](sharpening.png)", ""]
     if not df.empty and (df.part == "catapult").any():
         cat = catapult_table(df)
         cat.to_csv(out / "catapult.csv", index=False)
