@@ -24,7 +24,7 @@ import argparse
 import csv
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -285,6 +285,15 @@ def _plt():
     return plt
 
 
+def _finish_sharpness_figure(plt: Any, fig: Any, ax: Any, bx: Any, path: Path) -> None:
+    """The sharpness panel's legend and the loss panel's axes (log: the loss spans decades), then save."""
+    ax.legend(fontsize=8)
+    bx.set(xlabel="step", ylabel="training loss (MSE)", yscale="log", title="loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_sharpening(df: pd.DataFrame, path: Path) -> None:
     plt = _plt()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
@@ -296,11 +305,7 @@ def plot_sharpening(df: pd.DataFrame, path: Path) -> None:
     ax.axhline(SHARPENING_REACHED, color="k", ls="--", lw=1, label=f"{SHARPENING_REACHED} of 2/eta")
     ax.axhline(SHARPENING_START, color="k", ls=":", lw=1, label=f"{SHARPENING_START} of 2/eta")
     ax.set(xlabel="step", ylabel="sharpness / (2/eta)", title="progressive sharpening, full-batch GD")
-    ax.legend(fontsize=8)
-    bx.set(xlabel="step", ylabel="training loss (MSE)", yscale="log", title="loss")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish_sharpness_figure(plt, fig, ax, bx, path)
 
 
 def plot_eos(df: pd.DataFrame, path: Path) -> None:
@@ -312,11 +317,7 @@ def plot_eos(df: pd.DataFrame, path: Path) -> None:
         ax.axhline(2 / r.target_lr, color=color, ls="--", lw=1)
         bx.plot([x if math.isfinite(x) else np.nan for x in r.losses], color=color, lw=1)
     ax.set(xlabel="step", ylabel="sharpness (top Hessian eigenvalue)", title="sharpness; dashed: 2/eta")
-    ax.legend(fontsize=8)
-    bx.set(xlabel="step", ylabel="training loss (MSE)", yscale="log", title="loss")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish_sharpness_figure(plt, fig, ax, bx, path)
 
 
 def plot_catapult(tab: pd.DataFrame, steps: int, path: Path) -> None:
@@ -458,25 +459,24 @@ def build_report(root: Path | str, out: Path | str) -> Path:
              "Over seeds: the median and the range (min, max), never a mean.", ""]
     if df.empty:
         lines.append("(no finished mechanisms runs)")
-    if not df.empty and (df.part == "eos").any():
-        eos = eos_table(df)
-        eos.to_csv(out / "eos.csv", index=False)
-        plot_eos(df, out / "eos.png")
-        lines += ["## Edge of stability (Cohen et al. 2021)", "",
-                  f"Late-phase ratio = sharpness / (2/eta) over the last {LATE_FRACTION:.0%} of the measurements "
-                  "(mean, min, max); one deterministic GD run per c (seed 0). Prediction: about 1, at or just above.", "",
-                  _md(eos), "", "![eos](eos.png)", ""]
-    if not df.empty and (df.part == "sharpening").any():
-        sharp = sharpening_table(df)
-        sharp.to_csv(out / "sharpening.csv", index=False)
-        plot_sharpening(df, out / "sharpening.png")
-        lines += ["## Progressive sharpening (Cohen et al. 2021)", "",
-                  f"Full-batch GD at c <= 1.5 (2/eta above the starting sharpness): the ratio sharpness / (2/eta) "
-                  f"should rise by itself from <= {SHARPENING_START} to >= {SHARPENING_REACHED} and stay there "
-                  f"(`reproduced`: start <= {SHARPENING_START}, reaches {SHARPENING_REACHED}, never below it "
-                  f"after; late = the last {LATE_FRACTION:.0%} of the measurements). Digits standardised per pixel "
-                  "with half the training labels random (experiments/mechanisms/progressive_sharpening).", "",
-                  _md(sharp), "", "![sharpening](sharpening.png)", ""]
+    sharpness_parts = {  # part: (table, figure, title, what the table says)
+        "eos": (eos_table, plot_eos, "Edge of stability (Cohen et al. 2021)",
+                f"Late-phase ratio = sharpness / (2/eta) over the last {LATE_FRACTION:.0%} of the measurements "
+                "(mean, min, max); one deterministic GD run per c (seed 0). Prediction: about 1, at or just above."),
+        "sharpening": (sharpening_table, plot_sharpening, "Progressive sharpening (Cohen et al. 2021)",
+                       f"Full-batch GD at c <= 1.5 (2/eta above the starting sharpness): the ratio sharpness / (2/eta) "
+                       f"should rise by itself from <= {SHARPENING_START} to >= {SHARPENING_REACHED} and stay "
+                       f"there (`reproduced`: start <= {SHARPENING_START}, reaches {SHARPENING_REACHED}, never "
+                       f"below it after; late = the last {LATE_FRACTION:.0%} of the measurements). Digits "
+                       "standardised per pixel with half the training labels random "
+                       "(experiments/mechanisms/progressive_sharpening)."),
+    }
+    for part, (table, figure, title, text) in sharpness_parts.items():
+        if not df.empty and (df.part == part).any():
+            tab = table(df)
+            tab.to_csv(out / f"{part}.csv", index=False)
+            figure(df, out / f"{part}.png")
+            lines += [f"## {title}", "", text, "", _md(tab), "", f"![{part}]({part}.png)", ""]
     if not df.empty and (df.part == "catapult").any():
         cat = catapult_table(df)
         cat.to_csv(out / "catapult.csv", index=False)
