@@ -13,7 +13,7 @@ help:
 	@echo "make test-fast   the quick loop: every test but those marked slow (interpreters, sweeps, launchers)"
 	@echo "make schedules   draw every schedule preset into results/schedules/"
 	@echo "make sweep       run the default warmup study (EXPERIMENT=<name> for one preset, SCALE=full for GPU), then the report"
-	@echo "make study       the full CPU study (experiment study: 8 fresh seeds, a 2^(1/2) LR grid, ~1 h on 2 cores), then its report"
+	@echo "make study       the full CPU study (experiment study: 8 fresh seeds, a 2^(1/2) LR grid, ~75 min on 2 cores), then its report"
 	@echo "make report      rebuild the reports from existing sweep directories"
 	@echo "make bench       trainer vs plain PyTorch loop, samples/s"
 	@echo "make bench-report  report over a synthetic 10,000-run sweep, search overhead at 1,000 probes -> results/bench_report/"
