@@ -47,10 +47,7 @@ report:
 bench:
 	OMP_NUM_THREADS=1 $(PY) scripts/bench.py --threads 1
 
-bench-study:
-	$(PY) scripts/sweep.py study
-
-report:
+bench-report:
 	OMP_NUM_THREADS=1 $(PY) scripts/bench_report.py
 
 bench-sweep:

@@ -41,7 +41,7 @@ def template(steps: int) -> tuple[dict[str, Any], str]:
     from hydra import compose, initialize_config_dir
 
     from warmup_lab.paths import CONF_DIR
-    from warmup_lab.trainer import train
+    from warmup_lab.job import train
 
     overrides = ["task=reverse", f"train.steps={steps}", "train.eval_every=0", "train.eval_batches=1",
                  "train.checkpoint_every=0", "train.progress=false", "threads=1", "logger=none",

@@ -193,6 +193,23 @@ def test_single_lr_skips_lr_figures_cleanly(tmp_path: Path) -> None:
     assert (out / "lr_curves_digits_adamw.png").exists()
 
 
+def test_tables_and_figures_this_report_did_not_write_are_removed_as_stale(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "sweep"
+    for shape in SHAPES:
+        write_run(root, shape, 10, 1e-2, 0)
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("eta_max_compare.csv", "heatmap_digits_adamw_none.png"):  # an earlier multi-LR design's
+        (out / name).write_text("stale")
+    (out / "notes.txt").write_text("not a report output")
+    build_report([root], out)
+    assert not (out / "eta_max_compare.csv").exists() and not (out / "heatmap_digits_adamw_none.png").exists()
+    assert "removed eta_max_compare.csv" in capsys.readouterr().out
+    assert (out / "notes.txt").exists() and (out / "runs.csv").exists() and (out / "lr_curves_digits_adamw.png").exists()
+    again = build_report([out], out)  # rebuilt in place from its own files: everything it wrote stays
+    assert (again / "runs.csv").exists() and (again / "lr_curves_digits_adamw.png").exists()
+
+
 @pytest.mark.slow
 def test_cli_default_out_and_no_summaries(sweep: Path, tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "warmup_lab.report", str(sweep)], cwd=tmp_path,
@@ -277,8 +294,8 @@ def test_make_report_on_a_fresh_clone_rebuilds_from_the_committed_results(sweep:
     assert (clone / "results" / "warmup_ablation" / stability.SUMMARY_FILE).read_bytes() == before
 
 
-def test_a_report_opens_with_its_declared_comparisons_and_their_verdicts(tmp_path: Path) -> None:
-    from warmup_lab.report import answer_section, write_csv
+def test_a_report_opens_with_its_declared_comparisons_and_their_verdicts() -> None:
+    from warmup_lab.report import answer_section
 
     rows = [{"task": "digits", "warmup": w, "warmup_steps": t, "seed": s, "lr": 0.8, "status": "completed",
              "init_loss": 2.3, "final_train_loss": (1.0 if w == "none" else 0.5) + 0.01 * s, "final_eval_loss": 1.0,
@@ -287,8 +304,7 @@ def test_a_report_opens_with_its_declared_comparisons_and_their_verdicts(tmp_pat
                                           tuple(sorted({"warmup": "linear", "warmup_steps": 30}.items()))),),
                                   compare_on=("final_train_loss",))
     comp = stability.final_loss_compare(pd.DataFrame(rows), ["task", "warmup", "warmup_steps"], declared=declared)
-    write_csv(comp, tmp_path / stability.LOSS_COMPARE_FILE)
-    md = answer_section(None, tmp_path / stability.LOSS_COMPARE_FILE, ("final_train_loss",))
+    md = answer_section(None, comp, ("final_train_loss",))
     assert md[0].startswith("## Answer")
     (line,) = [m for m in md if m.startswith("- ")]
     assert line.startswith("- digits: final training loss of linear@30 / none@0 at lr 0.8: ")

@@ -228,8 +228,8 @@ def _wide(frame: pd.DataFrame, index: list[str], cell: Any, criteria: Sequence[s
     return wide.reindex(columns=[c for c in criteria if c in wide.columns]).rename_axis(columns=None).reset_index()
 
 
-def eta_section(res: pd.DataFrame, out: Path, criteria: Sequence[str], experiment: str = "",
-                curves: Any = None, dirs: Sequence[Path] = ()) -> tuple[list[str], dict[str, pd.DataFrame]]:
+def eta_section(res: pd.DataFrame, out: Path, criteria: Sequence[str], probes: pd.DataFrame, keys: list[str],
+                found: dict[str, Any]) -> tuple[list[str], dict[str, pd.DataFrame]]:
     """eta_max per seed and over seeds under every criterion, P(stable | LR), ratios to no warmup."""
     md = ["## Maximum stable LR (eta_max)", "", f"_Criteria: {stability.criteria_text(criteria)}_", "",
           "Per seed, eta_max = the largest stable LR below the first unstable LR above the smallest stable "
@@ -240,11 +240,8 @@ def eta_section(res: pd.DataFrame, out: Path, criteria: Sequence[str], experimen
           "with its exact coverage (below 90% only with fewer than 5 seeds; no resampling); `<`/`>=` = censored by "
           "the LR range. LR50: the LR where a logistic fit of P(stable | log LR) over every probe crosses 1/2, "
           f"with its {stability.CI_LEVEL:.0%} profile-likelihood interval (docs/definitions.md#statistics).", ""]
-    probes = stability.probes_from_runs(res)
-    keys = stability.setting_keys(probes)
     if probes["lr"].nunique() < 2:
         return md + ["_No eta_max: a single target LR._", ""] + threshold_section(res, probes, keys, None, out), {}
-    found = comparison_inputs(res, probes, keys, experiment, curves, dirs)
     tables = stability.tables(probes, keys, criteria, declared=found["declared"], one_arm=found["one_arm"],
                               source_runs=found["source_runs"])
     stability.write_tables(out, tables)
@@ -331,17 +328,14 @@ def compare_section(comp: pd.DataFrame, shown: list[str], found: dict[str, Any])
     return md + [_md(shown_comp[[c for c in cols if c in shown_comp]]), ""]
 
 
-def loss_compare_section(res: pd.DataFrame, out: Path, experiment: str, curves: Any,
-                         dirs: Sequence[Path]) -> list[str]:
+def loss_compare_section(probes: pd.DataFrame, keys: list[str], found: dict[str, Any],
+                         out: Path) -> tuple[list[str], pd.DataFrame | None]:
     """The declared pairs compared on the final training loss at each target LR, where the preset asked
     for it (`compare_on: [final_train_loss]`): a question asked at one LR, where eta_max is censored."""
-    probes = stability.probes_from_runs(res)
-    keys = stability.setting_keys(probes)
-    found = comparison_inputs(res, probes, keys, experiment, curves, dirs)
     path = out / stability.LOSS_COMPARE_FILE
     if "final_train_loss" not in found["declared"].compare_on:
         path.unlink(missing_ok=True)  # not asked for (any more): no stale table
-        return []
+        return [], None
     comp = stability.final_loss_compare(probes, keys, declared=found["declared"], one_arm=found["one_arm"],
                                         source_runs=found["source_runs"])
     write_csv(comp, path)
@@ -351,13 +345,13 @@ def loss_compare_section(res: pd.DataFrame, out: Path, experiment: str, curves: 
           "LR. Statistics and verdicts as for eta_max below, Holm over the declared pairs at one LR. A ratio "
           "below 1 means b ended lower.", ""]
     if comp.empty:
-        return md + ["_No comparison: the declared settings are not among the runs._", ""]
+        return md + ["_No comparison: the declared settings are not among the runs._", ""], comp
     shown = [k for k in keys if k in ("warmup", "warmup_steps") or k in varying(probes, [k])]
     table = comp.assign(
         ratio=comp.apply(lambda r: f"{_interval(r, 'ratio')} {r['ci_coverage']:.0%}", axis=1),
         p=comp["p_value"].map(_p), p_holm=comp["p_holm"].map(_p))
     cols = [*shown, "lr", "baseline", "n_seeds", "ratio", "test", "p", "p_holm", "verdict"]
-    return md + [_md(table[[c for c in cols if c in table]]), ""]
+    return md + [_md(table[[c for c in cols if c in table]]), ""], comp
 
 
 def best_lr_section(res: pd.DataFrame, out: Path) -> list[str]:
@@ -523,6 +517,7 @@ def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, expe
     experiment = experiment or experiment_name(df, dirs)
     out = Path(out) if out is not None else Path("results") / experiment
     out.mkdir(parents=True, exist_ok=True)
+    before = {p: p.stat().st_mtime_ns for p in owned_outputs(out)}
     runs_table = portable(df, dirs)
     write_csv(runs_table, out / "runs.csv")
     archive.write_runs_parquet(runs_table, out)  # the same table, typed
@@ -549,8 +544,11 @@ def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, expe
 
     # from the inputs (never from `out`); every run directory's metrics.csv read in one pass
     curves = archive.read_curves(dirs).load(df["run_path"] if "run_path" in df else [])
-    eta_md, eta_tables = eta_section(res, out, criteria, experiment, curves, dirs)
-    loss_md = loss_compare_section(res, out, experiment, curves, dirs)
+    probes = stability.probes_from_runs(res)
+    keys = stability.setting_keys(probes)
+    found = comparison_inputs(res, probes, keys, experiment, curves, dirs)
+    eta_md, eta_tables = eta_section(res, out, criteria, probes, keys, found)
+    loss_md, loss_comp = loss_compare_section(probes, keys, found, out)
     md += loss_md
     md += eta_md
     md += ["## Divergence and failure rates", "", crit, ""]
@@ -566,10 +564,27 @@ def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, expe
     md += sensitivity_section(res, out)
     md += figures_section(res, metric_tables, eta_tables, out, log_lr, criteria, curves)
     head = 4  # title, blank, sweep dirs, blank: the answer goes right after them
-    md[head:head] = answer_section(eta_tables.get(stability.COMPARE_FILE), out / stability.LOSS_COMPARE_FILE
-                                   if loss_md else None, stability.declared(experiment).compare_on)
+    md[head:head] = answer_section(eta_tables.get(stability.COMPARE_FILE), loss_comp, found["declared"].compare_on)
     (out / "report.md").write_text("\n".join(md).rstrip() + "\n")
+    remove_stale(out, before)
     return out
+
+
+OWNED = ("*.csv", "*.png")  # what a report writes into its folder (besides report.md, runs.parquet, curves.*)
+
+
+def owned_outputs(out: Path) -> list[Path]:
+    return sorted(p for pattern in OWNED for p in out.glob(pattern) if p.is_file())
+
+
+def remove_stale(out: Path, before: dict[Path, int]) -> None:
+    """A report owns the tables and figures in its folder: one this build did not write (a section that no
+    longer applies, e.g. eta_max tables after a re-run at a single LR) is removed, with a line, so no table
+    from an earlier design sits beside the report that no longer describes it."""
+    for path in owned_outputs(out):
+        if path in before and path.stat().st_mtime_ns == before[path]:
+            path.unlink()
+            print(f"report: removed {path.name}: not produced by this report (stale from an earlier one)", flush=True)
 
 
 def _answer_line(r: pd.Series, what: str, where: str) -> str:
@@ -591,14 +606,13 @@ def _short(values: Any) -> str:
     return f"{shape}@{int(steps)}" if pd.notna(steps) and shape not in (None, "") else str(shape)
 
 
-def answer_section(eta_comp: pd.DataFrame | None, loss_path: Path | None,
+def answer_section(eta_comp: pd.DataFrame | None, loss_comp: pd.DataFrame | None,
                    measures: Sequence[str] = ("eta_max",)) -> list[str]:
     """The report's answer first: every comparison the preset declared before its runs, with its ratio,
     exact interval and verdict, under the default criterion (and on the final loss where declared)."""
     lines = []
-    if loss_path is not None and loss_path.is_file():
-        comp = stability.read_table(loss_path)
-        for _, r in comp[comp["declared"]].iterrows():
+    if loss_comp is not None and len(loss_comp):
+        for _, r in loss_comp[loss_comp["declared"].astype(bool)].iterrows():
             lines.append(_answer_line(r, "final training loss", f" at lr {r['lr']:.3g}"))
     if "eta_max" in measures and eta_comp is not None and len(eta_comp):
         comp = eta_comp[eta_comp["declared"] & eta_comp["criterion"].eq(stability.DEFAULT_CRITERION)]
