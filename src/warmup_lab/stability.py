@@ -39,7 +39,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -631,9 +631,18 @@ def lr50_table(judged: pd.DataFrame, keys: Sequence[str] | None = None, level: f
 
 
 # -- which comparisons a preset declared, which arms are one ----------------------------------------
-def parse_setting(text: str) -> dict[str, Any]:
+def parse_setting(text: Any) -> dict[str, Any]:
     """A warmup setting as swept, `shape@T_w[@init_ratio]` -> {"warmup": shape, "warmup_steps": T_w};
-    `shape@null` (a length set by a rule, e.g. untuned_linear) -> {"warmup": shape}."""
+    `shape@null` (a length set by a rule, e.g. untuned_linear) -> {"warmup": shape}. A mapping names a
+    setting that differs in more than warmup, e.g. {norm: post, warmup: none@0}: its other keys must be
+    setting keys (summary.SETTING_KEYS), and compare() then varies them too."""
+    if isinstance(text, Mapping):
+        other = {str(k): v for k, v in text.items() if k != "warmup"}
+        unknown = sorted(set(other) - set(SETTING_KEYS) | ({"warmup_steps"} & set(other)))
+        if "warmup" not in text or unknown:
+            raise ValueError(f"comparisons: {dict(text)!r} is not a setting; write e.g. "
+                             f"{{norm: post, warmup: none@0}} with keys of {', '.join(SETTING_KEYS)}")
+        return {**other, **parse_setting(text["warmup"])}
     parts = str(text).split("@")
     if len(parts) < 2 or not parts[0] or not re.fullmatch(r"\d+|null", parts[1]):
         raise ValueError(f"comparisons: {text!r} is not a warmup setting; write shape@T_w, e.g. none@0 or linear@30")
@@ -735,6 +744,11 @@ def compare(per_seed: pd.DataFrame, keys: Sequence[str] | None = None, vary: Seq
     baseline = baseline if baseline is not None else {"warmup_steps": 0}
     declared = declared or Declared()
     one_arm = set(one_arm)
+    # Keys a declared pair names beyond `vary` (e.g. norm: Post-LN vs Pre-LN) are varied too; a setting is
+    # compared with its baseline only within equal values of them.
+    named = {k for pair in declared.pairs for side in pair for k, _ in side}
+    across = [k for k in keys if k in named and k not in vary]
+    vary = [*vary, *across]
     fixed = [k for k in keys if k not in vary]
     vary_here = [k for k in keys if k in vary]
     rows: list[dict[str, Any]] = []
@@ -749,7 +763,10 @@ def compare(per_seed: pd.DataFrame, keys: Sequence[str] | None = None, vary: Seq
         def matches(v: tuple, want: tuple) -> bool:
             d = dict(zip(vary_here, v))
             return all(k in d and str(d[k]) == str(x) for k, x in want)
-        pairs = [(b, o) for b in settings if is_base(b) for o in settings if not is_base(o)]
+        def same_across(a: tuple, b: tuple) -> bool:
+            da, db = dict(zip(vary_here, a)), dict(zip(vary_here, b))
+            return all(str(da[k]) == str(db[k]) for k in across)
+        pairs = [(b, o) for b in settings if is_base(b) for o in settings if not is_base(o) and same_across(b, o)]
         wanted = set()
         for want_a, want_b in declared.pairs:
             a = next((v for v in settings if matches(v, want_a)), None)

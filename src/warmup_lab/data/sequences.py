@@ -7,6 +7,7 @@ pure function of (seed, step): resuming at step t gives exactly the batches an u
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable
@@ -88,5 +89,7 @@ def copy_reverse(name: str, length: int, vocab: int, n_test: int, data_seed: int
     def batch(step: int) -> Batch:
         return make(batch_size, generator(device, name, "train", seed, step))
 
+    # Targets are uniform i.i.d. symbols, so the best constant predictor (uniform over the symbols) has loss
+    # ln(vocab): the baseline a model must beat to have learned anything (criterion learned_<f>).
     return SequenceData(name, vocab + 1, 2 * length, vocab, batch, test, None,  # type: ignore[arg-type]
-                        {"length": length, "symbols": vocab})
+                        {"length": length, "symbols": vocab, "constant_predictor_loss": math.log(vocab)})

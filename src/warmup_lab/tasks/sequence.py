@@ -99,5 +99,6 @@ def build_sequence_task(cfg: DictConfig, device: torch.device) -> Task:
     return Task(
         name=str(cfg.task.name), kind=kind, model=model, batch=data.batch, loss=_loss,
         evaluate=make_evaluate(batches, lm=kind == "lm"), batch_size=int(cfg.train.batch_size),
-        chance_acc=1.0 / data.n_classes, info=info, baseline_loss=data.info.get("unigram_entropy"),
+        chance_acc=1.0 / data.n_classes, info=info,
+        baseline_loss=data.info.get("unigram_entropy", data.info.get("constant_predictor_loss")),
     )
