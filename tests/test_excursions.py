@@ -39,3 +39,18 @@ def test_the_section_names_the_longest_recovered_run_and_the_patience(tmp_path):
     line = next(l for l in md if l.startswith("- **t**"))
     assert "came back: 2 steps (linear@10, lr 0.1, seed 0)" in line and "patience 50 steps" in line
     assert "1 non-finite, 1 by the patience" in line
+
+
+def test_a_setting_key_that_varies_within_a_task_names_the_rows(tmp_path):
+    """Post-LN and Pre-LN runs of one task share warmup, LR and seed: their rows must say which is which."""
+    base = {"task": "t", "warmup": "none", "warmup_steps": 0, "seed": 0, "init_loss": 2.0, "target_lr": 0.1,
+            "status": "completed", "detect.divergence.factor": 10.0, "detect.divergence.ceiling": None,
+            "detect.divergence.patience": 50}
+    res = pd.DataFrame([{**base, "norm": "post", "config_hash": "a"}, {**base, "norm": "pre", "config_hash": "b"}])
+    curves = _Curves({"a": [2.0, 25, 1.0], "b": [2.0, 1.0]})
+    written = {}
+    md = excursions.section(res, curves, tmp_path, lambda df, path: written.setdefault(path.name, df))
+    table = written["excursions.csv"]
+    assert list(table.columns[:3]) == ["task", "norm", "warmup"] and list(table["norm"]) == ["post", "pre"]
+    assert "came back: 1 steps (norm=post, none@0, lr 0.1, seed 0)" in next(l for l in md if l.startswith("- **t**"))
+    assert "norm" not in excursions.table(res.assign(norm="pre"), curves).columns  # one value: not a column

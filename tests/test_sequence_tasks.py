@@ -100,6 +100,8 @@ def test_copy_and_reverse_targets(name):
     assert torch.equal(y[:, L:], want) and (y[:, :L] == IGNORE).all()
     assert torch.equal(x[:, L + 1:], y[:, L:-1])  # teacher forcing: the input holds the shifted target
     assert task.chance_acc == pytest.approx(1 / 7) and task.info["vocab_size"] == 8
+    # the bar of learned_<f>: the best constant predictor, uniform over the 7 symbols (the targets are uniform)
+    assert task.baseline_loss == pytest.approx(math.log(7)) and task.info["baseline_loss"] == pytest.approx(math.log(7))
 
 
 def test_charlm_vocab_shift_and_perplexity(corpus):

@@ -139,6 +139,16 @@ def test_comparison_is_resolved_only_when_declared_with_enough_seeds_and_small_h
     assert row["verdict"] == "too few seeds" and not row["resolved"]
 
 
+def test_at_one_lr_a_seed_stable_with_one_setting_and_not_the_other_has_a_known_sign():
+    """A one-LR experiment: 'below' (nothing stable at x) is strictly under '>= x' (stable at x), though both
+    sit at x; only bounds pointing the same way are undetermined."""
+    base = grid_probes([0.01] * 6 + [0.08] * 2, lrs=(0.04,))                   # seeds 6, 7 stable at 0.04
+    warm = grid_probes([0.08] * 8, lrs=(0.04,), warmup_steps=20)               # every seed stable
+    row = stability.tables(pd.DataFrame(base + warm), criteria=["plain"])[stability.COMPARE_FILE].iloc[0]
+    assert row["test"] == "sign test (paired; censored differences)"
+    assert row["n_undetermined"] == 2 and row["p_value"] == pytest.approx(2 / 2**6)  # 6 known +, 2 both ">="
+
+
 def test_two_settings_censored_below_everywhere_are_never_resolved():
     """Every seed of both settings below the grid: the ratio is undetermined, whichever way the order statistics
     fall, so neither the estimate nor an interval edge may claim a direction."""
@@ -327,6 +337,42 @@ def test_declared_comparisons_and_selection_are_read_from_the_preset(tmp_path):
     (folder / "c.yaml").write_text("comparisons: [[none, cosine@30]]\n")
     with pytest.raises(ValueError, match="'none' is not a warmup setting; write shape@T_w"):
         stability.declared("toy", tmp_path)
+
+
+def test_a_declared_pair_may_differ_in_more_than_warmup_and_baselines_stay_within_it(tmp_path):
+    """Post-LN vs Pre-LN: a pair named by {norm, warmup} is compared across norm, paired by seed and in the
+    same Holm family; each warmup is still compared with no warmup of its own norm only."""
+    def normed(thresholds, norm, warmup_steps=0):
+        return [{**p, "norm": norm} for p in grid_probes(thresholds, warmup_steps=warmup_steps)]
+    probes = pd.DataFrame(normed([0.02] * 8, "post") + normed([0.08] * 8, "post", 20)
+                          + normed([0.16] * 8, "pre") + normed([0.32] * 8, "pre", 20))
+    folder = tmp_path / "experiment" / "ln"
+    folder.mkdir(parents=True)
+    (folder / "a.yaml").write_text("comparisons:\n  - [{norm: post, warmup: none@0}, {norm: post, warmup: linear@20}]\n"
+                                   "  - [{norm: post, warmup: none@0}, {norm: pre, warmup: none@0}]\n")
+    found = stability.declared("ln", tmp_path)
+    keys = stability.setting_keys(probes)
+    ids = [stability.setting_id({"task": "toy", "norm": n, "warmup": "none", "warmup_steps": 0}, keys)
+           for n in ("post", "pre")]  # the same (constant) LR curve: still two arms, the norms differ
+    comp = stability.tables(probes, criteria=["plain"], declared=found,
+                            one_arm={frozenset(ids)})[stability.COMPARE_FILE]
+    got = {(r["baseline"], r["norm"], r["warmup_steps"]): r for _, r in comp.iterrows()}
+    assert set(got) == {("norm=post, warmup=none, warmup_steps=0", "post", 20),   # declared
+                        ("norm=pre, warmup=none, warmup_steps=0", "pre", 20),     # automatic, within pre
+                        ("norm=post, warmup=none, warmup_steps=0", "pre", 0)}     # declared, across norm
+    across = got[("norm=post, warmup=none, warmup_steps=0", "pre", 0)]
+    assert across["ratio"] == 8 and across["paired"] and across["declared"] and across["verdict"] == "resolved"
+    assert across["p_holm"] == pytest.approx(2 * 2 / 256)  # Holm over the two declared pairs
+    assert got[("norm=pre, warmup=none, warmup_steps=0", "pre", 20)]["verdict"] == "exploratory"
+    from warmup_lab.report import answer_section
+    lines = [m for m in answer_section(comp.assign(criterion="learned_0.9"), None) if m.startswith("- ")]
+    assert any(m.startswith("- toy: eta_max (learned_0.9) of norm=pre none@0 / norm=post none@0: ") for m in lines)
+    (folder / "a.yaml").write_text("comparisons: [[{norm: post}, {norm: pre, warmup: none@0}]]\n")
+    with pytest.raises(ValueError, match="is not a setting; write e.g. {norm: post, warmup: none@0}"):
+        stability.declared("ln", tmp_path)
+    (folder / "a.yaml").write_text("comparisons: [[{depth: 6, warmup: none@0}, {norm: pre, warmup: none@0}]]\n")
+    with pytest.raises(ValueError, match="'depth': 6"):
+        stability.declared("ln", tmp_path)
 
 
 def test_a_claim_on_seeds_its_lr_was_chosen_from_is_flagged():

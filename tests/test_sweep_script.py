@@ -42,6 +42,20 @@ def test_the_study_has_8_fresh_seeds_a_root2_grid_and_warmup_at_most_a_tenth_of_
     assert tasks == {"digits", "charlm"}
 
 
+def test_pre_vs_post_ln_is_an_lr_sweep_per_placement_with_and_without_warmup_on_fresh_seeds():
+    (preset,) = sweep.presets_of("pre_vs_post_ln")
+    cfg, lrs, seeds, settings = _sweep_params(preset)
+    assert len(seeds) >= 5 and not {90, 91} & set(seeds)  # seeds 90, 91 placed the grid
+    assert all(1.40 < b / a < 1.42 for a, b in zip(lrs, lrs[1:])) and len(lrs) >= 12
+    assert str(cfg.hydra.sweeper.params["model.norm_position"]).split(",") == ["pre", "post"]
+    lengths = [int(s.split("@")[1]) for s in settings]
+    assert lengths == [0, 20] and max(lengths) <= 0.1 * cfg.train.steps and cfg.train.steps - max(lengths) >= 200
+    assert cfg.detect.divergence.patience >= cfg.train.steps - max(lengths)
+    named = [{tuple(sorted(d.items())) for d in pair} for pair in OmegaConf.to_container(cfg.comparisons)]
+    across = [p for p in named if len({dict(d)["norm"] for d in p}) == 2]
+    assert len(named) == 4 and len(across) == 2  # warmup within each placement, and Post vs Pre at each warmup
+
+
 def test_make_sweep_is_the_study_at_smoke_scale_same_protocol_a_subset_of_its_grid():
     study = {_sweep_params(p)[0].task.name: _sweep_params(p) for p in sweep.presets_of("study")}
     tasks = set()
@@ -71,6 +85,6 @@ def test_core_use_counts_training_time_of_the_runs_finished_since_the_start(tmp_
 
 
 @pytest.mark.parametrize("name", ["warmup_length", "max_stable_lr", "adam_untuned", "constant_vs_gradual",
-                                  "warmup_ablation"])
+                                  "warmup_ablation", "pre_vs_post_ln"])
 def test_every_experiment_has_its_full_scale_twin(name):
     assert sweep.presets_of(f"{name}_full")

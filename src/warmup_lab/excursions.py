@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from warmup_lab.detectors import divergence_limit
+from warmup_lab.summary import SETTING_KEYS
 
 COLUMNS = ["task", "warmup", "warmup_steps", "target_lr", "seed", "status", "ceiling", "patience",
            "longest_recovered", "final_streak", "nonfinite"]
@@ -44,8 +45,18 @@ def _ceiling(row: pd.Series) -> float:
                             float(row.get("detect.divergence.factor", math.nan)), float(row.get("init_loss", math.nan)))
 
 
+def _within_task(res: pd.DataFrame) -> list[str]:
+    """Setting keys besides warmup that take more than one value within one task (e.g. norm: Pre- vs
+    Post-LN): they name a run's row too, after `task`."""
+    others = [k for k in SETTING_KEYS if k not in COLUMNS and k in res.columns]
+    by_task = res.groupby("task", dropna=False) if "task" in res.columns else [(None, res)]
+    return [k for k in others if any(g[k].astype(str).nunique() > 1 for _, g in by_task)]
+
+
 def table(res: pd.DataFrame, curves: object) -> pd.DataFrame:
     """One row per run whose per-step losses are at hand (curves: archive.Curves)."""
+    extra = _within_task(res)
+    columns = [COLUMNS[0], *extra, *COLUMNS[1:]]
     rows = []
     for _, row in res.iterrows():
         curve = curves.get(row) if curves is not None else None  # type: ignore[attr-defined]
@@ -55,10 +66,10 @@ def table(res: pd.DataFrame, curves: object) -> pd.DataFrame:
         if not math.isfinite(limit):
             continue
         longest, final, nonfinite = streaks(curve.sort_values("step")["loss"].to_numpy(), limit)
-        rows.append({**{k: row.get(k) for k in COLUMNS[:6]}, "ceiling": limit,
+        rows.append({**{k: row.get(k) for k in columns[:6 + len(extra)]}, "ceiling": limit,
                      "patience": row.get("detect.divergence.patience"), "longest_recovered": longest,
                      "final_streak": final, "nonfinite": nonfinite})
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=columns)
 
 
 def section(res: pd.DataFrame, curves: object, out: Path, write_csv) -> list[str]:
@@ -78,7 +89,8 @@ def section(res: pd.DataFrame, curves: object, out: Path, write_csv) -> list[str
         patience = sorted({int(p) for p in pd.to_numeric(g["patience"], errors="coerce").dropna()})
         by_patience = int(((g["status"] == "diverged") & ~g["nonfinite"]).sum())
         by_nonfinite = int(((g["status"] == "diverged") & g["nonfinite"]).sum())
-        where = (f" ({top['warmup']}@{int(top['warmup_steps'])}, lr {top['target_lr']:g}, seed {int(top['seed'])})"
+        named = "".join(f"{k}={top[k]}, " for k in found.columns[1:found.columns.get_loc("warmup")])
+        where = (f" ({named}{top['warmup']}@{int(top['warmup_steps'])}, lr {top['target_lr']:g}, seed {int(top['seed'])})"
                  if top["longest_recovered"] > 0 else "")
         md.append(f"- **{task}**: longest excursion that came back: {int(top['longest_recovered'])} steps{where}; "
                   f"patience {', '.join(map(str, patience)) or 'unknown'} steps; {len(g)} runs, diverged: "

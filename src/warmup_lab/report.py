@@ -589,7 +589,9 @@ def remove_stale(out: Path, before: dict[Path, int]) -> None:
 
 def _answer_line(r: pd.Series, what: str, where: str) -> str:
     verdict = r["verdict"] + (f", p_holm {_p(r['p_holm'])}" if pd.notna(r["p_holm"]) else "")
-    return (f"- {r.get('task', '')}: {what} of {_short(r)} / {_short(_baseline_of(r))}{where}: "
+    base = _baseline_of(r)
+    across = [k for k in base if k not in stability.VARY]  # keys a declared pair varies beyond warmup (norm)
+    return (f"- {r.get('task', '')}: {what} of {_short(r, across)} / {_short(base, across)}{where}: "
             f"{_interval(r, 'ratio')} ({stability.INTERVAL_TEXT} {r['ci_coverage']:.0%}, {int(r['n_seeds'])} vs "
             f"{int(r['n_seeds_baseline'])} seeds): **{verdict}**")
 
@@ -599,11 +601,13 @@ def _baseline_of(r: pd.Series) -> dict[str, str]:
     return dict(part.split("=", 1) for part in str(r["baseline"]).split(", ") if "=" in part)
 
 
-def _short(values: Any) -> str:
-    """A warmup setting as swept: `linear@20`, `none@0`, `untuned_linear` (a length set by its rule)."""
+def _short(values: Any, across: Sequence[str] = ()) -> str:
+    """A warmup setting as swept: `linear@20`, `none@0`, `untuned_linear` (a length set by its rule), after
+    the `across` keys' values where a pair differs in more than warmup (`norm=post linear@20`)."""
     shape, steps = values.get("warmup"), values.get("warmup_steps")
     steps = pd.to_numeric(steps, errors="coerce")
-    return f"{shape}@{int(steps)}" if pd.notna(steps) and shape not in (None, "") else str(shape)
+    warmup = f"{shape}@{int(steps)}" if pd.notna(steps) and shape not in (None, "") else str(shape)
+    return " ".join([*(f"{k}={values.get(k)}" for k in across), warmup])
 
 
 def answer_section(eta_comp: pd.DataFrame | None, loss_comp: pd.DataFrame | None,

@@ -390,7 +390,8 @@ def _sum_flag(f1: np.ndarray, f2: np.ndarray) -> np.ndarray:
 
 
 def _sign(d: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """+1 / -1 where a (possibly censored) difference has a known sign, 0 for an exact tie, NaN unknown."""
+    """+1 / -1 where a (possibly censored) difference has a known sign, 0 for an exact tie, NaN unknown
+    (shift_test adds the known signs of censored ties at one LR)."""
     pos = (d > 0) & np.isin(f, (0, 1))
     neg = (d < 0) & np.isin(f, (0, -1))
     return np.where(pos, 1.0, np.where(neg, -1.0, np.where((d == 0) & (f == 0), 0.0, np.nan)))
@@ -414,6 +415,10 @@ def shift_test(a: pd.DataFrame, b: pd.DataFrame, level: float = CI_LEVEL) -> dic
         values, vflags = (d[i] + d[j]) / 2, _sum_flag(f[i], f[j])  # Walsh averages
         null = _subset_sums(list(range(1, len(d) + 1)))
         signs = _sign(d, f)
+        # At the same LR, "below" (nothing stable there) is strictly under an exact value or "above" (stable
+        # there): that sign is known, though d = 0 (a one-LR experiment: one setting stable, the other not).
+        a_below, b_below = fa[ia] == -1, fb[ib] == -1
+        signs = np.where((d == 0) & a_below & ~b_below, 1.0, np.where((d == 0) & b_below & ~a_below, -1.0, signs))
         known = ~np.isnan(signs)
         if (f[known] == 0).all():
             test, p = "Wilcoxon signed-rank (paired)", signed_rank_exact(d[known])
@@ -784,7 +789,8 @@ def compare(per_seed: pd.DataFrame, keys: Sequence[str] | None = None, vary: Seq
             row = {**fixed_values, **dict(zip(vary_here, b)),
                    "baseline": ", ".join(f"{k}={v}" for k, v in zip(vary_here, a)),
                    **ratio(settings[a], settings[b], level), "declared": (a, b) in wanted,
-                   "one_arm": frozenset((ida, idb)) in one_arm,
+                   # identical LR curves make one arm only where nothing else differs (not Post- vs Pre-LN)
+                   "one_arm": frozenset((ida, idb)) in one_arm and same_across(a, b),
                    "reused_seeds": " ".join(map(str, reused_seeds(both, source_runs)))
                    if source_runs is not None and len(source_runs) else ""}
             if row["one_arm"]:
