@@ -17,8 +17,7 @@ run on the committed files themselves:
 
 Two readings the definitions leave open, taken as the files take them: values equal up to float rounding
 are ties (log(2.26) - log(1.6) and log(1.13) - log(0.8) are one ratio of the LR grid), and a seed with no
-stable LR counts every LR it probed in n_unstable_below (non_monotone stays False). One rule the committed
-files break is listed in KNOWN_SIGN_RULE below (the sign of a censored difference of 0).
+stable LR counts every LR it probed in n_unstable_below (non_monotone stays False).
 
 What cannot be recomputed from the committed files, and so is taken from the row as an input:
 - `declared` (the preset's YAML decides it, not a number), `one_arm` (needs the full per-step LR curves;
@@ -270,13 +269,14 @@ def summary_of(vals: list[float], flags: list[int]) -> dict:
     return {"estimate": est, "ci_low": lo, "ci_high": hi, "ci_coverage": cov}
 
 
-def shift(a: dict[str, tuple[float, int]], b: dict[str, tuple[float, int]], zero_bound_unknown: bool = False) -> dict:
+def shift(a: dict[str, tuple[float, int]], b: dict[str, tuple[float, int]]) -> dict:
     """log b - log a over seeds (a, b: seed -> (log value, flag)): HL estimate, exact interval, exact p.
 
-    The sign of a censored difference is known unless both sides are bounds pointing the same way: a
-    bound sorts just beyond an exact value at the same LR, so d = 0 flagged "<" is negative, ">=" positive
-    (docs/definitions.md#comparison). `zero_bound_unknown` instead leaves every censored d == 0 out as
-    undetermined: the rule the committed files were written by (see KNOWN_SIGN_RULE)."""
+    The sign of a censored difference is known where the bound points away from the other side (d > 0
+    flagged ">=", d < 0 flagged "<"), and at d = 0 where exactly one side is "below": nothing was stable at
+    that LR, so it lies strictly under an exact value or a ">=" there. Otherwise (both bounds the same way,
+    or ">=" beside an exact value at the same LR, which may be a tie) it is unknown and left out
+    (docs/definitions.md#comparison)."""
     if set(a) == set(b):
         seeds = sorted(a)
         d = [b[s][0] - a[s][0] for s in seeds]
@@ -289,14 +289,15 @@ def shift(a: dict[str, tuple[float, int]], b: dict[str, tuple[float, int]], zero
                 fw.append(sum_flag(fd[i], fd[j]))
         k, cov = signed_rank_k(n)
         signs = []
-        for x, f in zip(d, fd):
+        for s, x, f in zip(seeds, d, fd):
+            fa, fb = a[s][1], b[s][1]
             if f == 0:
                 signs.append((x > 0) - (x < 0))
-            elif zero_bound_unknown and x == 0:
-                signs.append(None)
-            elif f == 1 and x >= 0:
+            elif x == 0:
+                signs.append(1 if fa == -1 and fb != -1 else -1 if fb == -1 and fa != -1 else None)
+            elif f == 1 and x > 0:
                 signs.append(1)
-            elif f == -1 and x <= 0:
+            elif f == -1 and x < 0:
                 signs.append(-1)
             else:
                 signs.append(None)
@@ -365,31 +366,11 @@ def parse_baseline(text: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in re.split(r", (?=[\w.\-]+=)", text))
 
 
-def arm_of(setting: dict[str, str]) -> tuple:
-    """An arm: the setting keys other than warmup and its length (and a search's setting index)."""
+def arm_of(setting: dict[str, str], varied: dict[str, str]) -> tuple:
+    """An arm: the setting keys other than warmup and its length (and a search's setting index), and other
+    than the keys a declared pair varies (`varied`: those its baseline names, e.g. norm for Post- vs Pre-LN)."""
     return tuple((k, v) for k, v in sorted(setting.items())
-                 if k not in ("warmup", "warmup_steps", "setting") and "warmup" not in k)
-
-
-# Files whose committed n_undetermined / test / p_value (and so p_holm) follow a rule other than the
-# definition: the committed files leave out, as "undetermined", every censored difference whose value is
-# exactly 0 (a bound at the same LR as the other side), although its sign is known: "below" at the smallest
-# LR means no LR was stable there (eta_max < it), and "above" sorts just beyond an exact value at the same
-# LR; the sign is unknown only when both sides are bounds pointing the same way
-# (docs/definitions.md#comparison). A seed where one setting was stable at the only LR run and the other
-# was not is thus dropped instead of counted. In these files every row is checked against that rule
-# (shift(..., zero_bound_unknown=True); identical to the definition wherever no such difference occurs),
-# and at least one row must still differ from the definition: fix stability.py, regenerate, and delete
-# the file here. The verdict is checked under both rules.
-KNOWN_SIGN_RULE: set[str] = {
-    "advise/mlp_mixer/advise_36runs/search/eta_max_compare.csv",
-    "advise/resnet_sgd/advise_36runs/search/eta_max_compare.csv",
-    "constant_vs_gradual/eta_max_compare.csv",
-    "warmup_ablation/eta_max_compare.csv",
-    "constant_vs_gradual/threshold_sweep.csv",
-    "max_stable_lr/threshold_sweep.csv",
-    "warmup_ablation/threshold_sweep.csv",
-}
+                 if k not in ("warmup", "warmup_steps", "setting") and "warmup" not in k and k not in varied)
 
 
 def verdict_of(r: dict, ph: float) -> str:
@@ -407,8 +388,7 @@ def verdict_of(r: dict, ph: float) -> str:
 def check_compare(chk: Checker, cmp: pd.DataFrame, per_seed, group_cols: list[str]) -> None:
     """Recompute every comparison row. per_seed(setting dict, group dict) -> {seed: (log value, flag)}."""
     keys = setting_cols(cmp)
-    known = chk.name in KNOWN_SIGN_RULE
-    rows, n_differ = [], 0
+    rows = []
     for i, row in cmp.iterrows():
         line = i + 2  # the line of the file
         where = f"row {line}"
@@ -417,9 +397,7 @@ def check_compare(chk: Checker, cmp: pd.DataFrame, per_seed, group_cols: list[st
         group = {c: row[c] for c in group_cols}
         b, a = per_seed(b_set, group), per_seed(a_set, group)
         assert a and b, f"{chk.name} {where}: no per-seed values for {a_set if not a else b_set} {group}"
-        doc = shift(a, b)
-        r = shift(a, b, zero_bound_unknown=True) if known else doc
-        n_differ += (doc["n_undetermined"], doc["test"], doc["p"]) != (r["n_undetermined"], r["test"], r["p"])
+        r = shift(a, b)
         chk.equal(where, "n_seeds", row["n_seeds"], len(b))
         chk.equal(where, "n_seeds_baseline", row["n_seeds_baseline"], len(a))
         if "paired" in row:
@@ -440,10 +418,10 @@ def check_compare(chk: Checker, cmp: pd.DataFrame, per_seed, group_cols: list[st
         reused = row.get("reused_seeds", "") not in ("", "[]")  # an input: needs the source runs
         few = len(a) < MIN_SEEDS or len(b) < MIN_SEEDS
         nan = float("nan")
-        p, p_doc = (nan, nan) if one_arm else (r["p"], doc["p"])
+        p = nan if one_arm else r["p"]
         chk.value(where, "p_value", row["p_value"], p)
-        rows.append(dict(i=i, where=where, arm=arm_of(b_set), group=tuple(group.items()),
-                         crit=row["criterion"], p=p, p_doc=p_doc, one_arm=one_arm, declared=declared,
+        rows.append(dict(i=i, where=where, arm=arm_of(b_set, parse_baseline(row["baseline"])), group=tuple(group.items()),
+                         crit=row["criterion"], p=p, one_arm=one_arm, declared=declared,
                          reused=reused, few=few, in_family=declared and not one_arm and not math.isnan(p)))
     # Holm over each family: the declared, tested comparisons of one arm under one criterion (and group)
     fams: dict[tuple, list[dict]] = {}
@@ -451,19 +429,16 @@ def check_compare(chk: Checker, cmp: pd.DataFrame, per_seed, group_cols: list[st
         if r["in_family"]:
             fams.setdefault((r["arm"], r["crit"], r["group"]), []).append(r)
     for fam in fams.values():
-        for r, ph, ph_doc in zip(fam, holm([r["p"] for r in fam]), holm([r["p_doc"] for r in fam])):
-            r["p_holm"], r["p_holm_doc"] = ph, ph_doc
+        for r, ph in zip(fam, holm([r["p"] for r in fam])):
+            r["p_holm"] = ph
     for r in rows:
         row = cmp.loc[r["i"]]
-        ph, ph_doc = r.get("p_holm", float("nan")), r.get("p_holm_doc", float("nan"))
+        ph = r.get("p_holm", float("nan"))
         chk.value(r["where"], "p_holm", row["p_holm"], ph)
         verdict = verdict_of(r, ph)
         chk.equal(r["where"], "verdict", row["verdict"], verdict)
-        chk.equal(r["where"], "verdict (by the definition's p)", row["verdict"], verdict_of(r, ph_doc))
         if "resolved" in row:
             chk.equal(r["where"], "resolved", row["resolved"], bool_text(verdict == "resolved"))
-    if known:
-        assert n_differ, f"{chk.name} now follows the definition everywhere: remove it from KNOWN_SIGN_RULE"
 
 
 # ---------------------------------------------------------------------------------------------------
