@@ -510,8 +510,11 @@ def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, expe
         if not d.is_dir():
             warn(f"{d} is not a directory")
     df = load_runs(dirs)
+    source = f"Sweep dirs: {', '.join(f'`{d}`' for d in dirs)}"
     if df.empty:  # committed results (runs.parquet/csv + curves), no run directories: redraw from them
         df = archive.read_runs(dirs)
+        source = (f"Rebuilt from the committed run tables and curves in {', '.join(f'`{d}`' for d in dirs)} "
+                  "(no run directories were read)")
     if df.empty:
         raise NoRunsError(dirs)
     experiment = experiment or experiment_name(df, dirs)
@@ -522,7 +525,7 @@ def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, expe
     write_csv(runs_table, out / "runs.csv")
     archive.write_runs_parquet(runs_table, out)  # the same table, typed
     res, crit = results(df), detect_text(df)
-    md = [f"# Report: {experiment}", "", f"Sweep dirs: {', '.join(f'`{d}`' for d in dirs)}", ""]
+    md = [f"# Report: {experiment}", "", source, ""]
 
     wall = pd.to_numeric(df.get("wall_s"), errors="coerce").sum() if "wall_s" in df else 0.0
     md += ["## Runs", "", f"{len(df)} runs ({len(res)} finished), total wall time {wall:.1f} s.", "",
