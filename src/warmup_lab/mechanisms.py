@@ -58,8 +58,18 @@ def _number(value: object) -> float:
         return math.nan
 
 
+RUNS_ARCHIVE = "runs.parquet"  # load_runs' table, per-step lists included: the report is redrawn from it on a fresh clone
+
+
 def load_runs(root: Path | str) -> pd.DataFrame:
-    """One row per finished run under `root`: its part, settings, status, lambda0, eta and curves."""
+    """One row per finished run under `root`: its part, settings, status, lambda0, eta and curves. A folder
+    with no run directories but a committed `runs.parquet` (written by `build_report`) is read from that."""
+    root = Path(root)
+    if not runs.find_run_dirs([root]) and (root / RUNS_ARCHIVE).is_file():
+        df = pd.read_parquet(root / RUNS_ARCHIVE)
+        for col in ("losses", "sharp_steps", "sharpness"):
+            df[col] = [[float(x) for x in v] for v in df[col]]
+        return df
     rows = []
     for run_dir in runs.find_run_dirs([Path(root)]):
         summary = read_summary(run_dir)
@@ -454,6 +464,8 @@ def build_report(root: Path | str, out: Path | str) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     df = load_runs(root)
+    if not df.empty and Path(root).resolve() != out.resolve():
+        df.assign(run_dir=[Path(d).name for d in df.run_dir]).to_parquet(out / RUNS_ARCHIVE, index=False)
     lines = ["# mechanisms: the harness against published predictions", "",
              f"Runs read from `{root}`: {len(df)} finished. Definitions: `src/warmup_lab/mechanisms.py`. "
              "Over seeds: the median and the range (min, max), never a mean.", ""]
@@ -547,8 +559,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default="results/mechanisms")
     ap.add_argument("--experiment", default="mechanisms", help="accepted for warmup_lab.sweep; unused")
     args = ap.parse_args(argv)
-    if not Path(args.root).is_dir():
-        raise SystemExit(f"error: runs root {args.root!r} does not exist; run `make sweep EXPERIMENT=mechanisms` first")
+    if not Path(args.root).is_dir() or load_runs(args.root).empty:
+        raise SystemExit(f"error: no finished mechanisms runs under {args.root!r} (nor a committed {RUNS_ARCHIVE}); "
+                         "run `make sweep EXPERIMENT=mechanisms` first; nothing was written")
     print(f"wrote {build_report(args.root, args.out)}", flush=True)
     return 0
 

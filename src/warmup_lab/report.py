@@ -513,8 +513,10 @@ def build_report(dirs: Sequence[Path | str], out: Path | str | None = None, expe
     source = f"Sweep dirs: {', '.join(f'`{d}`' for d in dirs)}"
     if df.empty:  # committed results (runs.parquet/csv + curves), no run directories: redraw from them
         df = archive.read_runs(dirs)
+        groups = sorted(df["sweep_group"].dropna().astype(str).unique()) if "sweep_group" in df else []
+        made = f"; the runs were made in {', '.join(f'`sweeps/{g}`' for g in groups)}" if groups else ""
         source = (f"Rebuilt from the committed run tables and curves in {', '.join(f'`{d}`' for d in dirs)} "
-                  "(no run directories were read)")
+                  f"(no run directory was read{made})")
     if df.empty:
         raise NoRunsError(dirs)
     experiment = experiment or experiment_name(df, dirs)

@@ -216,9 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Relative paths, so the committed report.md names `sweeps/<name>`, not this machine's path.
         module = REPORT_MODULES.get(name.removesuffix("_full"), "warmup_lab.report")
         source = root
-        if (args.report_only and module == "warmup_lab.report" and not runs.find_run_dirs([root])
-                and Path(f"results/{name}").is_dir()):
-            source = Path(f"results/{name}")  # a fresh clone: the committed runs.csv and curves.csv.gz
+        if args.report_only and not runs.find_run_dirs([root]) and Path(f"results/{name}").is_dir():
+            source = Path(f"results/{name}")  # a fresh clone: the committed runs tables and curves
             print(f"[{name}] no runs under {root}: the report is rebuilt from {source}", flush=True)
         cmd = [sys.executable, "-m", module, str(source), "--out", f"results/{name}", "--experiment", name]
         code = subprocess.call(cmd)
