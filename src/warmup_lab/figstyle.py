@@ -23,7 +23,7 @@ def log_axis(ax: Any, which: str = "y") -> None:
     span = hi / lo if lo > 0 else math.inf
     subs = (1.0,) if span > 1e4 else (1.0, 2.0, 3.0, 5.0, 7.0) if span < 30 else (1.0, 2.0, 5.0)
     axis.set_major_locator(ticker.LogLocator(base=10, subs=subs, numticks=12))
-    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: number(v)))
     axis.set_minor_locator(ticker.LogLocator(base=10, subs=tuple(range(2, 10)), numticks=12))
     axis.set_minor_formatter(ticker.NullFormatter())
 
@@ -31,3 +31,12 @@ def log_axis(ax: Any, which: str = "y") -> None:
 def wrap(text: str, width: int) -> str:
     """`text` wrapped line by line at `width` characters (its own line breaks kept)."""
     return "\n".join(line for part in text.split("\n") for line in (textwrap.wrap(part, width) or [""]))
+
+
+def number(v: float) -> str:
+    """A tick value in the fewest characters: 1e-8, 1e-4, 0.001, 0.02, 0.5, 10, 1e6."""
+    text = f"{v:.3e}" if v and (abs(v) < 1e-3 or abs(v) >= 1e5) else f"{v:g}"
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        text = f"{float(mantissa):g}e{int(exponent)}"
+    return text
