@@ -103,26 +103,40 @@ def bench_search(n_settings: int) -> dict:
             "probes_per_round": probes, "bookkeeping_s_per_round": own, "bookkeeping_s": sum(own), **run}
 
 
-def figure(search: dict, path: Path) -> None:
+def figure(search: dict, path: Path):
+    """Two panels over the probes so far: the sweeper's own time in each round (top), and each round's new
+    probes as a bar spanning them (bottom); every axis labelled, no legend over the data. Returns the
+    (closed) figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
+    sys.path.insert(0, str(REPO / "src"))
+    from warmup_lab.figstyle import DPI
+
     probes = np.array(search["probes_per_round"])
     own = np.array(search["bookkeeping_s_per_round"])
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    ax.plot(np.cumsum(probes), own, "o-", label="sweeper's own time in the round")
-    ax2 = ax.twinx()
-    ax2.bar(np.cumsum(probes), probes, width=np.maximum(probes * 0.6, 1), alpha=0.25, color="tab:gray")
-    ax2.set_ylabel("new probes in the round", color="tab:gray")
-    ax.set(xlabel="probes so far (end of round)", ylabel="seconds", ylim=(0, None))
-    ax.set_title(f"max_stable_lr: {search['probes']} probes, {search['rounds']} rounds", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
+    ends = np.cumsum(probes)
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(6.0, 5.0), sharex=True, height_ratios=[1.4, 1.0])
+    ax.plot(ends, own, "o-", color="tab:blue", clip_on=False)
+    for k, (x, y) in enumerate(zip(ends, own)):
+        ax.annotate(f"round {k + 1}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=7)
+    ax.set_ylabel("sweeper's own time\nin the round (s)")
+    ax.set_ylim(0, max(own.max(), 1e-9) * 1.25)
+    ax.grid(alpha=0.3)
+    bx.bar(ends - probes, probes, width=probes, align="edge", color="0.75", edgecolor="white")
+    bx.set_xlabel("probes so far (end of round)")
+    bx.set_ylabel("new probes\nin the round")
+    bx.set_xlim(0, ends[-1] * 1.03 if len(ends) else 1)
+    bx.grid(axis="y", alpha=0.3)
+    ax.set_title(f"max_stable_lr sweeper: {search['probes']} probes in {search['rounds']} rounds "
+                 f"({search['settings']} settings x {search['seeds']} seeds)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
+    return fig
 
 
 def readme(result: dict, command: str) -> str:

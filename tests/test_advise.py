@@ -223,3 +223,36 @@ def test_the_search_starts_on_the_users_grid_just_below_where_the_range_test_ble
     # a ramp that never blew up: its top
     assert advise._edge({"lrs": [], "max_lr": 1.0}) == 1.0
     assert advise._ramp_key("schedule.warmup_steps") and advise._ramp_key("optimizer.lr") and not advise._ramp_key("seed")
+
+
+def test_the_advice_figure_puts_the_star_on_the_pick_with_a_legend_entry_and_the_seeds_apart(tmp_path):
+    from warmup_lab.advice import figure
+
+    edge0, edge12 = GRID[4], GRID[8]
+    advice = advise_from(probes({0: edge0, 12: edge12}), Plan([0, 1, 2], [0, 12]), "learned_0.9", 2 ** 0.5,
+                         "linear", 120)
+    advice = json.loads(json.dumps(advice, default=str))  # as advice.json holds it: the figure redraws from that
+    fig = figure(advice, tmp_path / "advice.png")
+    assert (tmp_path / "advice.png").stat().st_size > 10_000
+    ax = fig.axes[0]
+    stars = [ln for ln in ax.get_lines() if ln.get_marker() == "*" and len(ln.get_xdata())]
+    assert len(stars) == 1
+    (x,), (y,) = stars[0].get_xdata(), stars[0].get_ydata()
+    ticks = dict(zip((t.get_text() for t in ax.get_xticklabels()), ax.get_xticks()))
+    assert x == ticks[str(advice["pick"]["warmup_steps"])] and y == advice["pick"]["lr"]
+    labels = ax.get_legend_handles_labels()[1]
+    assert any(lab.startswith(f"recommended: warmup {advice['pick']['warmup_steps']} steps") for lab in labels)
+    # every seed's eta_max in its own column: no two points of one warmup length share an x
+    dots = [ln for ln in ax.get_lines() if ln.get_marker() in ("o", "^", "v") and len(ln.get_xdata())]
+    xs = [float(ln.get_xdata()[0]) for ln in dots]
+    assert len(dots) == 6 and len(set(xs)) == 6
+    # the whole title and the legend lie inside the saved figure; the star inside the axes' limits
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()  # the closed figure, laid out as it was saved
+    box = fig.bbox
+    for artist in (ax.title, ax.get_legend()):
+        ext = artist.get_window_extent(renderer)
+        assert box.x0 <= ext.x0 and ext.x1 <= box.x1 and box.y0 <= ext.y0 and ext.y1 <= box.y1, artist
+    lo, hi = ax.get_ylim()
+    assert lo < y < hi

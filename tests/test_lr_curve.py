@@ -75,3 +75,34 @@ def test_run_multiplier_preset_writes_T_rows(tmp_path):
     run(cfg)
     rows = _read(tmp_path / "lr_curve.csv")
     assert len(rows) == 50 and round(rows[0][1] / 1e-3, 3) == 0.017  # RAdamWarmup at t=0, beta2=0.999
+
+
+def test_the_figure_title_is_wrapped_inside_it_its_legend_off_the_curve_at_150_dpi(tmp_path):
+    import matplotlib.image
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from warmup_lab.lr_curve import TITLE_WIDTH, curve_figure, title_for, write_curve
+    from warmup_lab.schedules import schedule_from_cfg
+
+    cfg = make_cfg(["schedule=untuned_exponential_cosine", "train.steps=1000", "optimizer.betas=[0.9,0.99]",
+                    f"out={tmp_path}"], config_name="lr_curve")
+    sched = schedule_from_cfg(cfg)
+    title = title_for(sched)
+    assert "beta2=0.99" in title and max(len(line) for line in title.splitlines()) <= TITLE_WIDTH
+    lrs = sched.curve()
+    fig = curve_figure(sched, lrs)
+    ax = fig.axes[0]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    box, legend = fig.bbox, ax.get_legend()
+    for artist in (ax.title, legend):
+        ext = artist.get_window_extent(renderer)
+        assert box.x0 <= ext.x0 and ext.x1 <= box.x1 and box.y0 <= ext.y0 and ext.y1 <= box.y1, artist
+    assert [t.get_text() for t in legend.get_texts()] == ["learning rate", f"end of warmup, step T_w={sched.warmup_steps}"]
+    points = ax.transData.transform(np.column_stack([np.arange(len(lrs)), lrs]))
+    ext = legend.get_window_extent(renderer)
+    inside = ((points[:, 0] >= ext.x0) & (points[:, 0] <= ext.x1) & (points[:, 1] >= ext.y0) & (points[:, 1] <= ext.y1))
+    assert not inside.any()  # the legend covers no part of the curve
+    _, png = write_curve(sched, tmp_path / "curve", dpi=70)  # a smaller dpi asked for is raised to 150
+    height, width = matplotlib.image.imread(png).shape[:2]
+    assert width >= 7 * 150 - 1

@@ -62,3 +62,33 @@ def test_lr_find_on_a_tiny_task_suggests_inside_its_ramp_and_writes_its_files(tm
     assert again.stdout.splitlines()[0] == first  # a normal run: the second call finds it finished
     bad = run_cli("warmup_lab.lr_find", ["optimizer.lr=0.1", f"runs_root={tmp_path / 'bad'}"], cwd=tmp_path)
     assert bad.returncode == 2 and "optimizer.lr" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_the_figure_marks_both_suggestions_on_the_curve_with_legend_entries(tmp_path):
+    n = 100
+    lrs = list(np.geomspace(1e-6, 1.0, n))
+    x = np.log10(lrs)
+    losses = list(2.0 - 1.5 / (1 + np.exp(-3 * (x + 3))) + 5.0 * np.exp(3 * (x - 0.0)))
+    result = lr_find.analyse(lrs, losses, n, beta=0.0, early_stop=None)
+    fig = lr_find.figure(result, tmp_path / "lr_find.png", "a title")
+    assert (tmp_path / "lr_find.png").stat().st_size > 10_000
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "learning rate (log)" and ax.get_ylabel() == "smoothed training loss"
+    assert ax.get_xscale() == "log"
+    labels = ax.get_legend_handles_labels()[1]
+    marks = {}
+    for line, label in zip(*ax.get_legend_handles_labels()):
+        if label.startswith("suggestion: "):
+            marks[label.split(",")[0]] = (float(line.get_xdata()[0]), float(line.get_ydata()[0]))
+    assert set(marks) == {"suggestion: steepest descent (Lightning)", "suggestion: minimum/10 (fastai)"}, labels
+    assert marks["suggestion: steepest descent (Lightning)"][0] == result["steepest"]["lr"]
+    assert marks["suggestion: minimum/10 (fastai)"][0] == pytest.approx(result["minimum_over_10"])
+    curve = np.log(result["lrs"]), np.asarray(result["smoothed"])
+    for lr, loss in marks.values():  # each marker sits on the curve as drawn (linear in log LR between points)
+        assert loss == pytest.approx(float(np.interp(np.log(lr), *curve)), rel=1e-9)
+    # the tick labels are plain numbers, none of matplotlib's crowded minor labels
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    shown = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert "0.01" in shown and "1e-4" in shown and not any(t.get_text() for t in ax.xaxis.get_minorticklabels())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -270,3 +271,29 @@ def test_progressive_sharpening_is_reproduced_only_if_it_rises_from_below_0_6_to
     assert tab.loc[0, "lowest_after_reached"] == pytest.approx(0.92) and tab.loc[0, "max_ratio"] == pytest.approx(1.01)
     assert not tab.loc[1, "reproduced"] and tab.loc[1, "lowest_after_reached"] == pytest.approx(0.85)
     assert not tab.loc[2, "reproduced"] and tab.loc[2, "start_ratio"] == pytest.approx(0.65)
+
+
+def test_the_catapult_figure_sets_runs_of_one_c_apart_and_keeps_every_marker_inside_its_axes(tmp_path):
+    from warmup_lab.mechanisms import CATAPULT, DIVERGED, LAZY, plot_catapult
+
+    rows = []
+    for act in ("relu", "tanh"):
+        for seed in (0, 1, 2):
+            for c, ph, rise, sharp in ((0.5, LAZY, 0.998, 0.2), (2.0, LAZY, 0.998, 0.6), (4.0, CATAPULT, 3.0, 0.9),
+                                       (16.0, DIVERGED, 1e30, float("nan"))):
+                rows.append({"activation": act, "seed": seed, "c": c, "phase": ph, "rise_ratio": rise,
+                             "end_sharpness_ratio": sharp})
+    tab = pd.DataFrame(rows)
+    fig = plot_catapult(tab, 300, tmp_path / "catapult.png")
+    assert (tmp_path / "catapult.png").stat().st_size > 10_000
+    for ax in fig.axes:
+        points = np.concatenate([pc.get_offsets() for pc in ax.collections if len(pc.get_offsets())])
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        # every marker well inside the limits, none on the edge: a margin of at least 2^0.2 in c
+        assert (points[:, 0] > x0 * 2 ** 0.2).all() and (points[:, 0] < x1 / 2 ** 0.2).all()
+        assert (points[:, 1] > y0).all() and (points[:, 1] < y1).all()
+        # no two runs on one spot: each (activation, seed) of a c at its own x
+        assert len({tuple(p) for p in points.round(12)}) == len(points)
+    assert len(fig.axes[0].collections) and sum(len(pc.get_offsets()) for pc in fig.axes[0].collections) == len(tab)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert {"relu", "tanh", LAZY, CATAPULT, DIVERGED, "c = 2 and c = 4"} <= set(labels)

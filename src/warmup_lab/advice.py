@@ -18,7 +18,6 @@ the command so that tests can hold them against synthetic probes.
 from __future__ import annotations
 
 import math
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,39 +199,61 @@ def markdown(advice: dict[str, Any]) -> str:
     return f"# Advice\n\n```\n{body}\n```\n\n![eta_max against warmup length]({FIGURE_FILE})\n"
 
 
-def figure(advice: dict[str, Any], path: Path) -> None:
-    """eta_max against warmup length: seeds (grey; arrows where censored), median with its interval, the pick
-    (everything from `advice`, so advice.json alone redraws it)."""
+SEED_SPAN = (-0.34, -0.14)  # seeds to the left of each warmup's tick, one column per seed
+MEDIAN_SHIFT = 0.14  # the median and its interval to the right; the pick sits on the tick itself
+
+
+def seed_offsets(seeds: list[int]) -> dict[int, float]:
+    """Each seed's horizontal offset from its warmup's tick (the same at every warmup, so a seed's points
+    line up and no two seeds' points fall on one another)."""
+    seeds = sorted(seeds)
+    lo, hi = SEED_SPAN
+    step = (hi - lo) / max(len(seeds) - 1, 1)
+    return {s: (lo + k * step if len(seeds) > 1 else (lo + hi) / 2) for k, s in enumerate(seeds)}
+
+
+def figure(advice: dict[str, Any], path: Path):
+    """eta_max against warmup length: each seed (grey, one column per seed; arrows where censored), the median
+    with its interval beside it, and the pick (a red star exactly on its warmup's tick and its peak LR).
+    Everything comes from `advice`, so advice.json alone redraws it. Returns the (closed) figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    from warmup_lab.figstyle import DPI, log_axis, wrap
+
+    fig, ax = plt.subplots(figsize=(6.8, 5.0))
     ws = sorted({int(f["warmup_steps"]) for f in advice["frontier"]})
     pos = {w: i for i, w in enumerate(ws)}
-    for r in advice.get("per_seed", []):
-        x = pos[int(r["warmup_steps"])] - 0.12
+    per_seed = advice.get("per_seed", [])
+    shift = seed_offsets(sorted({int(r["seed"]) for r in per_seed}))
+    for r in per_seed:
+        x = pos[int(r["warmup_steps"])] + shift[int(r["seed"])]
         y, marker = ((r["hi"], "v") if r["censored"] == "below" else (r["eta_max"], "^" if r["censored"] else "o"))
-        ax.plot(x, y, marker, color="0.6", ms=5, zorder=2)
+        ax.plot(x, y, marker, color="0.55", ms=5, zorder=2, clip_on=False)
     for f in advice["frontier"]:
-        x, est = pos[int(f["warmup_steps"])], f["estimate"]
+        x, est = pos[int(f["warmup_steps"])] + MEDIAN_SHIFT, f["estimate"]
         if not math.isnan(f["ci_low"]) and not math.isnan(f["ci_high"]):
             ax.vlines(x, f["ci_low"], f["ci_high"], color="black", lw=2, zorder=3)
         if not math.isnan(est):
-            ax.plot(x, est, "s", color="black", ms=6, zorder=4)
+            ax.plot(x, est, "s", color="black", ms=6, zorder=4, clip_on=False)
+    ax.plot([], [], "o", color="0.55", label="eta_max of one seed (a column per seed; v/^: censored)")
+    ax.plot([], [], "s", color="black", label=f"median over seeds, {stability.INTERVAL_TEXT} interval")
     if advice["pick"]:
         p = advice["pick"]
-        ax.plot(pos[p["warmup_steps"]] + 0.12, p["lr"], "*", color="tab:red", ms=14, zorder=5,
-                label=f"pick: warmup {p['warmup_steps']}, peak LR {_fmt(p['lr'])}")
-    ax.plot([], [], "o", color="0.6", label="eta_max of one seed (v/^: censored)")
-    ax.plot([], [], "s", color="black", label=f"median over seeds, {stability.INTERVAL_TEXT} interval")
-    ax.legend(fontsize=8, loc="best", framealpha=0.8)  # where it covers the fewest points
-    ax.set_yscale("log")
+        ax.plot(pos[p["warmup_steps"]], p["lr"], "*", color="tab:red", mec="darkred", ms=15, zorder=5,
+                clip_on=False, label=f"recommended: warmup {p['warmup_steps']} steps, peak LR {_fmt(p['lr'])}")
+    ax.set_xlim(-0.6, len(ws) - 0.4)
+    ax.margins(y=0.08)
+    log_axis(ax, "y")
     ax.set_xticks(range(len(ws)), [str(w) for w in ws])
     ax.set_xlabel(f"{advice['shape']} warmup length (steps of T={advice['total_steps']})")
-    ax.set_ylabel("eta_max (largest stable peak LR)")
-    ax.set_title("\n".join(textwrap.wrap(advice["answer"], 105)), fontsize=7)
+    ax.set_ylabel("peak LR (eta_max: the largest stable one)")
+    ax.grid(axis="y", which="major", alpha=0.3)
+    ax.set_title(wrap(advice["answer"], 80), fontsize=9)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
+    return fig

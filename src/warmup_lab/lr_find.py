@@ -103,31 +103,47 @@ def analyse(lrs: Sequence[float], losses: Sequence[float], n_steps: int, beta: f
             "minimum_over_10": None if i_min is None else lrs[i_min] / 10}
 
 
-def figure(result: dict[str, Any], path: Path, title: str) -> None:
-    """Smoothed loss against LR (log x), both suggestions marked."""
+def loss_at(result: dict[str, Any], lr: float) -> float:
+    """The smoothed loss curve at `lr`, linear in log LR between its points (the ramp is geometric), so a
+    suggestion between two steps is marked on the curve itself."""
+    lrs, smoothed = np.log(np.asarray(result["lrs"], dtype=float)), np.asarray(result["smoothed"], dtype=float)
+    return float(np.interp(math.log(lr), lrs, smoothed))
+
+
+def figure(result: dict[str, Any], path: Path, title: str):
+    """Smoothed loss against LR (log x), both suggestions marked on the curve, each with a legend entry.
+    Returns the (closed) figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ax.plot(result["lrs"], result["smoothed"], color="black", lw=1.2, label="smoothed training loss")
-    if result["steepest"]:
-        s = result["steepest"]
-        ax.plot(s["lr"], s["loss"], "o", color="tab:red", ms=8, label=f"steepest descent (Lightning): {s['lr']:.3g}")
+    from warmup_lab.figstyle import DPI, log_axis, wrap
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    ax.plot(result["lrs"], result["smoothed"], color="black", lw=1.2, label="smoothed training loss (EMA, bias-corrected)")
     if result["minimum"]:
         m = result["minimum"]
-        ax.plot(m["lr"], m["loss"], "v", color="tab:blue", ms=8, label=f"minimum {m['lr']:.3g}")
-        ax.axvline(result["minimum_over_10"], color="tab:blue", ls="--", lw=1,
-                   label=f"minimum/10 (fastai): {result['minimum_over_10']:.3g}")
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate (exponential ramp, one step each)")
-    ax.set_ylabel("training loss (EMA, bias-corrected)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+        ax.plot(m["lr"], m["loss"], "v", color="tab:blue", mfc="none", ms=7, clip_on=False,
+                label=f"minimum of the smoothed loss, LR {m['lr']:.3g}")
+        lr10 = result["minimum_over_10"]
+        ax.plot(lr10, loss_at(result, lr10), "D", color="tab:blue", ms=7, zorder=4, clip_on=False,
+                label=f"suggestion: minimum/10 (fastai), LR {lr10:.3g}")
+    if result["steepest"]:
+        s = result["steepest"]
+        ax.plot(s["lr"], s["loss"], "o", color="tab:red", ms=8, zorder=4, clip_on=False,
+                label=f"suggestion: steepest descent (Lightning), LR {s['lr']:.3g}")
+    ax.margins(x=0.03, y=0.08)
+    log_axis(ax, "x")
+    ax.set_xlabel("learning rate (log)")
+    ax.set_ylabel("smoothed training loss")
+    ax.grid(alpha=0.3)
+    ax.set_title(wrap(title, 75), fontsize=9)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
+    return fig
 
 
 def _read_steps(run_dir: Path) -> tuple[list[float], list[float]]:

@@ -330,33 +330,78 @@ def plot_eos(df: pd.DataFrame, path: Path) -> None:
     _finish_sharpness_figure(plt, fig, ax, bx, path)
 
 
-def plot_catapult(tab: pd.DataFrame, steps: int, path: Path) -> None:
-    """Every seed's runs: the first seed solid and labelled, the others faint, so the phases stay readable."""
+DIVERGED_AT = 1e3  # where a diverged run is drawn on the rise-ratio axis (its ratio is huge or not finite)
+ACT_SHIFT, SEED_SHIFT = 0.1, 0.035  # horizontal offsets, in log2(c), per activation and per seed
+
+
+def catapult_x(tab: pd.DataFrame) -> np.ndarray:
+    """Where each row of the catapult table is drawn: c moved by a small factor per activation and per seed
+    (2^(k x ACT_SHIFT), 2^(j x SEED_SHIFT), centred), so no two runs of one c fall on one another; the grid's
+    steps are 2^(1/4), wider than the spread."""
+    acts = {a: k - (tab.activation.nunique() - 1) / 2 for k, a in enumerate(sorted(tab.activation.unique()))}
+    seeds = {s: k - (tab.seed.nunique() - 1) / 2 for k, s in enumerate(sorted(tab.seed.unique()))}
+    shift = [acts[a] * ACT_SHIFT + seeds[s] * SEED_SHIFT for a, s in zip(tab.activation, tab.seed)]
+    return tab.c.to_numpy(dtype=float) * np.exp2(shift)
+
+
+def plot_catapult(tab: pd.DataFrame, steps: int, path: Path):
+    """Every seed's runs: the first seed solid, the others faint, each activation and seed a little apart
+    (catapult_x), diverged runs in a band at the top; one legend below both panels. Returns the (closed)
+    figure."""
+    from matplotlib import ticker
+    from matplotlib.lines import Line2D
+
+    from warmup_lab.figstyle import DPI, number
+
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.9))
     markers = {LAZY: "o", CATAPULT: "^", DIVERGED: "x"}
     first = tab.seed.min()
-    for i, (act, g) in enumerate(tab.groupby("activation")):
+    tab = tab.assign(x=catapult_x(tab), rise=tab.rise_ratio.where(tab.phase != DIVERGED, DIVERGED_AT)
+                     .clip(upper=DIVERGED_AT))
+    acts = sorted(tab.activation.unique())
+    for i, act in enumerate(acts):
+        g = tab[tab.activation == act]
         for ph, m in markers.items():
             for solid in (False, True):
                 sel = g[(g.phase == ph) & ((g.seed == first) == solid)]
-                kw = {"marker": m, "color": f"C{i}", "alpha": 1.0 if solid else 0.25}
-                axes[0].scatter(sel.c, sel.rise_ratio.clip(upper=1e3), label=f"{act}: {ph}" if solid else None, **kw)
-                ok = sel[sel.phase != DIVERGED]
-                axes[1].scatter(ok.c, ok.end_sharpness_ratio, **kw)
+                kw = {"marker": m, "color": f"C{i}", "alpha": 1.0 if solid else 0.3, "s": 20, "clip_on": False,
+                      "zorder": 3 if solid else 2}
+                axes[0].scatter(sel.x, sel.rise, **kw)
+                ok = sel[(sel.phase != DIVERGED) & np.isfinite(sel.end_sharpness_ratio)]
+                axes[1].scatter(ok.x, ok.end_sharpness_ratio, **kw)
+    lo, hi = float(tab.c.min()), float(tab.c.max())
     for ax in axes:
         ax.set_xscale("log", base=2)
+        ax.set_xlim(lo * 2 ** -0.35, hi * 2 ** 0.35)
+        ax.xaxis.set_major_locator(ticker.LogLocator(base=2, numticks=12))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: number(v)))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         for c in (2, 4):
             ax.axvline(c, color="grey", ls=":", lw=1)
-    axes[0].set(xlabel="c = eta * lambda0", ylabel="max loss / best loss so far", yscale="log",
-                title=f"phase per c: seed {first} solid, other seeds faint; dotted: c = 2, 4")
+        ax.set_xlabel("c = eta * lambda0 (runs of one c set a little apart)")
+        ax.grid(alpha=0.25)
     axes[0].axhline(CATAPULT_RISE, color="grey", lw=0.8)
-    axes[0].legend(fontsize=7)
+    axes[0].axhspan(DIVERGED_AT / 3, DIVERGED_AT * 3, color="0.93", zorder=0)
+    axes[0].set(yscale="log", ylim=(0.7, DIVERGED_AT * 3), ylabel="max loss / best loss so far",
+                title="phase per c")
+    axes[0].text(lo * 2 ** -0.3, DIVERGED_AT * 1.6, "diverged (drawn at 10^3)", fontsize=7, va="center", color="0.3")
+    axes[0].yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: number(v)))
     axes[1].axhline(1.0, color="k", ls="--", lw=1)
-    axes[1].set(xlabel="c = eta * lambda0", ylabel="end sharpness / (2/eta)", title=f"sharpness at step {steps} vs 2/eta")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    axes[1].margins(y=0.08)
+    axes[1].set(ylabel="end sharpness / (2/eta)", title=f"sharpness at step {steps} against 2/eta")
+    handles = ([Line2D([], [], ls="", marker="s", color=f"C{i}", label=act) for i, act in enumerate(acts)]
+               + [Line2D([], [], ls="", marker=m, color="0.3", label=ph) for ph, m in markers.items()]
+               + [Line2D([], [], ls="", marker="o", color="0.3", label=f"seed {first}"),
+                  Line2D([], [], ls="", marker="o", color="0.3", alpha=0.3, label="other seeds"),
+                  Line2D([], [], color="grey", ls=":", lw=1, label="c = 2 and c = 4"),
+                  Line2D([], [], color="grey", lw=0.8, label=f"rise {CATAPULT_RISE} (catapult threshold)"),
+                  Line2D([], [], color="k", ls="--", lw=1, label="sharpness = 2/eta")])
+    fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
+    return fig
 
 
 def plot_warmup(per_seed: pd.DataFrame, summary: pd.DataFrame, steps: int, grid_top: float, path: Path) -> None:
