@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from warmup_lab import runs, stability
+from warmup_lab.advice import figure as advice_figure
 from warmup_lab.advise import _threads
 from warmup_lab.lr_find import compose_train, lr_find
 from warmup_lab.summary import json_safe
@@ -37,6 +38,24 @@ ARMS = {
 # Seeds neither method saw. 100-104 judged advise's earlier pick rule (the shortest warmup unless a longer one
 # was lower on every seed); after that rule was replaced, 200-204 judge the current one (git history).
 FRESH_SEEDS = (200, 201, 202, 203, 204)
+
+
+def redraw(out: Path, arms: dict[str, list[str]]) -> None:
+    """The figures of a committed benchmark, from its files and one range-test run per arm (bit-exact on one
+    machine: a suggestion other than the committed one stops here, the old figure kept)."""
+    table = pd.read_csv(out / "bench.csv", float_precision="round_trip")
+    for arm, overrides in arms.items():
+        for path in sorted((out / arm).glob("advise_*/advice.json")):
+            advice_figure(json.loads(path.read_text()), path.parent / "advice.png")
+            print(f"redrew {path.parent / 'advice.png'}", flush=True)
+        ramp = ("train.steps=", "optimizer.lr=")
+        found = lr_find([*(o for o in overrides if not o.startswith(ramp)), "seed=0"])
+        committed = table[(table["arm"] == arm) & table["method"].str.startswith("lr-find")]["lr"]
+        if committed.empty or not (committed == found["steepest"]["lr"]).all():
+            raise SystemExit(f"{arm}: the range test now suggests {found['steepest']['lr']!r}, bench.csv holds "
+                             f"{sorted(set(committed))}; {out / arm / 'lr_find.png'} left as it was")
+        shutil.copy(Path(found["run_dir"]) / "lr_find.png", out / arm / "lr_find.png")
+        print(f"redrew {out / arm / 'lr_find.png'} (suggestion {found['steepest']['lr']:.4g}, as committed)", flush=True)
 
 
 def full_run(overrides: list[str], lr: float, warmup: int, seed: int) -> dict[str, Any]:
@@ -151,12 +170,19 @@ def main() -> None:
     p.add_argument("--no-default-arms", action="store_true", help="only the --arm ones")
     p.add_argument("--combine", action="append", default=[],
                    help="another invocation's --out: its arms join this table (figures and advice copied)")
+    p.add_argument("--redraw", action="store_true",
+                   help="only redraw --out's figures: advice.png from each committed advice.json, lr_find.png by "
+                        "re-running each arm's range test (seed 0), which must give the committed suggestion")
     args = p.parse_args()
     arms = {} if args.no_default_arms else dict(ARMS)
     for spec in args.arm:
         name, _, ovs = spec.partition("=")
         arms[name] = ovs.split()
     out = Path(args.out)
+    if args.redraw:
+        redraw(out, {a: [*ovs, f"runs_root={args.runs_root}", "logger=none", "train.progress=false"]
+                     for a, ovs in arms.items()})
+        return
     out.mkdir(parents=True, exist_ok=True)
     budgets = args.budgets.split(",")
     began, all_rows, all_advice = time.time(), [], []

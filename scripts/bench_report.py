@@ -181,7 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep", type=Path, default=Path(tempfile.gettempdir()) / "warmup-lab-bench" / "sweep10k")
     p.add_argument("--probes-settings", type=int, default=108)
     p.add_argument("--out", type=Path, default=REPO / "results" / "bench_report")
+    p.add_argument("--redraw", action="store_true", help="only redraw sweeper_rounds.png from --out's bench.json")
     args = p.parse_args(argv)
+    if args.redraw:
+        figure(json.loads((args.out / "bench.json").read_text())["search"], args.out / "sweeper_rounds.png")
+        print(f"redrew {args.out / 'sweeper_rounds.png'}")
+        return 0
     load = os.getloadavg()[0]
     result = {"machine": f"{os.cpu_count()} CPUs", "load": load,
               "report": bench_report(args.sweep, args.runs), "search": bench_search(args.probes_settings)}
