@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 
 from warmup_lab import runs
 from warmup_lab.record import SHARPNESS_FILE
-from warmup_lab.report import _fmt as bound_text
+from warmup_lab.stability import bound_text
 from warmup_lab.stability import eta_max_of, median_and_range
 from warmup_lab.summary import is_finished, read_summary
 

@@ -181,12 +181,7 @@ def spikes(res: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- eta_max, P(stable), comparisons, LR sensitivity (all from warmup_lab.stability) -----------------
-def _fmt(x: Any, censored: str = "") -> str:
-    """An LR or ratio, `<` / `>=` when censored (an upper / lower bound), `?` when undetermined."""
-    x = float(x)
-    if censored == "undetermined" or math.isnan(x):
-        return "?" if censored == "undetermined" else "-"
-    return {"below": "< ", "above": ">= "}.get(censored, "") + f"{x:.3g}"
+_fmt = stability.bound_text
 
 
 def _interval(row: pd.Series, est: str = "estimate", lo: str = "ci_low", hi: str = "ci_high") -> str:

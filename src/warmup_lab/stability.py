@@ -264,6 +264,15 @@ def _lr(x: float) -> float:
 # from a rank distribution, and every test enumerates its null distribution (docs/definitions.md#statistics).
 ALPHA = 0.05      # two-sided level of the tests: a declared comparison is resolved when its Holm p <= ALPHA
 MIN_SEEDS = 3     # seeds needed on each side before a comparison may be resolved
+def bound_text(x: Any, censored: str = "") -> str:
+    """An LR or ratio to 3 significant digits, `< ` / `>= ` when censored (an upper / lower bound), `?` when
+    undetermined, `-` when missing: the one way every table and report prints a value that may be a bound."""
+    x = float(x)
+    if censored == "undetermined" or math.isnan(x):
+        return "?" if censored == "undetermined" else "-"
+    return {"below": "< ", "above": ">= "}.get(censored, "") + f"{x:.3g}"
+
+
 INTERVAL_TEXT = "exact order-statistic"  # the name every table header and figure label uses for an interval
 VERDICTS = ("resolved", "not resolved", "too few seeds", "exploratory", "one arm", "seeds reused")
 
