@@ -299,6 +299,13 @@ def comparison_inputs(res: pd.DataFrame, probes: pd.DataFrame, keys: list[str], 
             "selected_from": found.selected_from}
 
 
+def _comparison_view(comp: pd.DataFrame, cols: Sequence[str]) -> str:
+    """A comparison table as Markdown: the ratio with its interval and coverage in one cell, p and p_holm."""
+    view = comp.assign(ratio=comp.apply(lambda r: f"{_interval(r, 'ratio')} {r['ci_coverage']:.0%}", axis=1),
+                       p=comp["p_value"].map(_p), p_holm=comp["p_holm"].map(_p))
+    return _md(view[[c for c in cols if c in view]])
+
+
 def compare_section(comp: pd.DataFrame, shown: list[str], found: dict[str, Any]) -> list[str]:
     md = ["### Comparisons: ratio of eta_max (b / baseline) over seeds", "",
           f"Each warmup vs no warmup, and every pair the preset declared (`comparisons:`). Ratio: Hodges-Lehmann "
@@ -316,11 +323,8 @@ def compare_section(comp: pd.DataFrame, shown: list[str], found: dict[str, Any])
                   if found["missing_sources"] else "") + "._", ""]
     if comp.empty:
         return md + ["_No comparison: no setting with warmup_steps = 0 beside others, and none declared._", ""]
-    shown_comp = comp.assign(
-        ratio=comp.apply(lambda r: f"{_interval(r, 'ratio')} {r['ci_coverage']:.0%}", axis=1),
-        p=comp["p_value"].map(_p), p_holm=comp["p_holm"].map(_p))
     cols = [*shown, "criterion", "baseline", "n_seeds", "n_seeds_baseline", "ratio", "test", "p", "p_holm", "verdict"]
-    return md + [_md(shown_comp[[c for c in cols if c in shown_comp]]), ""]
+    return md + [_comparison_view(comp, cols), ""]
 
 
 def loss_compare_section(probes: pd.DataFrame, keys: list[str], found: dict[str, Any],
@@ -342,11 +346,8 @@ def loss_compare_section(probes: pd.DataFrame, keys: list[str], found: dict[str,
     if comp.empty:
         return md + ["_No comparison: the declared settings are not among the runs._", ""], comp
     shown = [k for k in keys if k in ("warmup", "warmup_steps") or k in varying(probes, [k])]
-    table = comp.assign(
-        ratio=comp.apply(lambda r: f"{_interval(r, 'ratio')} {r['ci_coverage']:.0%}", axis=1),
-        p=comp["p_value"].map(_p), p_holm=comp["p_holm"].map(_p))
     cols = [*shown, "lr", "baseline", "n_seeds", "ratio", "test", "p", "p_holm", "verdict"]
-    return md + [_md(table[[c for c in cols if c in table]]), ""], comp
+    return md + [_comparison_view(comp, cols), ""], comp
 
 
 def best_lr_section(res: pd.DataFrame, out: Path) -> list[str]:
