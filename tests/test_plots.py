@@ -170,3 +170,27 @@ def test_lr_curves_draw_every_setting_at_the_largest_lr_all_of_them_ran(tmp_path
     assert sorted(drawn.values["lr"]) == [0.16, 0.16]
     own = [r for r in rows if (r["warmup"], r["target_lr"]) in {("none", 0.04), ("linear", 0.64)}]
     assert sorted(plots.lr_curves(pd.DataFrame(own), archive.Curves(table), "task=toy", tmp_path).values["lr"]) == [0.04, 0.64]
+
+
+def test_heatmap_text_contrasts_with_its_cell_and_empty_cells_say_no_runs(tmp_path):
+    # final_eval_acc: viridis, the lowest mean dark purple, the highest yellow
+    cells = pd.DataFrame({"warmup_steps": [0, 0, 10, 10], "target_lr": [0.1, 0.2, 0.1, 0.2],
+                          "mean": [0.1, 0.9, 0.5, np.nan], "n": [3, 3, 3, 0], "n_diverged": [0, 0, 0, 0]})
+    v = plots.heatmap(cells, "task=toy", "final_eval_acc", tmp_path).values.set_index(["warmup_steps", "target_lr"])
+    assert v.loc[(0, 0.1), "text_color"] == "white"  # dark purple cell
+    assert v.loc[(0, 0.2), "text_color"] == "black"  # yellow cell
+    empty = v.loc[(10, 0.2)]
+    assert empty["empty"] and empty["text"] == "no runs" and empty["text_color"] == "black"  # on light grey
+    assert not v.loc[(10, 0.1), "empty"]
+    assert plots.text_color((0.267, 0.005, 0.329, 1)) == "white" and plots.text_color((0.993, 0.906, 0.144, 1)) == "black"
+
+
+def test_heatmap_text_shrinks_with_the_number_of_columns(tmp_path):
+    def grid(n_lrs):
+        return pd.DataFrame([{"warmup_steps": tw, "target_lr": 0.01 * 2 ** j, "mean": 0.5 + 0.01 * j, "n": 3,
+                              "n_diverged": 0} for tw in (0, 10) for j in range(n_lrs)])
+    narrow = plots.heatmap(grid(4), "task=a", "final_eval_acc", tmp_path)
+    wide = plots.heatmap(grid(24), "task=b", "final_eval_acc", tmp_path)
+    assert wide.values["fontsize"].iloc[0] < narrow.values["fontsize"].iloc[0]
+    import matplotlib.image as mpimg
+    assert mpimg.imread(wide.path).shape[1] <= (plots.HEATMAP_MAX_WIDTH + 0.5) * plots.DPI  # about a page wide

@@ -19,6 +19,8 @@ from typing import Any, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.colors  # noqa: E402
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
@@ -402,37 +404,81 @@ def lr_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path, log_y: b
 
 
 # -- heatmap -------------------------------------------------------------------------------------------
+HEATMAP_MAX_WIDTH = 12.0  # inches: a wider grid gets narrower cells and smaller text, not a wider figure
+EMPTY_COLOR = "0.88"  # a cell with no run: light grey, hatched, "no runs"
+
+
+def luminance(rgba: Sequence[float]) -> float:
+    """Relative luminance (WCAG, sRGB) of a colour: the text on a cell is black above 0.4, white below."""
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3]]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def text_color(rgba: Sequence[float]) -> str:
+    """Black on light cells, white on dark ones (whichever contrasts more with the cell's colour)."""
+    lum = luminance(rgba)
+    return "black" if (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) else "white"
+
+
 def heatmap(cells: pd.DataFrame, title: str, metric: str, out: Path,
             limits: tuple[float, float] | None = None) -> Drawn:
     """Mean final metric over target LR (x) x warmup length (y), with n (seeds) in every cell and the
-    number of diverged seeds; cells where a seed diverged are hatched. `limits` (vmin, vmax): one colour
-    scale shared by every heatmap of a metric in a report, so equal colours mean equal values."""
+    number of diverged seeds; cells where a seed diverged are hatched red, cells with no run grey and
+    hatched ("no runs"); the text is black on light cells and white on dark ones. `limits` (vmin, vmax): one
+    colour scale shared by every heatmap of a metric in a report, so equal colours mean equal values. A wide
+    grid keeps the figure at most HEATMAP_MAX_WIDTH inches: its text shrinks and its LR labels turn."""
     if cells.empty or (cells["target_lr"].nunique() < 2 and cells["warmup_steps"].nunique() < 2):
         return skipped("a single target LR and warmup length: nothing to map")
     grid = cells.pivot_table(index="warmup_steps", columns="target_lr", values="mean", aggfunc="mean", dropna=False)
     n = cells.pivot_table(index="warmup_steps", columns="target_lr", values="n", aggfunc="sum").reindex_like(grid)
     div = cells.pivot_table(index="warmup_steps", columns="target_lr", values="n_diverged", aggfunc="sum")
     div = div.reindex_like(grid).fillna(0)
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.8 + 0.95 * grid.shape[1]), 1.8 + 0.6 * grid.shape[0]))
-    cmap = plt.get_cmap("viridis" if "acc" in metric else "viridis_r").with_extremes(bad="lightgrey")
-    values = grid.to_numpy(dtype=float)
+    rows, cols = grid.shape
+    width = min(HEATMAP_MAX_WIDTH, max(4.5, 1.8 + 0.95 * cols))
+    cell_w = (width - 1.8) / cols  # inches per column
+    fontsize = float(np.clip(6.5 * cell_w / 0.95, 4.5, 7.5))  # 6.5 pt in a 0.95-inch cell, scaled with it
+    turn = cell_w < 0.75  # LR labels such as 0.00566 overlap below ~0.75 inch a column
+    fig, ax = plt.subplots(figsize=(width, 2.2 + (0.5 if turn else 0) + 0.6 * rows), layout="constrained")
+    cmap = plt.get_cmap("viridis" if "acc" in metric else "viridis_r").with_extremes(bad=EMPTY_COLOR)
+    values = np.where(n.fillna(0).to_numpy() > 0, grid.to_numpy(dtype=float), np.nan)  # no run: no value
     vmin, vmax = limits if limits is not None else (None, None)
     im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, aspect="auto", origin="lower", vmin=vmin, vmax=vmax)
-    drawn = []
+    drawn, empty_any, div_any = [], False, False
     for (i, j), v in np.ndenumerate(values):
         d, k = int(div.iat[i, j]), n.iat[i, j]
         k = 0 if pd.isna(k) else int(k)
-        text = ("-" if not np.isfinite(v) else f"{v:.3g}") + f"\nn={k}" + (f", {d} div" if d else "")
-        light = np.isfinite(v) and sum(cmap(im.norm(v))[:3]) > 1.8  # dark text on yellow cells
+        empty = k == 0
+        if empty:
+            text = "no runs"
+        else:
+            text = ("-" if not np.isfinite(v) else f"{v:.3g}") + f"\nn={k}" + (f", {d} div" if d else "")
+        face = cmap(im.norm(v)) if np.isfinite(v) else matplotlib.colors.to_rgba(EMPTY_COLOR)
+        color = "darkred" if d else text_color(face)
         box = dict(facecolor="white", alpha=0.8, lw=0, pad=1) if d else None
-        ax.text(j, i, text, ha="center", va="center", fontsize=6.5,
-                color="red" if d else "black" if light else "white", bbox=box)
-        if d:
+        ax.text(j, i, text, ha="center", va="center", fontsize=fontsize, color=color, bbox=box,
+                style="italic" if empty else "normal")
+        if empty:
+            empty_any = True
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="xx", edgecolor="0.6", lw=0))
+        elif d:
+            div_any = True
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", edgecolor="red", lw=0))
-        drawn.append({"warmup_steps": grid.index[i], "target_lr": grid.columns[j], "mean": v, "n": k, "n_diverged": d})
-    ax.set_xticks(range(grid.shape[1]), [f"{c:.3g}" for c in grid.columns], fontsize=7)
-    ax.set_yticks(range(grid.shape[0]), [f"{r:g}" for r in grid.index], fontsize=7)
+        drawn.append({"warmup_steps": grid.index[i], "target_lr": grid.columns[j], "mean": v, "n": k, "n_diverged": d,
+                      "empty": empty, "text": text, "text_color": color, "fontsize": fontsize})
+    ax.set_xticks(range(cols), [f"{c:.3g}" for c in grid.columns], fontsize=7,
+                  rotation=45 if turn else 0, ha="right" if turn else "center", rotation_mode="anchor")
+    ax.set_yticks(range(rows), [f"{r:g}" for r in grid.index], fontsize=7)
     ax.set(xlabel="target LR", ylabel="warmup steps")
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, max(30, int(width * 11)))), fontsize=9)
     fig.colorbar(im, ax=ax, label=metric)
-    return _save(fig, out / f"heatmap_{slug(title)}.png", pd.DataFrame(drawn))
+    handles = ([matplotlib.patches.Patch(facecolor="white", edgecolor="red", hatch="//", lw=0,
+                                         label="k seeds diverged (k div)")] if div_any else []) + \
+        ([matplotlib.patches.Patch(facecolor=EMPTY_COLOR, edgecolor="0.6", hatch="xx", lw=0, label="no runs")]
+         if empty_any else [])
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=7, frameon=False,
+                   handlelength=2.5, handleheight=1.4)
+    path = out / f"heatmap_{slug(title)}.png"
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.08)
+    plt.close(fig)
+    return Drawn(path, values=pd.DataFrame(drawn))
