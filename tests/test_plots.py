@@ -194,3 +194,31 @@ def test_heatmap_text_shrinks_with_the_number_of_columns(tmp_path):
     assert wide.values["fontsize"].iloc[0] < narrow.values["fontsize"].iloc[0]
     import matplotlib.image as mpimg
     assert mpimg.imread(wide.path).shape[1] <= (plots.HEATMAP_MAX_WIDTH + 0.5) * plots.DPI  # about a page wide
+
+
+def curves_of(losses: dict[int, list[float]], status: dict[int, str] | None = None, init_loss: float = 2.0):
+    status = status or {}
+    res = pd.DataFrame([{"warmup": "none", "warmup_steps": 0, "target_lr": 0.1, "seed": s,
+                         "status": status.get(s, runs.COMPLETED), "init_loss": init_loss, "steps_run": len(v),
+                         "config_hash": f"h{s}", "run_path": "gone"} for s, v in losses.items()])
+    table = pd.concat([pd.DataFrame({"config_hash": f"h{s}", "step": range(len(v)), "loss": v, "lr": 0.1})
+                       for s, v in losses.items()])
+    return res, archive.Curves(table)
+
+
+def test_loss_curves_show_the_real_peak_and_mark_non_finite_losses(tmp_path):
+    # seed 0 peaks at 500 x l0 (was capped at 10 x l0); seed 1 diverges to inf at step 3 and stays non-finite
+    res, curves = curves_of({0: [2.0, 1000.0, 1.5, 1.0, 0.8], 1: [2.0, 3.0, 5.0, np.inf, np.nan]},
+                            {1: runs.DIVERGED})
+    v = plots.loss_curves(res, curves, "task=toy", tmp_path).values
+    seeds = v[v["kind"] == "seed"].set_index("seed")
+    assert seeds.loc[0, "peak"] == 1000.0 and seeds.loc[1, "peak"] == 5.0
+    assert (seeds["y_top"] >= 1000.0).all() and (seeds["yscale"] == "log").all()  # 0.8 .. 1000: log
+    clipped = v[v["kind"] == "nonfinite"]
+    assert clipped[["seed", "step"]].values.tolist() == [[1, 3.0]]  # one mark per non-finite stretch
+
+
+def test_loss_curves_are_linear_within_a_decade(tmp_path):
+    res, curves = curves_of({0: [2.0, 3.0, 1.5, 1.0, 0.8], 1: [2.0, 2.5, 1.4, 0.9, 0.7]})
+    v = plots.loss_curves(res, curves, "task=toy", tmp_path).values
+    assert (v["kind"] == "seed").all() and (v["yscale"] == "linear").all() and (v["y_top"] >= 3.0).all()

@@ -302,8 +302,10 @@ def _median_curve(curves: list[pd.DataFrame]) -> pd.Series:
     return table.median(axis=1, skipna=True)[alive >= max(1, math.ceil(len(curves) / 2))]
 
 
-def _draw_curves(ax: plt.Axes, lines: list[np.ndarray], dots: list[np.ndarray], crosses: list[tuple[float, float]]) -> None:
-    """Every seed's curve as one LineCollection, its spike steps and divergence steps as one marker artist each."""
+def _draw_curves(ax: plt.Axes, lines: list[np.ndarray], dots: list[np.ndarray], crosses: list[tuple[float, float]],
+                 clipped: list[float]) -> None:
+    """Every seed's curve as one LineCollection, its spike steps, divergence steps and non-finite losses
+    (at the top edge, where the curve leaves the axis) as one marker artist each."""
     if lines:
         ax.add_collection(LineCollection(lines, lw=0.6, color="tab:blue", alpha=0.45))
         ax.autoscale_view()
@@ -313,48 +315,88 @@ def _draw_curves(ax: plt.Axes, lines: list[np.ndarray], dots: list[np.ndarray], 
     if crosses:
         x, y = np.array(crosses, dtype=float).T
         ax.plot(x, y, "x", color="tab:red", ms=6, ls="")
+    if clipped:
+        ax.plot(clipped, [1.0] * len(clipped), "^", color="tab:purple", ms=6, ls="", clip_on=False, zorder=5,
+                transform=ax.get_xaxis_transform())
+
+
+LOG_SPAN = 10.0  # a panel whose losses span more than this factor (a decade) gets a log y axis
+
+
+def _loss_y(ax: plt.Axes, values: np.ndarray) -> str:
+    """Linear y, or log where the panel's finite losses span more than a decade; every peak stays in view."""
+    pos = values[np.isfinite(values) & (values > 0)]
+    if len(pos) and pos.max() / pos.min() > LOG_SPAN:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0) if pos.max() / pos.min() < 1e3 else (1.0,)))
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        return "log"
+    return "linear"
 
 
 def loss_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path) -> Drawn:
     """Training loss vs step of EVERY seed (thin) and their median (thick): a row per warmup setting, a
     column per target LR (at most 3, spread over the grid). Dots: spike steps (consecutive dots = one
-    spike event); x: the step a run diverged at. y is log, capped at 10 x the largest l0."""
+    spike event); x: the step a run diverged at (at its last finite loss); purple triangles at the top edge:
+    where a loss is non-finite (inf/NaN), the only values not drawn. y shows every finite loss, the highest
+    peak included: linear, log where a panel's losses span more than a decade.
+
+    `values`: a row per seed drawn (kind "seed", with its highest finite loss `peak` and the panel's
+    `yscale`) and a row per non-finite stretch of a seed's curve (kind "nonfinite", its first `step`)."""
     settings = res[list(SHAPE_KEYS)].drop_duplicates().sort_values("warmup_steps")
     lrs = _spread(pd.to_numeric(res["target_lr"], errors="coerce").dropna(), MAX_LRS)
     if settings.empty or not lrs:
         return skipped("no finished runs")
-    top = 10 * np.nanmax(pd.to_numeric(res["init_loss"], errors="coerce").to_numpy(dtype=float), initial=1.0)
-    fig, axes = _grid(len(settings), len(lrs), width=3.6, height=2.5)
-    drawn = []
+    cols = len(lrs)
+    width = max(3.6 * cols, 5.6)  # one column: wide enough for the title and the legend
+    fig, axes = plt.subplots(len(settings), cols, figsize=(width, 2.5 * len(settings) + 0.9), squeeze=False,
+                             layout="constrained")
+    drawn: list[dict[str, Any]] = []
+    any_clipped = False
     for r, (_, st) in enumerate(settings.iterrows()):
         for c, lr in enumerate(lrs):
             ax = axes[r, c]
             g = res[(res["warmup"] == st["warmup"]) & (res["warmup_steps"] == st["warmup_steps"])
                     & np.isclose(res["target_lr"].astype(float), lr)]
-            seeds, lines, dots, crosses = [], [], [], []
+            seeds, lines, dots, crosses, clipped, rows = [], [], [], [], [], []
             for _, row in g.sort_values("seed").iterrows():
                 m = curves.get(row)
                 if m is None or "loss" not in m:
                     continue
-                loss = pd.Series(np.minimum(pd.to_numeric(m["loss"], errors="coerce").to_numpy(float), top))
-                lines.append(np.column_stack([m["step"].to_numpy(float), loss.to_numpy()]))
+                raw = pd.to_numeric(m["loss"], errors="coerce").to_numpy(float)
+                bad = ~np.isfinite(raw)
+                loss = pd.Series(np.where(bad, np.nan, raw))
+                steps = m["step"].to_numpy(float)
+                lines.append(np.column_stack([steps, loss.to_numpy()]))
                 if "spike" in m:
-                    hit = (m["spike"].astype(float) > 0).to_numpy()
+                    hit = (m["spike"].astype(float) > 0).to_numpy() & ~bad
                     dots.append(lines[-1][hit])
+                starts = np.flatnonzero(bad & ~np.r_[False, bad[:-1]])  # each non-finite stretch, once
+                clipped += steps[starts].tolist()
                 if row["status"] == runs.DIVERGED:
                     finite = loss[np.isfinite(loss)]
-                    crosses.append((m["step"].iloc[-1], finite.iloc[-1] if len(finite) else top))
-                seeds.append(m.assign(loss=loss))
-                drawn.append({"setting": _setting(st), "lr": lr, "seed": row["seed"], "status": row["status"],
-                              "steps": len(m)})
-            _draw_curves(ax, lines, dots, crosses)
-            if seeds:
-                med = _median_curve(seeds)
+                    if len(finite):
+                        crosses.append((steps[finite.index[-1]], finite.iloc[-1]))
+                seeds.append(m.assign(loss=loss.to_numpy()))
+                rows.append({"kind": "seed", "setting": _setting(st), "lr": lr, "seed": row["seed"],
+                             "status": row["status"], "steps": len(m), "step": math.nan,
+                             "peak": float(np.nanmax(loss)) if np.isfinite(loss).any() else math.nan})
+                rows += [{"kind": "nonfinite", "setting": _setting(st), "lr": lr, "seed": row["seed"],
+                          "status": row["status"], "steps": len(m), "step": float(steps[i]), "peak": math.nan}
+                         for i in starts]
+            _draw_curves(ax, lines, dots, crosses, clipped)
+            any_clipped |= bool(clipped)
+            med = _median_curve(seeds) if seeds else pd.Series(dtype=float)
+            if len(med):
                 ax.plot(med.index, med.to_numpy(), lw=2, color="black")
-            ax.set_yscale("log")
-            ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-            ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-            ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+            finite = np.concatenate([ln[:, 1] for ln in lines]) if lines else np.array([])
+            scale = _loss_y(ax, finite)
+            drawn += [{**d, "yscale": scale, "y_top": ax.get_ylim()[1]} for d in rows]
+            if not seeds:
+                ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center", va="center", fontsize=8,
+                        color="0.4", style="italic")
+                ax.set_yticks([])
             ax.set_title(f"{_setting(st)}, lr={lr:.3g} (n={len(seeds)})", fontsize=8)
             ax.tick_params(labelsize=7)
             if r == len(settings) - 1:
@@ -364,14 +406,20 @@ def loss_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path) -> Dra
     if not drawn:
         plt.close(fig)
         return skipped("no per-step curves for these runs (no metrics.csv, no curves.csv.gz)")
-    fig.suptitle(f"Training loss, every seed: {title}", fontsize=10)
+    fig.suptitle("\n".join(textwrap.wrap(f"Training loss, every seed: {title}", int(width * 12))), fontsize=10)
     handles = [plt.Line2D([], [], lw=0.6, color="tab:blue", alpha=0.6, label="one seed"),
                plt.Line2D([], [], lw=2, color="black", label="median over seeds"),
                plt.Line2D([], [], marker=".", ls="", color="tab:orange", ms=6, label="spike step"),
-               plt.Line2D([], [], marker="x", ls="", color="tab:red", ms=6, label="diverged")]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7, frameon=False)
-    bottom = 0.5 / fig.get_size_inches()[1]  # half an inch for the legend, whatever the figure's height
-    return _save(fig, out / f"loss_curves_{slug(title)}.png", pd.DataFrame(drawn), rect=(0, bottom, 1, 1))
+               plt.Line2D([], [], marker="x", ls="", color="tab:red", ms=6, label="diverged (last finite loss)")]
+    if any_clipped:
+        handles.append(plt.Line2D([], [], marker="^", ls="", color="tab:purple", ms=6,
+                                  label="loss non-finite (inf/NaN): not drawn, marked at the top edge"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles) if width >= 10 else 2, fontsize=7,
+               frameon=False)
+    path = out / f"loss_curves_{slug(title)}.png"
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.08)
+    plt.close(fig)
+    return Drawn(path, values=pd.DataFrame(drawn))
 
 
 def lr_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path, log_y: bool = False) -> Drawn:
