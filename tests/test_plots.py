@@ -222,3 +222,19 @@ def test_loss_curves_are_linear_within_a_decade(tmp_path):
     res, curves = curves_of({0: [2.0, 3.0, 1.5, 1.0, 0.8], 1: [2.0, 2.5, 1.4, 0.9, 0.7]})
     v = plots.loss_curves(res, curves, "task=toy", tmp_path).values
     assert (v["kind"] == "seed").all() and (v["yscale"] == "linear").all() and (v["y_top"] >= 3.0).all()
+
+
+def test_eta_max_medians_carry_their_coverage_and_censored_medians_are_hollow(tmp_path):
+    # T_w=0: every seed stable nowhere (median censored below: hollow); T_w=10: three exact seeds
+    drawn, tables = figure(probes({0: [0.001, 0.001, 0.001], 10: [0.02, 0.04, 0.04]}), tmp_path)
+    med = drawn.values[drawn.values["kind"] == "median"].set_index(["criterion", "warmup_steps"])
+    summary = tables[stability.SUMMARY_FILE].set_index(["criterion", "warmup_steps"])
+    for idx, row in summary.iterrows():
+        assert med.loc[idx, "hollow"] == bool(row["estimate_censored"])
+        assert med.loc[idx, "ci_coverage"] == pytest.approx(row["ci_coverage"])
+    assert med.xs(0, level="warmup_steps")["hollow"].all() and not med.xs(10, level="warmup_steps")["hollow"].any()
+    # the legend names the interval and its exact coverage from the table (3 seeds: 75%), not a fixed string
+    text = plots.coverage_text(med.reset_index())
+    assert text == f"{stability.INTERVAL_TEXT} interval, nominal 90%, exact coverage 75%"
+    mixed = pd.DataFrame({"interval": ["x", "x"], "ci_level": [0.9, 0.9], "ci_coverage": [0.75, 0.9375]})
+    assert plots.coverage_text(mixed) == "x interval, nominal 90%, exact coverage 75-94%"

@@ -66,9 +66,27 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "_", re.sub(r"\b\w+=", "", text)).strip("_") or "all"
 
 
-def _grid(rows: int, cols: int, width: float = 4.2, height: float = 3.2) -> tuple[plt.Figure, np.ndarray]:
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+def _grid(rows: int, cols: int, width: float = 4.2, height: float = 3.2, layout: str | None = None
+          ) -> tuple[plt.Figure, np.ndarray]:
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout=layout)
     return fig, axes
+
+
+def coverage_text(rows: pd.DataFrame, interval: str = INTERVAL_TEXT) -> str:
+    """How an interval drawn from `rows` is named in a legend, from the rows themselves: the `interval` column
+    (else `interval`), the nominal `ci_level` and the exact `ci_coverage` (its range where it varies with n),
+    e.g. "exact order-statistic interval, nominal 90%, exact coverage 93-98%"."""
+    names = sorted(set(rows["interval"].dropna().astype(str))) if "interval" in rows else []
+    text = f"{' / '.join(names) if names else interval} interval"
+    levels = pd.to_numeric(rows.get("ci_level", pd.Series(dtype=float)), errors="coerce").dropna()
+    cover = pd.to_numeric(rows.get("ci_coverage", pd.Series(dtype=float)), errors="coerce").dropna()
+    if len(levels):
+        lv = sorted({f"{v:.0%}" for v in levels})
+        text += f", nominal {'/'.join(lv)}"
+    if len(cover):
+        lo, hi = f"{cover.min() * 100:.0f}", f"{cover.max() * 100:.0f}"
+        text += f", exact coverage {lo}%" if lo == hi else f", exact coverage {lo}-{hi}%"
+    return text
 
 
 def _save(fig: plt.Figure, path: Path, values: pd.DataFrame, rect: tuple[float, float, float, float] | None = None
@@ -133,7 +151,7 @@ def eta_max_vs_warmup(per_seed: pd.DataFrame, summary: pd.DataFrame, keys: Seque
         if not arms:
             return skipped(f"every arm was run at fewer than {MIN_LRS} target LRs, so every seed's eta_max is a "
                            "censored bound: the eta_max tables above hold them", stale=out / "eta_max_vs_warmup.png")
-    fig, axes = _grid(len(arms), len(criteria))
+    fig, axes = _grid(len(arms), len(criteria), height=3.4, layout="constrained")
     drawn: list[dict[str, Any]] = []
     for r, (arm_values, arm_label, arm) in enumerate(arms):
         sel = np.ones(len(summary), bool)
@@ -155,16 +173,27 @@ def eta_max_vs_warmup(per_seed: pd.DataFrame, summary: pd.DataFrame, keys: Seque
             ax.set_xlabel("warmup steps T_w")
             ax.set_ylabel("eta_max (target LR)")
             ax.set_title(f"{arm_label}\n{crit}", fontsize=9)
-    handles = [plt.Line2D([], [], marker="o", ls="", color="0.5", ms=4, label="one seed"),
-               plt.Line2D([], [], marker="v", ls="", color="tab:red", label="censored: below"),
-               plt.Line2D([], [], marker="^", ls="", color="tab:blue", label="censored: above"),
-               plt.Line2D([], [], marker="D", color="black", label=f"median, {INTERVAL_TEXT} {CI_LEVEL:.0%} interval")]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    values = pd.DataFrame(drawn)
+    kinds = set(values["kind"]) if len(values) else set()
+    medians = values[values["kind"] == "median"] if len(values) else values
+    hollow = set(medians["hollow"]) if len(medians) else set()
+    L = plt.Line2D
+    handles = [h for present, h in (
+        ("point" in kinds, L([], [], marker="o", ls="", color="0.5", ms=4, label="one seed")),
+        ("below" in kinds, L([], [], marker="v", ls="-", color="tab:red",
+                             label="censored seed: no stable LR, eta_max < the first unstable LR")),
+        ("above" in kinds, L([], [], marker="^", ls="-", color="tab:blue",
+                             label="censored seed: every LR stable, eta_max >= the largest")),
+        (False in hollow, L([], [], marker="D", color="black", label=f"median over seeds, {coverage_text(medians)}")),
+        (True in hollow, L([], [], marker="D", color="black", mfc="white",
+                           label="hollow: the median is itself a censored bound (< or >=)"))) if present]
+    width = fig.get_figwidth()
+    fig.legend(handles=handles, loc="outside lower center", ncol=max(1, min(len(handles), int(width // 4.5))),
+               fontsize=8, frameon=False)
     fig.suptitle("Maximum stable LR vs warmup length", fontsize=10)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(out / "eta_max_vs_warmup.png", dpi=DPI)
+    fig.savefig(out / "eta_max_vs_warmup.png", dpi=DPI, bbox_inches="tight", pad_inches=0.08)
     plt.close(fig)
-    return Drawn(out / "eta_max_vs_warmup.png", values=pd.DataFrame(drawn))
+    return Drawn(out / "eta_max_vs_warmup.png", values=values)
 
 
 def _draw_series(ax: plt.Axes, seeds: pd.DataFrame, agg: pd.DataFrame, crit: str, thresh: float,
@@ -238,7 +267,8 @@ def _draw_medians(ax: plt.Axes, agg: pd.DataFrame, crit: str, arm: str, color: s
         xs.append(x)
         ys.append(y)
         drawn.append({"criterion": crit, "warmup": row.get("warmup", ""), "warmup_steps": tw, "seed": None,
-                      "kind": "median", "y": y, "ci_low": lo, "ci_high": hi, "arm": arm, "x": x})
+                      "kind": "median", "y": y, "ci_low": lo, "ci_high": hi, "arm": arm, "x": x, "hollow": hollow,
+                      **{k: row[k] for k in ("interval", "ci_level", "ci_coverage") if k in row}})
     if len(xs) > 1 or (label and xs):
         ax.plot(xs, ys, "-", color=color, lw=1, zorder=3, label=label)
     return drawn
