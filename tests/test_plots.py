@@ -238,3 +238,20 @@ def test_eta_max_medians_carry_their_coverage_and_censored_medians_are_hollow(tm
     assert text == f"{stability.INTERVAL_TEXT} interval, nominal 90%, exact coverage 75%"
     mixed = pd.DataFrame({"interval": ["x", "x"], "ci_level": [0.9, 0.9], "ci_coverage": [0.75, 0.9375]})
     assert plots.coverage_text(mixed) == "x interval, nominal 90%, exact coverage 75-94%"
+
+
+def test_lr_curves_that_are_identical_are_drawn_distinguishably_and_named(tmp_path):
+    # constant@0 and none@0 apply the same LR; linear@10 differs; exponential@0 is a second copy of none@0
+    settings = [("none", 0), ("constant", 0), ("linear", 10), ("exponential", 0)]
+    rows = [{"warmup": w, "warmup_steps": tw, "target_lr": 0.1, "seed": 0, "steps_run": 20, "config_hash": f"{w}{tw}"}
+            for w, tw in settings]
+    table = pd.concat([pd.DataFrame({"config_hash": r["config_hash"], "step": range(20), "loss": 1.0,
+                                     "lr": 0.1 * np.minimum(1, np.arange(20) / max(r["warmup_steps"], 1))
+                                     if r["warmup_steps"] else 0.1}) for r in rows])
+    v = plots.lr_curves(pd.DataFrame(rows), archive.Curves(table), "task=toy", tmp_path).values.set_index("setting")
+    assert v.loc["linear@10", "identical_to"] == "" and v.loc["linear@10", "linestyle"] == "-"
+    first = v.loc["constant@0", "identical_to"]  # groupby order: constant, exponential, linear, none
+    assert first == "" and v.loc["exponential@0", "identical_to"] == "constant@0"
+    assert v.loc["none@0", "identical_to"] == "constant@0"
+    styles = v.loc[["constant@0", "exponential@0", "none@0"], "linestyle"].map(str)
+    assert styles.nunique() == 3  # three equal curves, three line styles

@@ -452,6 +452,9 @@ def loss_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path) -> Dra
     return Drawn(path, values=pd.DataFrame(drawn))
 
 
+IDENTICAL_STYLES = ((0, (4, 3)), (0, (1, 2)), (0, (6, 2, 1, 2)))  # dashed, dotted, dash-dot: a curve over an equal one
+
+
 def lr_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path, log_y: bool = False) -> Drawn:
     """LR vs step of each warmup setting at the largest target LR every setting ran (a search probes
     each setting at its own LRs), or, when they share none, each at its own largest LR, named in the
@@ -459,17 +462,27 @@ def lr_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path, log_y: b
     diverged run stops early."""
     lrs = res.assign(_lr=res["target_lr"].astype(float)).groupby(list(SHAPE_KEYS), sort=True)["_lr"]
     shared = set.intersection(*(set(v) for _, v in lrs)) if len(res) else set()
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    drawn = []
+    fig, ax = plt.subplots(figsize=(5.2, 3.6), layout="constrained")
+    drawn: list[dict[str, Any]] = []
+    shown: list[tuple[str, np.ndarray, np.ndarray]] = []  # (label, steps, lr) of the curves drawn so far
     for (shape, tw), g in res.groupby(list(SHAPE_KEYS), sort=True):
         g = g.assign(_lr=g["target_lr"].astype(float))
         g = g[g["_lr"] == max(shared)] if shared else g
         for _, row in g.sort_values(["_lr", "steps_run"], ascending=False).iterrows():
             m = curves.get(row)
             if m is not None and "lr" in m:
-                label = f"{shape}@{float(tw):g}" + ("" if shared else f", lr={row['_lr']:.3g}")
-                ax.plot(m["step"], m["lr"], lw=1.3, label=label)
-                drawn.append({"setting": f"{shape}@{float(tw):g}", "lr": row["_lr"], "seed": row["seed"]})
+                name = f"{shape}@{float(tw):g}" + ("" if shared else f", lr={row['_lr']:.3g}")
+                steps, lr = m["step"].to_numpy(float), pd.to_numeric(m["lr"], errors="coerce").to_numpy(float)
+                same = next((lab for lab, s0, l0 in shown if len(s0) == len(steps) and np.array_equal(s0, steps)
+                             and np.allclose(l0, lr, rtol=1e-9, atol=0, equal_nan=True)), None)
+                k = 1 + sum(d["identical_to"] == same for d in drawn) if same else 0  # the k-th drawn over it
+                style = IDENTICAL_STYLES[(k - 1) % len(IDENTICAL_STYLES)] if same else "-"
+                label = name + (f" (identical to {same})" if same else "")
+                ax.plot(steps, lr, lw=1.3 + (0.9 if not same else 0), ls=style, label=label,
+                        zorder=2 + (k if same else 0), alpha=1.0 if same else 0.75)
+                shown.append((name, steps, lr))
+                drawn.append({"setting": f"{shape}@{float(tw):g}", "lr": row["_lr"], "seed": row["seed"],
+                              "identical_to": same or "", "linestyle": style})
                 break
     if not drawn:
         plt.close(fig)
@@ -478,7 +491,10 @@ def lr_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path, log_y: b
     at = f"target lr={max(shared):.3g}" if shared else "each setting's largest target lr (no LR shared)"
     ax.set_title("\n".join([f"LR schedules at {at}:", *textwrap.wrap(title, 60)]), fontsize=8)
     ax.legend(fontsize=7, title="warmup", title_fontsize=7)
-    return _save(fig, out / f"lr_curves_{slug(title)}.png", pd.DataFrame(drawn))
+    path = out / f"lr_curves_{slug(title)}.png"
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.08)
+    plt.close(fig)
+    return Drawn(path, values=pd.DataFrame(drawn))
 
 
 # -- heatmap -------------------------------------------------------------------------------------------
