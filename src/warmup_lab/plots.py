@@ -530,7 +530,11 @@ def heatmap(cells: pd.DataFrame, title: str, metric: str, out: Path,
     rows, cols = grid.shape
     width = min(HEATMAP_MAX_WIDTH, max(4.5, 1.8 + 0.95 * cols))
     cell_w = (width - 1.8) / cols  # inches per column
-    fontsize = float(np.clip(6.5 * cell_w / 0.95, 4.5, 7.5))  # 6.5 pt in a 0.95-inch cell, scaled with it
+    n_max, d_max = int(n.fillna(0).to_numpy().max()), int(div.to_numpy().max())
+    chars = max(7, len(f"n={n_max}" + (f", {d_max} div" if d_max else "")),
+                *(len(f"{v:.3g}") for v in grid.to_numpy(dtype=float).ravel() if np.isfinite(v)))
+    # the longest line fills at most 85% of a cell (a character ~0.6 em wide): smaller text in narrower cells
+    fontsize = float(np.clip(0.85 * cell_w * 72 / (0.6 * chars), 4.5, 7.5))
     turn = cell_w < 0.75  # LR labels such as 0.00566 overlap below ~0.75 inch a column
     fig, ax = plt.subplots(figsize=(width, 2.2 + (0.5 if turn else 0) + 0.6 * rows), layout="constrained")
     cmap = plt.get_cmap("viridis" if "acc" in metric else "viridis_r").with_extremes(bad=EMPTY_COLOR)
