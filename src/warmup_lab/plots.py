@@ -478,7 +478,7 @@ def lr_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path, log_y: b
                 k = 1 + sum(d["identical_to"] == same for d in drawn) if same else 0  # the k-th drawn over it
                 style = IDENTICAL_STYLES[(k - 1) % len(IDENTICAL_STYLES)] if same else "-"
                 label = name + (f" (identical to {same})" if same else "")
-                ax.plot(steps, lr, lw=1.3 + (0.9 if not same else 0), ls=style, label=label,
+                ax.plot(steps, lr, lw=1.2 if same else 1.8, ls=style, label=label,
                         zorder=2 + (k if same else 0), alpha=1.0 if same else 0.75)
                 shown.append((name, steps, lr))
                 drawn.append({"setting": f"{shape}@{float(tw):g}", "lr": row["_lr"], "seed": row["seed"],
