@@ -170,3 +170,88 @@ def test_lr_curves_draw_every_setting_at_the_largest_lr_all_of_them_ran(tmp_path
     assert sorted(drawn.values["lr"]) == [0.16, 0.16]
     own = [r for r in rows if (r["warmup"], r["target_lr"]) in {("none", 0.04), ("linear", 0.64)}]
     assert sorted(plots.lr_curves(pd.DataFrame(own), archive.Curves(table), "task=toy", tmp_path).values["lr"]) == [0.04, 0.64]
+
+
+def test_heatmap_text_contrasts_with_its_cell_and_empty_cells_say_no_runs(tmp_path):
+    # final_eval_acc: viridis, the lowest mean dark purple, the highest yellow
+    cells = pd.DataFrame({"warmup_steps": [0, 0, 10, 10], "target_lr": [0.1, 0.2, 0.1, 0.2],
+                          "mean": [0.1, 0.9, 0.5, np.nan], "n": [3, 3, 3, 0], "n_diverged": [0, 0, 0, 0]})
+    v = plots.heatmap(cells, "task=toy", "final_eval_acc", tmp_path).values.set_index(["warmup_steps", "target_lr"])
+    assert v.loc[(0, 0.1), "text_color"] == "white"  # dark purple cell
+    assert v.loc[(0, 0.2), "text_color"] == "black"  # yellow cell
+    empty = v.loc[(10, 0.2)]
+    assert empty["empty"] and empty["text"] == "no runs" and empty["text_color"] == "black"  # on light grey
+    assert not v.loc[(10, 0.1), "empty"]
+    assert plots.text_color((0.267, 0.005, 0.329, 1)) == "white" and plots.text_color((0.993, 0.906, 0.144, 1)) == "black"
+
+
+def test_heatmap_text_shrinks_with_the_number_of_columns(tmp_path):
+    def grid(n_lrs):
+        return pd.DataFrame([{"warmup_steps": tw, "target_lr": 0.01 * 2 ** j, "mean": 0.5 + 0.01 * j, "n": 3,
+                              "n_diverged": 0} for tw in (0, 10) for j in range(n_lrs)])
+    narrow = plots.heatmap(grid(4), "task=a", "final_eval_acc", tmp_path)
+    wide = plots.heatmap(grid(24), "task=b", "final_eval_acc", tmp_path)
+    assert wide.values["fontsize"].iloc[0] < narrow.values["fontsize"].iloc[0]
+    import matplotlib.image as mpimg
+    assert mpimg.imread(wide.path).shape[1] <= (plots.HEATMAP_MAX_WIDTH + 0.5) * plots.DPI  # about a page wide
+
+
+def curves_of(losses: dict[int, list[float]], status: dict[int, str] | None = None, init_loss: float = 2.0):
+    status = status or {}
+    res = pd.DataFrame([{"warmup": "none", "warmup_steps": 0, "target_lr": 0.1, "seed": s,
+                         "status": status.get(s, runs.COMPLETED), "init_loss": init_loss, "steps_run": len(v),
+                         "config_hash": f"h{s}", "run_path": "gone"} for s, v in losses.items()])
+    table = pd.concat([pd.DataFrame({"config_hash": f"h{s}", "step": range(len(v)), "loss": v, "lr": 0.1})
+                       for s, v in losses.items()])
+    return res, archive.Curves(table)
+
+
+def test_loss_curves_show_the_real_peak_and_mark_non_finite_losses(tmp_path):
+    # seed 0 peaks at 500 x l0 (was capped at 10 x l0); seed 1 diverges to inf at step 3 and stays non-finite
+    res, curves = curves_of({0: [2.0, 1000.0, 1.5, 1.0, 0.8], 1: [2.0, 3.0, 5.0, np.inf, np.nan]},
+                            {1: runs.DIVERGED})
+    v = plots.loss_curves(res, curves, "task=toy", tmp_path).values
+    seeds = v[v["kind"] == "seed"].set_index("seed")
+    assert seeds.loc[0, "peak"] == 1000.0 and seeds.loc[1, "peak"] == 5.0
+    assert (seeds["y_top"] >= 1000.0).all() and (seeds["yscale"] == "log").all()  # 0.8 .. 1000: log
+    clipped = v[v["kind"] == "nonfinite"]
+    assert clipped[["seed", "step"]].values.tolist() == [[1, 3.0]]  # one mark per non-finite stretch
+
+
+def test_loss_curves_are_linear_within_a_decade(tmp_path):
+    res, curves = curves_of({0: [2.0, 3.0, 1.5, 1.0, 0.8], 1: [2.0, 2.5, 1.4, 0.9, 0.7]})
+    v = plots.loss_curves(res, curves, "task=toy", tmp_path).values
+    assert (v["kind"] == "seed").all() and (v["yscale"] == "linear").all() and (v["y_top"] >= 3.0).all()
+
+
+def test_eta_max_medians_carry_their_coverage_and_censored_medians_are_hollow(tmp_path):
+    # T_w=0: every seed stable nowhere (median censored below: hollow); T_w=10: three exact seeds
+    drawn, tables = figure(probes({0: [0.001, 0.001, 0.001], 10: [0.02, 0.04, 0.04]}), tmp_path)
+    med = drawn.values[drawn.values["kind"] == "median"].set_index(["criterion", "warmup_steps"])
+    summary = tables[stability.SUMMARY_FILE].set_index(["criterion", "warmup_steps"])
+    for idx, row in summary.iterrows():
+        assert med.loc[idx, "hollow"] == bool(row["estimate_censored"])
+        assert med.loc[idx, "ci_coverage"] == pytest.approx(row["ci_coverage"])
+    assert med.xs(0, level="warmup_steps")["hollow"].all() and not med.xs(10, level="warmup_steps")["hollow"].any()
+    # the legend names the interval and its exact coverage from the table (3 seeds: 75%), not a fixed string
+    text = plots.coverage_text(med.reset_index())
+    assert text == f"{stability.INTERVAL_TEXT} interval, nominal 90%, exact coverage 75%"
+    mixed = pd.DataFrame({"interval": ["x", "x"], "ci_level": [0.9, 0.9], "ci_coverage": [0.75, 0.9375]})
+    assert plots.coverage_text(mixed) == "x interval, nominal 90%, exact coverage 75-94%"
+
+
+def test_lr_curves_that_are_identical_are_drawn_distinguishably_and_named(tmp_path):
+    # constant@0 and none@0 apply the same LR; linear@10 differs; exponential@0 is a second copy of none@0
+    settings = [("none", 0), ("constant", 0), ("linear", 10), ("exponential", 0)]
+    rows = [{"warmup": w, "warmup_steps": tw, "target_lr": 0.1, "seed": 0, "steps_run": 20, "config_hash": f"{w}{tw}"}
+            for w, tw in settings]
+    table = pd.concat([pd.DataFrame({"config_hash": r["config_hash"], "step": range(20), "loss": 1.0,
+                                     "lr": 0.1 * np.minimum(1, np.arange(20) / max(r["warmup_steps"], 1))
+                                     if r["warmup_steps"] else 0.1}) for r in rows])
+    v = plots.lr_curves(pd.DataFrame(rows), archive.Curves(table), "task=toy", tmp_path).values.set_index("setting")
+    assert v.loc["linear@10", "identical_to"] == "" and v.loc["linear@10", "linestyle"] == "-"
+    first = v.loc["constant@0", "identical_to"]  # groupby order: constant, exponential, linear, none
+    assert first == "" and v.loc["exponential@0", "identical_to"] == "constant@0"
+    assert v.loc["none@0", "identical_to"] == "constant@0"
+    styles = v.loc[["constant@0", "exponential@0", "none@0"], "linestyle"].map(str)
+    assert styles.nunique() == 3  # three equal curves, three line styles

@@ -112,3 +112,58 @@ def test_report_on_the_committed_warmup_length_results(tmp_path: Path) -> None:
     assert (out / thresholds.FIGURE).is_file()
     md = (out / "report.md").read_text()
     assert md.count("- **", md.index("## Threshold sweep")) >= table["task"].nunique()
+
+
+def committed_sweep(name: str) -> tuple[pd.DataFrame, list[str]]:
+    table = stability.read_table(REPO_ROOT / "results" / name / thresholds.FILE)
+    return table, list(table.columns[:table.columns.get_loc("threshold")])
+
+
+def test_comparisons_across_norm_are_labelled_by_what_differs(tmp_path: Path) -> None:
+    """results/pre_vs_post_ln declares {norm: post, warmup: none@0} vs {norm: pre, warmup: none@0} (and at
+    linear@20): those rows are Pre-LN vs Post-LN, not warmup vs no warmup."""
+    table, keys = committed_sweep("pre_vs_post_ln")
+    rows = thresholds.shown(table)
+    cross = rows[~rows["warmup_only"]]
+    assert set(cross["comparison"]) == {"norm=pre vs norm=post (none@0)", "norm=pre vs norm=post (linear@20)"}
+    assert set(rows.loc[rows["warmup_only"], "comparison"]) == {"linear@20"}
+    assert (rows.loc[rows["warmup_only"], "warmup_steps"] == 20).all()
+    lines = thresholds.summary_lines(table, keys)
+    pre = next(line for line in lines if line.startswith("- **reverse + adam + pre**"))
+    post = next(line for line in lines if line.startswith("- **reverse + adam + post**"))
+    assert "longest warmup linear@20 vs no warmup: ratio > 1" in pre
+    assert "norm=pre vs norm=post (none@0): ratio > 1" in pre and "norm=pre vs norm=post (linear@20): ratio > 1" in pre
+    assert "none@0 at f in" not in pre.replace("(none@0) at f in", "")  # never a bare 'none@0' as if a warmup
+    assert "norm=" not in post  # the Post-LN arm has warmup vs no warmup only
+    drawn = thresholds.figure(table, keys, tmp_path, n_lrs=5)
+    v = drawn.values
+    assert set(v["comparison"]) == set(rows["comparison"]) and len(v) == len(rows)
+    assert not v.loc[v["comparison"].str.startswith("norm="), "warmup_only"].any()
+    # undetermined ratios sit in the strip, a row per comparison of the panel; every other mark in the panel
+    und = v[v["kind"] == "undetermined"]
+    assert len(und) and und["strip"].all() and und["ratio"].isna().all() and not v.loc[v["kind"] != "undetermined", "strip"].any()
+    assert und.groupby(["arm", "comparison"])["y"].nunique().eq(1).all()
+    assert und.groupby("arm").apply(lambda g: g.groupby("comparison")["y"].first().is_unique, include_groups=False).all()
+    # the interval's coverage is the table's, read from the rows drawn
+    assert set(v["ci_coverage"]) == set(rows["ci_coverage"])
+
+
+def test_warmup_ablation_rows_are_warmup_vs_no_warmup_only() -> None:
+    table, keys = committed_sweep("warmup_ablation")
+    rows = thresholds.shown(table)
+    assert len(rows) and rows["warmup_only"].all() and not thresholds.cross_key(table).any()
+    assert not any("norm=" in line for line in thresholds.summary_lines(table, keys))
+
+
+def test_ratio_above_one_agrees_with_the_printed_value() -> None:
+    res = runs_frame()
+    probes = stability.probes_from_runs(res)
+    keys = stability.setting_keys(probes)
+    declared = stability.Declared(pairs=((tuple(sorted({"warmup": "none", "warmup_steps": 0}.items())),
+                                          tuple(sorted({"warmup": "linear", "warmup_steps": 60}.items()))),))
+    table = thresholds.sweep(probes, keys, res, declared)
+    at = table["threshold"].isin([0.4, 0.45]) & (table["warmup_steps"] == 60)
+    table.loc[at, "ratio"] = [1.0004, 1.006]  # print as 1.00 (not > 1) and 1.01 (> 1)
+    assert thresholds.above_one(table[at]).tolist() == [False, True]
+    line = thresholds.summary_lines(table, keys)[0]
+    assert "ratio > 1 for f in 0.45-0.80 (8 of 18 thresholds)" in line

@@ -19,6 +19,8 @@ from typing import Any, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.colors  # noqa: E402
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
@@ -64,9 +66,27 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "_", re.sub(r"\b\w+=", "", text)).strip("_") or "all"
 
 
-def _grid(rows: int, cols: int, width: float = 4.2, height: float = 3.2) -> tuple[plt.Figure, np.ndarray]:
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+def _grid(rows: int, cols: int, width: float = 4.2, height: float = 3.2, layout: str | None = None
+          ) -> tuple[plt.Figure, np.ndarray]:
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout=layout)
     return fig, axes
+
+
+def coverage_text(rows: pd.DataFrame, interval: str = INTERVAL_TEXT) -> str:
+    """How an interval drawn from `rows` is named in a legend, from the rows themselves: the `interval` column
+    (else `interval`), the nominal `ci_level` and the exact `ci_coverage` (its range where it varies with n),
+    e.g. "exact order-statistic interval, nominal 90%, exact coverage 93-98%"."""
+    names = sorted(set(rows["interval"].dropna().astype(str))) if "interval" in rows else []
+    text = f"{' / '.join(names) if names else interval} interval"
+    levels = pd.to_numeric(rows.get("ci_level", pd.Series(dtype=float)), errors="coerce").dropna()
+    cover = pd.to_numeric(rows.get("ci_coverage", pd.Series(dtype=float)), errors="coerce").dropna()
+    if len(levels):
+        lv = sorted({f"{v:.0%}" for v in levels})
+        text += f", nominal {'/'.join(lv)}"
+    if len(cover):
+        lo, hi = f"{cover.min() * 100:.0f}", f"{cover.max() * 100:.0f}"
+        text += f", exact coverage {lo}%" if lo == hi else f", exact coverage {lo}-{hi}%"
+    return text
 
 
 def _save(fig: plt.Figure, path: Path, values: pd.DataFrame, rect: tuple[float, float, float, float] | None = None
@@ -131,7 +151,7 @@ def eta_max_vs_warmup(per_seed: pd.DataFrame, summary: pd.DataFrame, keys: Seque
         if not arms:
             return skipped(f"every arm was run at fewer than {MIN_LRS} target LRs, so every seed's eta_max is a "
                            "censored bound: the eta_max tables above hold them", stale=out / "eta_max_vs_warmup.png")
-    fig, axes = _grid(len(arms), len(criteria))
+    fig, axes = _grid(len(arms), len(criteria), height=3.4, layout="constrained")
     drawn: list[dict[str, Any]] = []
     for r, (arm_values, arm_label, arm) in enumerate(arms):
         sel = np.ones(len(summary), bool)
@@ -153,16 +173,27 @@ def eta_max_vs_warmup(per_seed: pd.DataFrame, summary: pd.DataFrame, keys: Seque
             ax.set_xlabel("warmup steps T_w")
             ax.set_ylabel("eta_max (target LR)")
             ax.set_title(f"{arm_label}\n{crit}", fontsize=9)
-    handles = [plt.Line2D([], [], marker="o", ls="", color="0.5", ms=4, label="one seed"),
-               plt.Line2D([], [], marker="v", ls="", color="tab:red", label="censored: below"),
-               plt.Line2D([], [], marker="^", ls="", color="tab:blue", label="censored: above"),
-               plt.Line2D([], [], marker="D", color="black", label=f"median, {INTERVAL_TEXT} {CI_LEVEL:.0%} interval")]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    values = pd.DataFrame(drawn)
+    kinds = set(values["kind"]) if len(values) else set()
+    medians = values[values["kind"] == "median"] if len(values) else values
+    hollow = set(medians["hollow"]) if len(medians) else set()
+    L = plt.Line2D
+    handles = [h for present, h in (
+        ("point" in kinds, L([], [], marker="o", ls="", color="0.5", ms=4, label="one seed")),
+        ("below" in kinds, L([], [], marker="v", ls="-", color="tab:red",
+                             label="censored seed: no stable LR, eta_max < the first unstable LR")),
+        ("above" in kinds, L([], [], marker="^", ls="-", color="tab:blue",
+                             label="censored seed: every LR stable, eta_max >= the largest")),
+        (False in hollow, L([], [], marker="D", color="black", label=f"median over seeds, {coverage_text(medians)}")),
+        (True in hollow, L([], [], marker="D", color="black", mfc="white",
+                           label="hollow: the median is itself a censored bound (< or >=)"))) if present]
+    width = fig.get_figwidth()
+    fig.legend(handles=handles, loc="outside lower center", ncol=max(1, min(len(handles), int(width // 4.5))),
+               fontsize=8, frameon=False)
     fig.suptitle("Maximum stable LR vs warmup length", fontsize=10)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(out / "eta_max_vs_warmup.png", dpi=DPI)
+    fig.savefig(out / "eta_max_vs_warmup.png", dpi=DPI, bbox_inches="tight", pad_inches=0.08)
     plt.close(fig)
-    return Drawn(out / "eta_max_vs_warmup.png", values=pd.DataFrame(drawn))
+    return Drawn(out / "eta_max_vs_warmup.png", values=values)
 
 
 def _draw_series(ax: plt.Axes, seeds: pd.DataFrame, agg: pd.DataFrame, crit: str, thresh: float,
@@ -236,7 +267,8 @@ def _draw_medians(ax: plt.Axes, agg: pd.DataFrame, crit: str, arm: str, color: s
         xs.append(x)
         ys.append(y)
         drawn.append({"criterion": crit, "warmup": row.get("warmup", ""), "warmup_steps": tw, "seed": None,
-                      "kind": "median", "y": y, "ci_low": lo, "ci_high": hi, "arm": arm, "x": x})
+                      "kind": "median", "y": y, "ci_low": lo, "ci_high": hi, "arm": arm, "x": x, "hollow": hollow,
+                      **{k: row[k] for k in ("interval", "ci_level", "ci_coverage") if k in row}})
     if len(xs) > 1 or (label and xs):
         ax.plot(xs, ys, "-", color=color, lw=1, zorder=3, label=label)
     return drawn
@@ -300,8 +332,10 @@ def _median_curve(curves: list[pd.DataFrame]) -> pd.Series:
     return table.median(axis=1, skipna=True)[alive >= max(1, math.ceil(len(curves) / 2))]
 
 
-def _draw_curves(ax: plt.Axes, lines: list[np.ndarray], dots: list[np.ndarray], crosses: list[tuple[float, float]]) -> None:
-    """Every seed's curve as one LineCollection, its spike steps and divergence steps as one marker artist each."""
+def _draw_curves(ax: plt.Axes, lines: list[np.ndarray], dots: list[np.ndarray], crosses: list[tuple[float, float]],
+                 clipped: list[float]) -> None:
+    """Every seed's curve as one LineCollection, its spike steps, divergence steps and non-finite losses
+    (at the top edge, where the curve leaves the axis) as one marker artist each."""
     if lines:
         ax.add_collection(LineCollection(lines, lw=0.6, color="tab:blue", alpha=0.45))
         ax.autoscale_view()
@@ -311,48 +345,88 @@ def _draw_curves(ax: plt.Axes, lines: list[np.ndarray], dots: list[np.ndarray], 
     if crosses:
         x, y = np.array(crosses, dtype=float).T
         ax.plot(x, y, "x", color="tab:red", ms=6, ls="")
+    if clipped:
+        ax.plot(clipped, [1.0] * len(clipped), "^", color="tab:purple", ms=6, ls="", clip_on=False, zorder=5,
+                transform=ax.get_xaxis_transform())
+
+
+LOG_SPAN = 10.0  # a panel whose losses span more than this factor (a decade) gets a log y axis
+
+
+def _loss_y(ax: plt.Axes, values: np.ndarray) -> str:
+    """Linear y, or log where the panel's finite losses span more than a decade; every peak stays in view."""
+    pos = values[np.isfinite(values) & (values > 0)]
+    if len(pos) and pos.max() / pos.min() > LOG_SPAN:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0) if pos.max() / pos.min() < 1e3 else (1.0,)))
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        return "log"
+    return "linear"
 
 
 def loss_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path) -> Drawn:
     """Training loss vs step of EVERY seed (thin) and their median (thick): a row per warmup setting, a
     column per target LR (at most 3, spread over the grid). Dots: spike steps (consecutive dots = one
-    spike event); x: the step a run diverged at. y is log, capped at 10 x the largest l0."""
+    spike event); x: the step a run diverged at (at its last finite loss); purple triangles at the top edge:
+    where a loss is non-finite (inf/NaN), the only values not drawn. y shows every finite loss, the highest
+    peak included: linear, log where a panel's losses span more than a decade.
+
+    `values`: a row per seed drawn (kind "seed", with its highest finite loss `peak` and the panel's
+    `yscale`) and a row per non-finite stretch of a seed's curve (kind "nonfinite", its first `step`)."""
     settings = res[list(SHAPE_KEYS)].drop_duplicates().sort_values("warmup_steps")
     lrs = _spread(pd.to_numeric(res["target_lr"], errors="coerce").dropna(), MAX_LRS)
     if settings.empty or not lrs:
         return skipped("no finished runs")
-    top = 10 * np.nanmax(pd.to_numeric(res["init_loss"], errors="coerce").to_numpy(dtype=float), initial=1.0)
-    fig, axes = _grid(len(settings), len(lrs), width=3.6, height=2.5)
-    drawn = []
+    cols = len(lrs)
+    width = max(3.6 * cols, 5.6)  # one column: wide enough for the title and the legend
+    fig, axes = plt.subplots(len(settings), cols, figsize=(width, 2.5 * len(settings) + 0.9), squeeze=False,
+                             layout="constrained")
+    drawn: list[dict[str, Any]] = []
+    any_clipped = False
     for r, (_, st) in enumerate(settings.iterrows()):
         for c, lr in enumerate(lrs):
             ax = axes[r, c]
             g = res[(res["warmup"] == st["warmup"]) & (res["warmup_steps"] == st["warmup_steps"])
                     & np.isclose(res["target_lr"].astype(float), lr)]
-            seeds, lines, dots, crosses = [], [], [], []
+            seeds, lines, dots, crosses, clipped, rows = [], [], [], [], [], []
             for _, row in g.sort_values("seed").iterrows():
                 m = curves.get(row)
                 if m is None or "loss" not in m:
                     continue
-                loss = pd.Series(np.minimum(pd.to_numeric(m["loss"], errors="coerce").to_numpy(float), top))
-                lines.append(np.column_stack([m["step"].to_numpy(float), loss.to_numpy()]))
+                raw = pd.to_numeric(m["loss"], errors="coerce").to_numpy(float)
+                bad = ~np.isfinite(raw)
+                loss = pd.Series(np.where(bad, np.nan, raw))
+                steps = m["step"].to_numpy(float)
+                lines.append(np.column_stack([steps, loss.to_numpy()]))
                 if "spike" in m:
-                    hit = (m["spike"].astype(float) > 0).to_numpy()
+                    hit = (m["spike"].astype(float) > 0).to_numpy() & ~bad
                     dots.append(lines[-1][hit])
+                starts = np.flatnonzero(bad & ~np.r_[False, bad[:-1]])  # each non-finite stretch, once
+                clipped += steps[starts].tolist()
                 if row["status"] == runs.DIVERGED:
                     finite = loss[np.isfinite(loss)]
-                    crosses.append((m["step"].iloc[-1], finite.iloc[-1] if len(finite) else top))
-                seeds.append(m.assign(loss=loss))
-                drawn.append({"setting": _setting(st), "lr": lr, "seed": row["seed"], "status": row["status"],
-                              "steps": len(m)})
-            _draw_curves(ax, lines, dots, crosses)
-            if seeds:
-                med = _median_curve(seeds)
+                    if len(finite):
+                        crosses.append((steps[finite.index[-1]], finite.iloc[-1]))
+                seeds.append(m.assign(loss=loss.to_numpy()))
+                rows.append({"kind": "seed", "setting": _setting(st), "lr": lr, "seed": row["seed"],
+                             "status": row["status"], "steps": len(m), "step": math.nan,
+                             "peak": float(np.nanmax(loss)) if np.isfinite(loss).any() else math.nan})
+                rows += [{"kind": "nonfinite", "setting": _setting(st), "lr": lr, "seed": row["seed"],
+                          "status": row["status"], "steps": len(m), "step": float(steps[i]), "peak": math.nan}
+                         for i in starts]
+            _draw_curves(ax, lines, dots, crosses, clipped)
+            any_clipped |= bool(clipped)
+            med = _median_curve(seeds) if seeds else pd.Series(dtype=float)
+            if len(med):
                 ax.plot(med.index, med.to_numpy(), lw=2, color="black")
-            ax.set_yscale("log")
-            ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-            ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-            ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+            finite = np.concatenate([ln[:, 1] for ln in lines]) if lines else np.array([])
+            scale = _loss_y(ax, finite)
+            drawn += [{**d, "yscale": scale, "y_top": ax.get_ylim()[1]} for d in rows]
+            if not seeds:
+                ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center", va="center", fontsize=8,
+                        color="0.4", style="italic")
+                ax.set_yticks([])
             ax.set_title(f"{_setting(st)}, lr={lr:.3g} (n={len(seeds)})", fontsize=8)
             ax.tick_params(labelsize=7)
             if r == len(settings) - 1:
@@ -362,14 +436,23 @@ def loss_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path) -> Dra
     if not drawn:
         plt.close(fig)
         return skipped("no per-step curves for these runs (no metrics.csv, no curves.csv.gz)")
-    fig.suptitle(f"Training loss, every seed: {title}", fontsize=10)
+    fig.suptitle("\n".join(textwrap.wrap(f"Training loss, every seed: {title}", int(width * 12))), fontsize=10)
     handles = [plt.Line2D([], [], lw=0.6, color="tab:blue", alpha=0.6, label="one seed"),
                plt.Line2D([], [], lw=2, color="black", label="median over seeds"),
                plt.Line2D([], [], marker=".", ls="", color="tab:orange", ms=6, label="spike step"),
-               plt.Line2D([], [], marker="x", ls="", color="tab:red", ms=6, label="diverged")]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7, frameon=False)
-    bottom = 0.5 / fig.get_size_inches()[1]  # half an inch for the legend, whatever the figure's height
-    return _save(fig, out / f"loss_curves_{slug(title)}.png", pd.DataFrame(drawn), rect=(0, bottom, 1, 1))
+               plt.Line2D([], [], marker="x", ls="", color="tab:red", ms=6, label="diverged (last finite loss)")]
+    if any_clipped:
+        handles.append(plt.Line2D([], [], marker="^", ls="", color="tab:purple", ms=6,
+                                  label="loss non-finite (inf/NaN): not drawn, marked at the top edge"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles) if width >= 10 else 2, fontsize=7,
+               frameon=False)
+    path = out / f"loss_curves_{slug(title)}.png"
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.08)
+    plt.close(fig)
+    return Drawn(path, values=pd.DataFrame(drawn))
+
+
+IDENTICAL_STYLES = ((0, (4, 3)), (0, (1, 2)), (0, (6, 2, 1, 2)))  # dashed, dotted, dash-dot: a curve over an equal one
 
 
 def lr_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path, log_y: bool = False) -> Drawn:
@@ -379,17 +462,27 @@ def lr_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path, log_y: b
     diverged run stops early."""
     lrs = res.assign(_lr=res["target_lr"].astype(float)).groupby(list(SHAPE_KEYS), sort=True)["_lr"]
     shared = set.intersection(*(set(v) for _, v in lrs)) if len(res) else set()
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    drawn = []
+    fig, ax = plt.subplots(figsize=(5.2, 3.6), layout="constrained")
+    drawn: list[dict[str, Any]] = []
+    shown: list[tuple[str, np.ndarray, np.ndarray]] = []  # (label, steps, lr) of the curves drawn so far
     for (shape, tw), g in res.groupby(list(SHAPE_KEYS), sort=True):
         g = g.assign(_lr=g["target_lr"].astype(float))
         g = g[g["_lr"] == max(shared)] if shared else g
         for _, row in g.sort_values(["_lr", "steps_run"], ascending=False).iterrows():
             m = curves.get(row)
             if m is not None and "lr" in m:
-                label = f"{shape}@{float(tw):g}" + ("" if shared else f", lr={row['_lr']:.3g}")
-                ax.plot(m["step"], m["lr"], lw=1.3, label=label)
-                drawn.append({"setting": f"{shape}@{float(tw):g}", "lr": row["_lr"], "seed": row["seed"]})
+                name = f"{shape}@{float(tw):g}" + ("" if shared else f", lr={row['_lr']:.3g}")
+                steps, lr = m["step"].to_numpy(float), pd.to_numeric(m["lr"], errors="coerce").to_numpy(float)
+                same = next((lab for lab, s0, l0 in shown if len(s0) == len(steps) and np.array_equal(s0, steps)
+                             and np.allclose(l0, lr, rtol=1e-9, atol=0, equal_nan=True)), None)
+                k = 1 + sum(d["identical_to"] == same for d in drawn) if same else 0  # the k-th drawn over it
+                style = IDENTICAL_STYLES[(k - 1) % len(IDENTICAL_STYLES)] if same else "-"
+                label = name + (f" (identical to {same})" if same else "")
+                ax.plot(steps, lr, lw=1.2 if same else 1.8, ls=style, label=label,
+                        zorder=2 + (k if same else 0), alpha=1.0 if same else 0.75)
+                shown.append((name, steps, lr))
+                drawn.append({"setting": f"{shape}@{float(tw):g}", "lr": row["_lr"], "seed": row["seed"],
+                              "identical_to": same or "", "linestyle": style})
                 break
     if not drawn:
         plt.close(fig)
@@ -398,41 +491,92 @@ def lr_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path, log_y: b
     at = f"target lr={max(shared):.3g}" if shared else "each setting's largest target lr (no LR shared)"
     ax.set_title("\n".join([f"LR schedules at {at}:", *textwrap.wrap(title, 60)]), fontsize=8)
     ax.legend(fontsize=7, title="warmup", title_fontsize=7)
-    return _save(fig, out / f"lr_curves_{slug(title)}.png", pd.DataFrame(drawn))
+    path = out / f"lr_curves_{slug(title)}.png"
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.08)
+    plt.close(fig)
+    return Drawn(path, values=pd.DataFrame(drawn))
 
 
 # -- heatmap -------------------------------------------------------------------------------------------
+HEATMAP_MAX_WIDTH = 12.0  # inches: a wider grid gets narrower cells and smaller text, not a wider figure
+EMPTY_COLOR = "0.88"  # a cell with no run: light grey, hatched, "no runs"
+
+
+def luminance(rgba: Sequence[float]) -> float:
+    """Relative luminance (WCAG, sRGB) of a colour: the text on a cell is black above 0.4, white below."""
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3]]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def text_color(rgba: Sequence[float]) -> str:
+    """Black on light cells, white on dark ones (whichever contrasts more with the cell's colour)."""
+    lum = luminance(rgba)
+    return "black" if (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) else "white"
+
+
 def heatmap(cells: pd.DataFrame, title: str, metric: str, out: Path,
             limits: tuple[float, float] | None = None) -> Drawn:
     """Mean final metric over target LR (x) x warmup length (y), with n (seeds) in every cell and the
-    number of diverged seeds; cells where a seed diverged are hatched. `limits` (vmin, vmax): one colour
-    scale shared by every heatmap of a metric in a report, so equal colours mean equal values."""
+    number of diverged seeds; cells where a seed diverged are hatched red, cells with no run grey and
+    hatched ("no runs"); the text is black on light cells and white on dark ones. `limits` (vmin, vmax): one
+    colour scale shared by every heatmap of a metric in a report, so equal colours mean equal values. A wide
+    grid keeps the figure at most HEATMAP_MAX_WIDTH inches: its text shrinks and its LR labels turn."""
     if cells.empty or (cells["target_lr"].nunique() < 2 and cells["warmup_steps"].nunique() < 2):
         return skipped("a single target LR and warmup length: nothing to map")
     grid = cells.pivot_table(index="warmup_steps", columns="target_lr", values="mean", aggfunc="mean", dropna=False)
     n = cells.pivot_table(index="warmup_steps", columns="target_lr", values="n", aggfunc="sum").reindex_like(grid)
     div = cells.pivot_table(index="warmup_steps", columns="target_lr", values="n_diverged", aggfunc="sum")
     div = div.reindex_like(grid).fillna(0)
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.8 + 0.95 * grid.shape[1]), 1.8 + 0.6 * grid.shape[0]))
-    cmap = plt.get_cmap("viridis" if "acc" in metric else "viridis_r").with_extremes(bad="lightgrey")
-    values = grid.to_numpy(dtype=float)
+    rows, cols = grid.shape
+    width = min(HEATMAP_MAX_WIDTH, max(4.5, 1.8 + 0.95 * cols))
+    cell_w = (width - 1.8) / cols  # inches per column
+    n_max, d_max = int(n.fillna(0).to_numpy().max()), int(div.to_numpy().max())
+    chars = max(7, len(f"n={n_max}" + (f", {d_max} div" if d_max else "")),
+                *(len(f"{v:.3g}") for v in grid.to_numpy(dtype=float).ravel() if np.isfinite(v)))
+    # the longest line fills at most 85% of a cell (a character ~0.6 em wide): smaller text in narrower cells
+    fontsize = float(np.clip(0.85 * cell_w * 72 / (0.6 * chars), 4.5, 7.5))
+    turn = cell_w < 0.75  # LR labels such as 0.00566 overlap below ~0.75 inch a column
+    fig, ax = plt.subplots(figsize=(width, 2.2 + (0.5 if turn else 0) + 0.6 * rows), layout="constrained")
+    cmap = plt.get_cmap("viridis" if "acc" in metric else "viridis_r").with_extremes(bad=EMPTY_COLOR)
+    values = np.where(n.fillna(0).to_numpy() > 0, grid.to_numpy(dtype=float), np.nan)  # no run: no value
     vmin, vmax = limits if limits is not None else (None, None)
     im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, aspect="auto", origin="lower", vmin=vmin, vmax=vmax)
-    drawn = []
+    drawn, empty_any, div_any = [], False, False
     for (i, j), v in np.ndenumerate(values):
         d, k = int(div.iat[i, j]), n.iat[i, j]
         k = 0 if pd.isna(k) else int(k)
-        text = ("-" if not np.isfinite(v) else f"{v:.3g}") + f"\nn={k}" + (f", {d} div" if d else "")
-        light = np.isfinite(v) and sum(cmap(im.norm(v))[:3]) > 1.8  # dark text on yellow cells
+        empty = k == 0
+        if empty:
+            text = "no runs"
+        else:
+            text = ("-" if not np.isfinite(v) else f"{v:.3g}") + f"\nn={k}" + (f", {d} div" if d else "")
+        face = cmap(im.norm(v)) if np.isfinite(v) else matplotlib.colors.to_rgba(EMPTY_COLOR)
+        color = "darkred" if d else text_color(face)
         box = dict(facecolor="white", alpha=0.8, lw=0, pad=1) if d else None
-        ax.text(j, i, text, ha="center", va="center", fontsize=6.5,
-                color="red" if d else "black" if light else "white", bbox=box)
-        if d:
+        ax.text(j, i, text, ha="center", va="center", fontsize=fontsize, color=color, bbox=box,
+                style="italic" if empty else "normal")
+        if empty:
+            empty_any = True
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="xx", edgecolor="0.6", lw=0))
+        elif d:
+            div_any = True
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", edgecolor="red", lw=0))
-        drawn.append({"warmup_steps": grid.index[i], "target_lr": grid.columns[j], "mean": v, "n": k, "n_diverged": d})
-    ax.set_xticks(range(grid.shape[1]), [f"{c:.3g}" for c in grid.columns], fontsize=7)
-    ax.set_yticks(range(grid.shape[0]), [f"{r:g}" for r in grid.index], fontsize=7)
+        drawn.append({"warmup_steps": grid.index[i], "target_lr": grid.columns[j], "mean": v, "n": k, "n_diverged": d,
+                      "empty": empty, "text": text, "text_color": color, "fontsize": fontsize})
+    ax.set_xticks(range(cols), [f"{c:.3g}" for c in grid.columns], fontsize=7,
+                  rotation=45 if turn else 0, ha="right" if turn else "center", rotation_mode="anchor")
+    ax.set_yticks(range(rows), [f"{r:g}" for r in grid.index], fontsize=7)
     ax.set(xlabel="target LR", ylabel="warmup steps")
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, max(30, int(width * 11)))), fontsize=9)
     fig.colorbar(im, ax=ax, label=metric)
-    return _save(fig, out / f"heatmap_{slug(title)}.png", pd.DataFrame(drawn))
+    handles = ([matplotlib.patches.Patch(facecolor="white", edgecolor="red", hatch="//", lw=0,
+                                         label="k seeds diverged (k div)")] if div_any else []) + \
+        ([matplotlib.patches.Patch(facecolor=EMPTY_COLOR, edgecolor="0.6", hatch="xx", lw=0, label="no runs")]
+         if empty_any else [])
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=7, frameon=False,
+                   handlelength=2.5, handleheight=1.4)
+    path = out / f"heatmap_{slug(title)}.png"
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.08)
+    plt.close(fig)
+    return Drawn(path, values=pd.DataFrame(drawn))

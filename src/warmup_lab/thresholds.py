@@ -77,9 +77,65 @@ def sweep(probes: pd.DataFrame, keys: Sequence[str], runs: pd.DataFrame, declare
     return comp.sort_values(order, kind="stable")[[*keys, *COLUMNS]].reset_index(drop=True)
 
 
+def baseline_of(row: pd.Series) -> dict[str, str]:
+    """compare()'s `baseline` text (`norm=post, warmup=none, warmup_steps=0`) as a dict."""
+    return dict(part.split("=", 1) for part in str(row["baseline"]).split(", ") if "=" in part)
+
+
+def across_keys(row: pd.Series) -> list[str]:
+    """The keys besides warmup in which a row's setting differs from its baseline (e.g. norm: Post- vs Pre-LN);
+    empty for a warmup-vs-warmup comparison."""
+    return [k for k, v in baseline_of(row).items() if k not in stability.VARY and str(row.get(k)) != str(v)]
+
+
+def _warmup_text(values: Any) -> str:
+    steps = pd.to_numeric(values.get("warmup_steps"), errors="coerce")
+    return f"{values.get('warmup', '?')}@{float(steps):g}" if pd.notna(steps) else str(values.get("warmup", "?"))
+
+
+def comparison_label(row: pd.Series) -> str:
+    """What a row compares: its warmup setting (`linear@20`, against no warmup) or, across another key,
+    `norm=pre vs norm=post (none@0)` (same warmup) / `norm=pre linear@20 vs norm=post none@0`."""
+    across, base = across_keys(row), baseline_of(row)
+    mine, theirs = _warmup_text(row), _warmup_text(base)
+    if not across:
+        return mine if vs_none_row(row) else f"{mine} vs {theirs}"
+    a = " ".join(f"{k}={row.get(k)}" for k in across)
+    b = " ".join(f"{k}={base[k]}" for k in across)
+    return f"{a} vs {b} ({mine})" if mine == theirs else f"{a} {mine} vs {b} {theirs}"
+
+
+def vs_none_row(row: pd.Series) -> bool:
+    base = baseline_of(row)
+    return pd.to_numeric(base.get("warmup_steps"), errors="coerce") == 0 and not across_keys(row)
+
+
 def vs_none(table: pd.DataFrame) -> pd.Series:
-    """Rows whose baseline is no warmup (compare's default baseline, warmup_steps = 0)."""
-    return table["baseline"].astype(str).str.contains(r"(?:^|, )warmup_steps=0(?:,|$)")
+    """Rows of warmup against no warmup: the baseline is warmup_steps = 0 (compare's default) and differs from
+    the row in nothing but warmup."""
+    return table.apply(vs_none_row, axis=1).astype(bool) if len(table) else pd.Series(dtype=bool)
+
+
+def cross_key(table: pd.DataFrame) -> pd.Series:
+    """Rows of a declared comparison across a key besides warmup (e.g. {norm: pre} vs {norm: post})."""
+    return table.apply(lambda r: bool(across_keys(r)), axis=1).astype(bool) if len(table) else pd.Series(dtype=bool)
+
+
+def shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows the summary and the figure show (warmup vs no warmup, and every cross-key comparison), with
+    `comparison` (comparison_label) and `warmup_only` (True: warmup vs no warmup)."""
+    if table.empty:
+        return table.assign(comparison=pd.Series(dtype=str), warmup_only=pd.Series(dtype=bool))
+    only, cross = vs_none(table), cross_key(table)
+    rows = table[only | cross]
+    return rows.assign(comparison=rows.apply(comparison_label, axis=1).astype(str), warmup_only=only[only | cross])
+
+
+def above_one(s: pd.DataFrame) -> pd.Series:
+    """Rows whose ratio is > 1 as printed (3 significant digits: a ratio printed as 1.00 is not > 1), an exact
+    value or a lower bound (">=")."""
+    printed = pd.to_numeric(s["ratio"], errors="coerce").map(lambda x: float(f"{x:.3g}") if pd.notna(x) else np.nan)
+    return (printed > 1) & s["ratio_censored"].isin(["", "above"])
 
 
 def _ranges(values: Sequence[float]) -> str:
@@ -110,46 +166,57 @@ def _cell(row: pd.Series) -> str:
             f", {row['verdict']}")
 
 
+def _ratio_text(s: pd.DataFrame, bar: float) -> str:
+    above = s[above_one(s)]["threshold"].tolist()
+    text = (f"ratio > 1 for f in {_ranges(above)} ({len(above)} of {len(THRESHOLDS)} thresholds)" if above
+            else "ratio > 1 at no threshold")
+    if pd.notna(bar):
+        at = s.iloc[(s["threshold"] - bar).abs().to_numpy().argmin()]
+        text += f"; at f = {at['threshold']:.2f} (nearest the bar): {_cell(at)}"
+    return text
+
+
 def summary_lines(table: pd.DataFrame, keys: Sequence[str]) -> list[str]:
-    """One line per arm: where the ratio at the longest warmup is > 1, what it is at the bar, what resolves."""
+    """One line per arm: where the ratio at the longest warmup (vs no warmup) is > 1, what it is at the bar,
+    what resolves; the same for each comparison declared across another key (`norm=pre vs norm=post (none@0)`).
+    "> 1" is read from the ratio as printed (3 significant digits)."""
     from warmup_lab.plots import _arms
 
-    rows = table[vs_none(table)]
+    rows = shown(table)
     if rows.empty:
         return []
     lines = []
     for _, arm_label, g in _arms(rows, keys)[1]:
-        longest = g[g["warmup_steps"] == g["warmup_steps"].max()]
         bar, source = g["bar"].iloc[0], g["bar_source"].iloc[0]
         head = f"- **{arm_label}** (bar: " + (f"{source} = {bar:.2f} l0)" if pd.notna(bar) else "none recorded in these runs)")
         parts = []
-        for (shape, tw), s in longest.groupby(["warmup", "warmup_steps"], sort=True):
-            name = f"{shape}@{float(tw):g}"
-            above = s[(s["ratio"] > 1) & s["ratio_censored"].isin(["", "above"])]["threshold"].tolist()
-            text = (f"ratio > 1 for f in {_ranges(above)} ({len(above)} of {len(THRESHOLDS)} thresholds)" if above
-                    else "ratio > 1 at no threshold")
-            if pd.notna(bar):
-                at = s.iloc[(s["threshold"] - bar).abs().to_numpy().argmin()]
-                text += f"; at f = {at['threshold']:.2f} (nearest the bar): {_cell(at)}"
-            parts.append(f"longest warmup {name}: {text}")
+        ordinary = g[g["warmup_only"]]
+        longest = ordinary[ordinary["warmup_steps"] == ordinary["warmup_steps"].max()]
+        for name, s in longest.groupby("comparison", sort=True):
+            parts.append(f"longest warmup {name} vs no warmup: {_ratio_text(s.sort_values('threshold'), bar)}")
+        for name, s in g[~g["warmup_only"]].groupby("comparison", sort=True):
+            parts.append(f"{name}: {_ratio_text(s.sort_values('threshold'), bar)}")
         resolved = g[g["verdict"] == "resolved"]
         res_text = "no threshold resolves" if resolved.empty else "resolved: " + "; ".join(
-            f"{_setting(s.iloc[0])} at f in {_ranges(s['threshold'].tolist())}"
-            for _, s in resolved.groupby(["warmup", "warmup_steps"], sort=True))
+            f"{name} at f in {_ranges(s['threshold'].tolist())}"
+            for name, s in sorted(resolved.groupby("comparison", sort=False),
+                                  key=lambda kv: (not kv[1]["warmup_only"].iloc[0], kv[0])))
         lines.append(f"{head}: {'; '.join(parts)}; {res_text}.")
     return lines
 
 
 def figure(table: pd.DataFrame, keys: Sequence[str], out: Any, n_lrs: int) -> Any:
-    """A panel per arm: the eta_max ratio warmup / none (log y, shared) against the threshold f, with its exact
-    interval; a colour per warmup setting, filled where the verdict is `resolved`; a dashed line at the arm's
-    declared bar. Returns a plots.Drawn (skipped with its reason when there is nothing to draw)."""
+    """A panel per arm: the eta_max ratio setting / baseline (log y, shared) against the threshold f, with its
+    exact interval; a colour per comparison (each warmup setting against no warmup, and each comparison declared
+    across another key, e.g. `norm=pre vs norm=post (none@0)`), filled where the verdict is `resolved`; a dashed
+    line at the arm's declared bar. An undetermined ratio (censored both ways) is an x in a strip under its panel,
+    a row per comparison. Returns a plots.Drawn (skipped with its reason when there is nothing to draw)."""
     from warmup_lab import plots
     from warmup_lab.plots import plt
 
     if n_lrs < MIN_LRS:
         return plots.skipped(f"{n_lrs} target LR(s); the threshold sweep needs at least {MIN_LRS}")
-    rows = table[vs_none(table)] if not table.empty else table
+    rows = shown(table)
     if rows.empty:
         return plots.skipped("no setting with warmup_steps = 0 (no warmup) beside warmup settings in one arm")
     _, arms = plots._arms(rows, keys)
@@ -159,42 +226,57 @@ def figure(table: pd.DataFrame, keys: Sequence[str], out: Any, n_lrs: int) -> An
     ncols = min(len(arms), 3)
     nrows = math.ceil(len(arms) / ncols)
     width = max(5.0 * ncols, 9.0)  # the legend and the title fit beside a single panel
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 3.9 * nrows + 1.0), squeeze=False, sharey=True)
-    settings = rows[["warmup", "warmup_steps"]].drop_duplicates().sort_values(["warmup_steps", "warmup"])
-    one_shape = settings["warmup"].nunique() == 1
+    order = rows[["comparison", "warmup_only", "warmup_steps", "warmup"]].drop_duplicates("comparison")
+    order = order.assign(_cross=~order["warmup_only"].astype(bool)).sort_values(
+        ["_cross", "warmup_steps", "warmup", "comparison"])
+    labels = order["comparison"].tolist()
+    n_strip = max(len(set(g["comparison"])) for _, _, g in arms)
+    strip_h = 0.25 + 0.16 * n_strip  # inches
+    fig = plt.figure(figsize=(width, (3.6 + strip_h) * nrows + 1.6), layout="constrained")
+    grid = fig.add_gridspec(2 * nrows, ncols, height_ratios=[3.6, strip_h] * nrows, hspace=0.0)
+    one_shape = order["warmup_only"].all() and order["warmup"].nunique() == 1
     cmap = plt.get_cmap("viridis") if one_shape else plt.get_cmap("tab10")
-    colors = {(s, t): cmap(0.1 + 0.75 * i / max(len(settings) - 1, 1)) if one_shape else cmap(i % 10)
-              for i, (s, t) in enumerate(settings.itertuples(index=False))}
-    drawn, kinds = [], set()
+    colors = {k: cmap(0.1 + 0.75 * i / max(len(labels) - 1, 1)) if one_shape else cmap(i % 10)
+              for i, k in enumerate(labels)}
+    drawn, kinds, any_bar, first = [], set(), False, None
     for a, (_, arm_label, g) in enumerate(arms):
-        ax = axes[a // ncols, a % ncols]
-        present = [k for k in colors if ((g["warmup"] == k[0]) & (g["warmup_steps"] == k[1])).any()]
+        r, c = divmod(a, ncols)
+        ax = fig.add_subplot(grid[2 * r, c], sharey=first)
+        strip = fig.add_subplot(grid[2 * r + 1, c], sharex=ax)
+        first = first or ax
+        present = [k for k in labels if (g["comparison"] == k).any()]
         for j, key in enumerate(present):
-            s = g[(g["warmup"] == key[0]) & (g["warmup_steps"] == key[1])].sort_values("threshold")
+            s = g[g["comparison"] == key].sort_values("threshold")
             dx = (j - (len(present) - 1) / 2) * 0.009
             x = s["threshold"].to_numpy(float) + dx
             y = s["ratio"].to_numpy(float)
             color = colors[key]
             ax.plot(x, y, "-", color=color, lw=0.9, alpha=0.7, zorder=2)
-            for xi, (_, r) in zip(x, s.iterrows()):
-                cen, ok = r["ratio_censored"], r["verdict"] == "resolved"
-                low = r["ci_low"] if pd.notna(r["ci_low"]) else lo
-                high = r["ci_high"] if pd.notna(r["ci_high"]) else hi
-                if pd.notna(r["ci_low"]) or pd.notna(r["ci_high"]):  # both undetermined: no interval to draw
+            for xi, (_, row) in zip(x, s.iterrows()):
+                cen, ok = row["ratio_censored"], row["verdict"] == "resolved"
+                low = row["ci_low"] if pd.notna(row["ci_low"]) else lo
+                high = row["ci_high"] if pd.notna(row["ci_high"]) else hi
+                has_interval = pd.notna(row["ci_low"]) or pd.notna(row["ci_high"])  # both undetermined: none
+                if has_interval:
                     ax.plot([xi, xi], [low, high], "-", color=color, lw=1.1, alpha=0.55, zorder=1)
-                if pd.isna(r["ratio"]):
-                    kind, yi = "undetermined", lo * 1.15
-                    ax.plot(xi, yi, "x", color=color, ms=5, zorder=3)
+                if pd.isna(row["ratio"]):
+                    kind, yi = "undetermined", float(len(present) - 1 - j)  # the strip's row of this comparison
+                    strip.plot(xi, yi, "x", color=color, ms=5, mew=1.3, zorder=3)
                 else:
-                    kind, yi = {"above": "lower bound", "below": "upper bound"}.get(cen, "ratio"), float(r["ratio"])
+                    kind, yi = {"above": "lower bound", "below": "upper bound"}.get(cen, "ratio"), float(row["ratio"])
                     marker = {"lower bound": "^", "upper bound": "v"}.get(kind, "o")
                     ax.plot(xi, yi, marker, color=color, mfc=color if ok else "white", mew=1.3, ms=5.5, zorder=3)
                 kinds.add(kind)
-                drawn.append({"arm": arm_label, "setting": f"{key[0]}@{float(key[1]):g}", "threshold": r["threshold"],
-                              "ratio": r["ratio"], "kind": kind, "filled": ok, "ci_low": low, "ci_high": high})
+                drawn.append({"arm": arm_label, "setting": _warmup_text(row), "comparison": key,
+                              "warmup_only": bool(row["warmup_only"]), "threshold": row["threshold"],
+                              "ratio": row["ratio"], "kind": kind, "strip": kind == "undetermined", "y": yi,
+                              "filled": ok, "ci_low": low, "ci_high": high, "has_interval": has_interval,
+                              "ci_level": row["ci_level"], "ci_coverage": row["ci_coverage"]})
         bar, source = g["bar"].iloc[0], g["bar_source"].iloc[0]
         if pd.notna(bar):
-            ax.axvline(bar, ls="--", color="0.25", lw=1.2, zorder=0)
+            any_bar = True
+            for target in (ax, strip):
+                target.axvline(bar, ls="--", color="0.25", lw=1.2, zorder=0)
             ax.text(bar + (0.01 if bar < 0.75 else -0.01), 0.98, f"bar: {source}\n= {bar:.2f} l0",
                     transform=ax.get_xaxis_transform(), fontsize=7, va="top", ha="left" if bar < 0.75 else "right",
                     color="0.1", bbox=dict(facecolor="white", alpha=0.8, lw=0, pad=1), zorder=5)
@@ -206,44 +288,58 @@ def figure(table: pd.DataFrame, keys: Sequence[str], out: Any, n_lrs: int) -> An
         ax.set_ylim(lo, hi)
         ax.set_xlim(0.05, 1.0)
         ax.set_xticks([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
-        ax.tick_params(labelsize=8)
-        ax.set_xlabel("threshold f: stable = final train loss <= f x l0", fontsize=8)
-        if a % ncols == 0:
-            ax.set_ylabel("eta_max ratio, warmup / no warmup", fontsize=8)
+        ax.tick_params(labelsize=8, labelbottom=False)
+        strip.tick_params(labelsize=8)
+        strip.set_ylim(-0.7, len(present) - 0.3)
+        strip.set_yticks([])
+        strip.set_facecolor("0.95")
+        strip.set_ylabel("undeter-\nmined", fontsize=7, rotation=0, ha="right", va="center")
+        strip.set_xlabel("threshold f: stable = final train loss <= f x l0", fontsize=8)
+        if c == 0 or g["warmup_only"].all() != rows["warmup_only"].all():
+            ax.set_ylabel("eta_max ratio, " + ("warmup / no warmup" if g["warmup_only"].all() else
+                                                "setting / baseline"), fontsize=8)
         ax.set_title(title, fontsize=9)
         ax.yaxis.set_major_locator(plots.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(plots.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(plots.ticker.NullFormatter())
-    for k in range(len(arms), nrows * ncols):
-        axes[k // ncols, k % ncols].axis("off")
+    values = pd.DataFrame(drawn)
     L = plt.Line2D
-    handles = [L([], [], color=c, marker="o", lw=1, label=f"{s}@{float(t):g}") for (s, t), c in colors.items()]
+    handles = [L([], [], color=colors[k], marker="o", lw=1, label=f"{k} vs no warmup" if only else k)
+               for k, only in zip(labels, order["warmup_only"])]
     handles += [L([], [], marker="o", ls="", color="0.3", label=f"resolved (p_holm <= {stability.ALPHA})"),
                 L([], [], marker="o", ls="", color="0.3", mfc="white", label="not resolved (other verdicts)")]
     handles += [h for kind, h in (
         ("lower bound", L([], [], marker="^", ls="", color="0.3", mfc="white", label="ratio >= (censored)")),
         ("upper bound", L([], [], marker="v", ls="", color="0.3", mfc="white", label="ratio < (censored)")),
-        ("undetermined", L([], [], marker="x", ls="", color="0.3", label="ratio undetermined (censored eta_max)")))
+        ("undetermined", L([], [], marker="x", ls="", color="0.3",
+                           label="ratio undetermined (censored eta_max), in the strip below a panel")))
         if kind in kinds]
-    handles += [L([], [], color="0.3", lw=1.1, alpha=0.55,
-                  label=f"{stability.INTERVAL_TEXT} {stability.CI_LEVEL:.0%} interval (to the edge: undetermined)"),
-                L([], [], color="black", lw=0.8, label="ratio 1"),
-                L([], [], color="0.25", ls="--", lw=1.2, label="the arm's declared bar")]
-    ncol = min(4 if width >= 10 else 3, len(handles))
-    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=7.5, frameon=False)
-    fig.suptitle("Threshold sweep: eta_max ratio (Hodges-Lehmann) of each warmup to no warmup, under loss_frac_f",
+    with_interval = values[values["has_interval"]] if len(values) else values
+    if len(with_interval):
+        handles.append(L([], [], color="0.3", lw=1.1, alpha=0.55,
+                         label=plots.coverage_text(with_interval, f"{stability.INTERVAL_TEXT} (Hodges-Lehmann)")
+                         + " (to the edge: undetermined)"))
+    handles.append(L([], [], color="black", lw=0.8, label="ratio 1"))
+    if any_bar:
+        handles.append(L([], [], color="0.25", ls="--", lw=1.2, label="the arm's declared bar"))
+    ncol = min(3 if width >= 10 else 2, len(handles))
+    fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=7.5, frameon=False)
+    cross = not rows["warmup_only"].all()
+    fig.suptitle("Threshold sweep: eta_max ratio (Hodges-Lehmann) of each warmup to no warmup"
+                 + (",\nand of each comparison declared across another key" if cross else "") + ", under loss_frac_f",
                  fontsize=10)
-    legend_rows = math.ceil(len(handles) / ncol)
-    fig.tight_layout(rect=(0, min(0.4, (0.1 + 0.16 * legend_rows) / fig.get_figheight()), 1, 1))
     path = out / FIGURE
-    fig.savefig(path, dpi=plots.DPI)
+    fig.savefig(path, dpi=plots.DPI, bbox_inches="tight", pad_inches=0.08)
     plt.close(fig)
-    return plots.Drawn(path, values=pd.DataFrame(drawn))
+    return plots.Drawn(path, values=values)
 
 
 CAPTION = ("A panel per arm. x: the threshold f of the criterion loss_frac_f (stable = plain and final train loss "
-           "<= f x l0). y: eta_max(warmup) / eta_max(no warmup) over seeds (Hodges-Lehmann), with its "
-           f"{stability.INTERVAL_TEXT} {stability.CI_LEVEL:.0%} interval; filled: verdict `resolved`. {HOLM_TEXT}. "
+           "<= f x l0). y: eta_max(warmup) / eta_max(no warmup) over seeds (Hodges-Lehmann), or, for a comparison "
+           "declared across another key (`norm=pre vs norm=post (none@0)`), eta_max(setting) / eta_max(baseline); "
+           f"with its {stability.INTERVAL_TEXT} interval (nominal level and exact coverage in the legend); filled: "
+           "verdict `resolved`; x in the strip under a panel: ratio undetermined (both medians censored). "
+           f"{HOLM_TEXT}. "
            "Dashed: the arm's declared bar (task baseline_loss / median l0). A ratio > 1 only in a narrow band of f "
            "is where a smooth loss-vs-LR curve crosses the bar, not a stability edge.")
 
@@ -264,6 +360,9 @@ def section(probes: pd.DataFrame, keys: Sequence[str], runs: pd.DataFrame, found
     found = found or {}
     table = (sweep(probes, keys, runs, found.get("declared"), found.get("one_arm", ()), found.get("source_runs"))
              if n_lrs >= 2 else pd.DataFrame(columns=[*keys, *COLUMNS]))
+    if len(table) and cross_key(table).any():
+        md[-2] += (" Comparisons the preset declared across another key (e.g. Pre-LN vs Post-LN at one warmup) are "
+                   "shown beside them, named by what differs: `norm=pre vs norm=post (none@0)`.")
     md += summary_lines(table, keys) + [""]
     drawn = figure(table, keys, out, n_lrs)
     if drawn.path is None:
