@@ -511,8 +511,11 @@ def build_report(root: Path | str, out: Path | str) -> Path:
     df = load_runs(root)
     if not df.empty and Path(root).resolve() != out.resolve():
         df.assign(run_dir=[Path(d).name for d in df.run_dir]).to_parquet(out / RUNS_ARCHIVE, index=False)
+    source = (f"`{root}`" if runs.find_run_dirs([Path(root)]) or not (Path(root) / RUNS_ARCHIVE).is_file() else
+              f"the committed `{Path(root) / RUNS_ARCHIVE}` (the runs were made by `make sweep EXPERIMENT=mechanisms` "
+              "in `sweeps/mechanisms`)")
     lines = ["# mechanisms: the harness against published predictions", "",
-             f"Runs read from `{root}`: {len(df)} finished. Definitions: `src/warmup_lab/mechanisms.py`. "
+             f"Runs read from {source}: {len(df)} finished. Definitions: `src/warmup_lab/mechanisms.py`. "
              "Over seeds: the median and the range (min, max), never a mean.", ""]
     if df.empty:
         lines.append("(no finished mechanisms runs)")
