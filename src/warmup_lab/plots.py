@@ -426,6 +426,7 @@ def loss_curves(res: pd.DataFrame, curves: Curves, title: str, out: Path) -> Dra
             if not seeds:
                 ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center", va="center", fontsize=8,
                         color="0.4", style="italic")
+                ax.set_xticks([])  # no axis to read: no 0..1 ticks that look like data
                 ax.set_yticks([])
             ax.set_title(f"{_setting(st)}, lr={lr:.3g} (n={len(seeds)})", fontsize=8)
             ax.tick_params(labelsize=7)
