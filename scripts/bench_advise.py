@@ -129,6 +129,70 @@ def bench_arm(arm: str, overrides: list[str], budgets: list[str], out: Path, lau
     return rows, advices
 
 
+def paired_loss_ratio(base: list[dict[str, Any]], other: list[dict[str, Any]]) -> dict[str, Any]:
+    """final train loss of `other` / of `base`, paired by seed: `stability.ratio` (Hodges-Lehmann, exact
+    interval, exact two-sided signed-rank p) on the losses, a non-finite or diverged run entering as a lower
+    bound at the largest finite loss of the two, as in `stability.final_loss_compare`."""
+    def frame(results: list[dict[str, Any]], top: float) -> pd.DataFrame:
+        bad = [not math.isfinite(r["final_train_loss"]) or r["status"] == runs.DIVERGED for r in results]
+        return pd.DataFrame({"seed": [r["seed"] for r in results], "hi": math.nan,
+                             "eta_max": [top if b else r["final_train_loss"] for r, b in zip(results, bad)],
+                             "censored": ["above" if b else "" for b in bad]})
+    finite = [r["final_train_loss"] for r in base + other if math.isfinite(r["final_train_loss"])]
+    top = max(finite, default=1.0)
+    return stability.ratio(frame(base, top), frame(other, top))
+
+
+def recheck(out: Path, arms: dict[str, list[str]], seeds: tuple[int, ...], jobs: int) -> pd.DataFrame:
+    """Every (lr, warmup) of bench.csv for these arms trained again on `seeds` (fresh: used by no method and
+    by no earlier evaluation); per arm, each advise pick against each lr-find row, paired by seed, Holm over
+    the arm's comparisons. Written to recheck.csv / recheck_runs.csv / recheck.md beside bench.csv."""
+    table = pd.read_csv(out / "bench.csv", float_precision="round_trip")
+    rows, per_seed = [], []
+    for arm, overrides in arms.items():
+        g = table[table["arm"] == arm]
+        settings = sorted({(float(r.lr), int(r.warmup_steps)) for r in g.itertuples() if pd.notna(r.lr)})
+        jobs_ = [(overrides, lr, w, s) for lr, w in settings for s in seeds]
+        with ProcessPoolExecutor(jobs) as pool:
+            done = dict(zip([(lr, w, s) for _, lr, w, s in jobs_], pool.map(full_run, *zip(*jobs_))))
+        results = {m.method: [done[(float(m.lr), int(m.warmup_steps), s)] for s in seeds] for m in g.itertuples()
+                   if pd.notna(m.lr)}
+        per_seed += [{"arm": arm, "method": m, **r} for m, rs in results.items() for r in rs]
+        picks: dict[tuple[float, int], list[str]] = {}  # budgets that picked the same cell: one comparison
+        for m in g.itertuples():
+            if m.method.startswith("advise") and pd.notna(m.lr):
+                picks.setdefault((float(m.lr), int(m.warmup_steps)), []).append(m.method)
+        advised = {", ".join([names[0], *(n.removeprefix("advise ") for n in names[1:])]): results[names[0]]
+                   for names in picks.values()}
+        cmp = []
+        for a, mine in advised.items():
+            for lf in [m for m in results if m.startswith("lr-find")]:
+                r = paired_loss_ratio(results[lf], mine)
+                cmp.append({"arm": arm, "advise": a, "lr_find": lf, "n_seeds": r["n_seeds"],
+                            "median_loss_advise": statistics.median(x["final_train_loss"] for x in mine),
+                            "median_loss_lr_find": statistics.median(x["final_train_loss"] for x in results[lf]),
+                            "ratio": r["ratio"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                            "ci_coverage": r["ci_coverage"], "test": r["test"], "p_value": r["p_value"],
+                            "advise_lower_on_seeds": sum(x["final_train_loss"] < y["final_train_loss"]
+                                                         for x, y in zip(mine, results[lf])),
+                            "advise_diverged_or_failed": sum(x["status"] != runs.COMPLETED for x in mine)})
+        for c, p in zip(cmp, stability.holm([c["p_value"] for c in cmp])):
+            c["p_holm"] = float(p)
+        rows += cmp
+    rc = pd.DataFrame(rows)
+    rc.to_csv(out / "recheck.csv", index=False, lineterminator="\n")
+    pd.DataFrame(per_seed).to_csv(out / "recheck_runs.csv", index=False, lineterminator="\n")
+    md = ["# advise vs lr-find, re-checked on more fresh seeds (scripts/bench_advise.py --recheck)", "",
+          f"Seeds {list(seeds)}: used by neither method's search nor by the first evaluation (200-204). Ratio = "
+          "final train loss of advise's pick / of the lr-find row, paired by seed: Hodges-Lehmann estimate, "
+          f"{stability.INTERVAL_TEXT} {stability.CI_LEVEL:.0%} interval (coverage beside it), exact two-sided "
+          "signed-rank p, Holm over the arm's comparisons. Below 1: advise ends lower.", "",
+          rc.to_markdown(index=False, floatfmt=".4g"), ""]
+    (out / "recheck.md").write_text("\n".join(md))
+    print("\n".join(md), flush=True)
+    return rc
+
+
 def wins(rows: pd.DataFrame) -> pd.DataFrame:
     """advise wins on an arm when none of its fresh seeds diverged or failed and its median final train loss is
     below both lr-find rows'."""
@@ -173,12 +237,21 @@ def main() -> None:
     p.add_argument("--redraw", action="store_true",
                    help="only redraw --out's figures: advice.png from each committed advice.json, lr_find.png by "
                         "re-running each arm's range test (seed 0), which must give the committed suggestion")
+    p.add_argument("--recheck", help="FIRST-LAST: only re-train bench.csv's (lr, warmup) rows on these fresh seeds "
+                                     "and compare advise with lr-find paired by seed (recheck.csv/.md)")
+    p.add_argument("--recheck-arms", help="comma-separated arms for --recheck (default: all)")
     args = p.parse_args()
     arms = {} if args.no_default_arms else dict(ARMS)
     for spec in args.arm:
         name, _, ovs = spec.partition("=")
         arms[name] = ovs.split()
     out = Path(args.out)
+    if args.recheck:
+        lo, _, hi = args.recheck.partition("-")
+        picked = {a: [*arms[a], f"runs_root={args.runs_root}", "logger=none", "train.progress=false"]
+                  for a in (args.recheck_arms.split(",") if args.recheck_arms else arms)}
+        recheck(out, picked, tuple(range(int(lo), int(hi or lo) + 1)), args.jobs)
+        return
     if args.redraw:
         redraw(out, {a: [*ovs, f"runs_root={args.runs_root}", "logger=none", "train.progress=false"]
                      for a, ovs in arms.items()})
