@@ -54,3 +54,14 @@ def test_adam_untuned_runs_the_warmup_length_adam_tune_found_best():
     assert not seeds & set(tune["seed"]) and len(seeds) >= 8
     assert {float(x) for x in str(params["optimizer.lr"]).split(",")} == set(tune["target_lr"])
     assert cfg.train.steps == int(tune["train_steps"].iloc[0])
+
+
+def test_the_advise_readme_quotes_the_resnet_recheck_as_committed():
+    """experiments/advise/README.md's re-check sentence against results/advise/recheck.csv, to 3 digits."""
+    rc = pd.read_csv(REPO_ROOT / "results" / "advise" / "recheck.csv").set_index("lr_find")
+    text = " ".join((REPO_ROOT / "experiments" / "advise" / "README.md").read_text().split())
+    for row, lower in (("lr-find, linear warmup 12 (10% of T)", 7), ("lr-find, no warmup", 8)):
+        r = rc.loc[row]
+        assert f"x{r.ratio:.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}]" in text, row
+        assert f"lower on {lower} of {int(r.n_seeds)} seeds" in text and r.advise_lower_on_seeds == lower
+    assert rc.advise_diverged_or_failed.eq(0).all() and (rc.p_holm > 0.05).all()
