@@ -33,8 +33,7 @@ from omegaconf import OmegaConf
 
 from warmup_lab import runs
 from warmup_lab.record import SHARPNESS_FILE
-from warmup_lab.stability import bound_text
-from warmup_lab.stability import eta_max_of, median_and_range
+from warmup_lab.stability import bound_text, eta_max_of, median_and_range
 from warmup_lab.summary import is_finished, read_summary
 
 PARTS = ("eos", "sharpening", "catapult", "warmup", "preln")
@@ -65,13 +64,15 @@ def load_runs(root: Path | str) -> pd.DataFrame:
     """One row per finished run under `root`: its part, settings, status, lambda0, eta and curves. A folder
     with no run directories but a committed `runs.parquet` (written by `build_report`) is read from that."""
     root = Path(root)
-    if not runs.find_run_dirs([root]) and (root / RUNS_ARCHIVE).is_file():
+    run_dirs = runs.find_run_dirs([root])
+    if not run_dirs and (root / RUNS_ARCHIVE).is_file():
         df = pd.read_parquet(root / RUNS_ARCHIVE)
         for col in ("losses", "sharp_steps", "sharpness"):
             df[col] = [[float(x) for x in v] for v in df[col]]
+        df.attrs["archive"] = str(root / RUNS_ARCHIVE)
         return df
     rows = []
-    for run_dir in runs.find_run_dirs([Path(root)]):
+    for run_dir in run_dirs:
         summary = read_summary(run_dir)
         if not is_finished(summary):
             continue
@@ -504,16 +505,17 @@ def warmup_md(per_seed: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def build_report(root: Path | str, out: Path | str) -> Path:
-    """Every table (CSV), figure (PNG) and report.md of the mechanisms experiments under `out`."""
+def build_report(root: Path | str, out: Path | str, df: pd.DataFrame | None = None) -> Path:
+    """Every table (CSV), figure (PNG) and report.md of the mechanisms experiments under `out`; `df`: the
+    runs of `root` when the caller has already read them (`load_runs`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    df = load_runs(root)
-    if not df.empty and Path(root).resolve() != out.resolve():
+    df = load_runs(root) if df is None else df
+    archive = df.attrs.get("archive")
+    if not df.empty and not (archive and Path(archive).parent.resolve() == out.resolve()):
         df.assign(run_dir=[Path(d).name for d in df.run_dir]).to_parquet(out / RUNS_ARCHIVE, index=False)
-    source = (f"`{root}`" if runs.find_run_dirs([Path(root)]) or not (Path(root) / RUNS_ARCHIVE).is_file() else
-              f"the committed `{Path(root) / RUNS_ARCHIVE}` (the runs were made by `make sweep EXPERIMENT=mechanisms` "
-              "in `sweeps/mechanisms`)")
+    source = (f"the committed `{archive}` (the runs were made by `make sweep EXPERIMENT=mechanisms` in "
+              "`sweeps/mechanisms`)" if archive else f"`{root}`")
     lines = ["# mechanisms: the harness against published predictions", "",
              f"Runs read from {source}: {len(df)} finished. Definitions: `src/warmup_lab/mechanisms.py`. "
              "Over seeds: the median and the range (min, max), never a mean.", ""]
@@ -607,10 +609,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default="results/mechanisms")
     ap.add_argument("--experiment", default="mechanisms", help="accepted for warmup_lab.sweep; unused")
     args = ap.parse_args(argv)
-    if not Path(args.root).is_dir() or load_runs(args.root).empty:
+    df = load_runs(args.root) if Path(args.root).is_dir() else pd.DataFrame()
+    if df.empty:
         raise SystemExit(f"error: no finished mechanisms runs under {args.root!r} (nor a committed {RUNS_ARCHIVE}); "
                          "run `make sweep EXPERIMENT=mechanisms` first; nothing was written")
-    print(f"wrote {build_report(args.root, args.out)}", flush=True)
+    print(f"wrote {build_report(args.root, args.out, df)}", flush=True)
     return 0
 
 
