@@ -40,6 +40,12 @@ ARMS = {
 FRESH_SEEDS = (200, 201, 202, 203, 204)
 
 
+def range_test(overrides: list[str]) -> dict[str, Any]:
+    """lr-find on the arm, seed 0; the range test sets its own steps and LRs (100 steps, its ramp)."""
+    ramp = ("train.steps=", "optimizer.lr=")
+    return lr_find([*(o for o in overrides if not o.startswith(ramp)), "seed=0"])
+
+
 def redraw(out: Path, arms: dict[str, list[str]]) -> None:
     """The figures of a committed benchmark, from its files and one range-test run per arm (bit-exact on one
     machine: a suggestion other than the committed one stops here, the old figure kept)."""
@@ -48,8 +54,7 @@ def redraw(out: Path, arms: dict[str, list[str]]) -> None:
         for path in sorted((out / arm).glob("advise_*/advice.json")):
             advice_figure(json.loads(path.read_text()), path.parent / "advice.png")
             print(f"redrew {path.parent / 'advice.png'}", flush=True)
-        ramp = ("train.steps=", "optimizer.lr=")
-        found = lr_find([*(o for o in overrides if not o.startswith(ramp)), "seed=0"])
+        found = range_test(overrides)
         committed = table[(table["arm"] == arm) & table["method"].str.startswith("lr-find")]["lr"]
         if committed.empty or not (committed == found["steepest"]["lr"]).all():
             raise SystemExit(f"{arm}: the range test now suggests {found['steepest']['lr']!r}, bench.csv holds "
@@ -95,8 +100,7 @@ def method_row(arm: str, method: str, lr: float | None, warmup: int | None, resu
 def bench_arm(arm: str, overrides: list[str], budgets: list[str], out: Path, launcher: list[str],
               jobs: int, fresh: tuple[int, ...]) -> tuple[list[dict], list[dict]]:
     t = time.time()
-    ramp = ("train.steps=", "optimizer.lr=")  # the range test sets both: its own 100 steps, its own LRs
-    found = lr_find([*(o for o in overrides if not o.startswith(ramp)), "seed=0"])
+    found = range_test(overrides)
     cfg = compose_train(overrides)
     tw = int(math.floor(0.1 * int(cfg.train.steps)))
     (out / arm).mkdir(parents=True, exist_ok=True)
@@ -246,21 +250,20 @@ def main() -> None:
         name, _, ovs = spec.partition("=")
         arms[name] = ovs.split()
     out = Path(args.out)
+    arms = {a: [*ovs, f"runs_root={args.runs_root}", "logger=none", "train.progress=false"] for a, ovs in arms.items()}
     if args.recheck:
         lo, _, hi = args.recheck.partition("-")
-        picked = {a: [*arms[a], f"runs_root={args.runs_root}", "logger=none", "train.progress=false"]
-                  for a in (args.recheck_arms.split(",") if args.recheck_arms else arms)}
+        picked = {a: arms[a] for a in (args.recheck_arms.split(",") if args.recheck_arms else arms)}
         recheck(out, picked, tuple(range(int(lo), int(hi or lo) + 1)), args.jobs)
         return
     if args.redraw:
-        redraw(out, {a: [*ovs, f"runs_root={args.runs_root}", "logger=none", "train.progress=false"]
-                     for a, ovs in arms.items()})
+        redraw(out, arms)
         return
     out.mkdir(parents=True, exist_ok=True)
     budgets = args.budgets.split(",")
     began, all_rows, all_advice = time.time(), [], []
     fresh = tuple(int(x) for x in args.fresh_seeds.split(","))
-    calls = [(arm, [*ovs, f"runs_root={args.runs_root}", "logger=none", "train.progress=false"], budgets, out,
+    calls = [(arm, ovs, budgets, out,
               args.launcher.split(), args.jobs, fresh) for arm, ovs in arms.items()]
     if args.parallel_arms and len(calls) > 1:
         with ProcessPoolExecutor(len(calls)) as pool:  # one process per arm: torch's global RNG is per process
