@@ -590,16 +590,11 @@ def remove_stale(out: Path, before: dict[Path, int]) -> None:
 
 def _answer_line(r: pd.Series, what: str, where: str) -> str:
     verdict = r["verdict"] + (f", p_holm {_p(r['p_holm'])}" if pd.notna(r["p_holm"]) else "")
-    base = _baseline_of(r)
+    base = stability.baseline_setting(r)
     across = [k for k in base if k not in stability.VARY]  # keys a declared pair varies beyond warmup (norm)
     return (f"- {r.get('task', '')}: {what} of {_short(r, across)} / {_short(base, across)}{where}: "
             f"{_interval(r, 'ratio')} ({stability.INTERVAL_TEXT} {r['ci_coverage']:.0%}, {int(r['n_seeds'])} vs "
             f"{int(r['n_seeds_baseline'])} seeds): **{verdict}**")
-
-
-def _baseline_of(r: pd.Series) -> dict[str, str]:
-    """compare()'s `baseline` text (`warmup=none, warmup_steps=0`) as a dict."""
-    return dict(part.split("=", 1) for part in str(r["baseline"]).split(", ") if "=" in part)
 
 
 def _short(values: Any, across: Sequence[str] = ()) -> str:

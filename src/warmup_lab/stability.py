@@ -645,6 +645,12 @@ def lr50_table(judged: pd.DataFrame, keys: Sequence[str] | None = None, level: f
 
 
 # -- which comparisons a preset declared, which arms are one ----------------------------------------
+def baseline_setting(row: Any) -> dict[str, str]:
+    """A comparison row's `baseline` text, as compare() writes it (`norm=post, warmup=none, warmup_steps=0`),
+    back as a dict of strings."""
+    return dict(part.split("=", 1) for part in str(row["baseline"]).split(", ") if "=" in part)
+
+
 def parse_setting(text: Any) -> dict[str, Any]:
     """A warmup setting as swept, `shape@T_w[@init_ratio]` -> {"warmup": shape, "warmup_steps": T_w};
     `shape@null` (a length set by a rule, e.g. untuned_linear) -> {"warmup": shape}. A mapping names a

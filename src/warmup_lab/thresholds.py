@@ -77,15 +77,11 @@ def sweep(probes: pd.DataFrame, keys: Sequence[str], runs: pd.DataFrame, declare
     return comp.sort_values(order, kind="stable")[[*keys, *COLUMNS]].reset_index(drop=True)
 
 
-def baseline_of(row: pd.Series) -> dict[str, str]:
-    """compare()'s `baseline` text (`norm=post, warmup=none, warmup_steps=0`) as a dict."""
-    return dict(part.split("=", 1) for part in str(row["baseline"]).split(", ") if "=" in part)
-
-
 def across_keys(row: pd.Series) -> list[str]:
     """The keys besides warmup in which a row's setting differs from its baseline (e.g. norm: Post- vs Pre-LN);
     empty for a warmup-vs-warmup comparison."""
-    return [k for k, v in baseline_of(row).items() if k not in stability.VARY and str(row.get(k)) != str(v)]
+    base = stability.baseline_setting(row)
+    return [k for k, v in base.items() if k not in stability.VARY and str(row.get(k)) != str(v)]
 
 
 def _warmup_text(values: Any) -> str:
@@ -96,7 +92,7 @@ def _warmup_text(values: Any) -> str:
 def comparison_label(row: pd.Series) -> str:
     """What a row compares: its warmup setting (`linear@20`, against no warmup) or, across another key,
     `norm=pre vs norm=post (none@0)` (same warmup) / `norm=pre linear@20 vs norm=post none@0`."""
-    across, base = across_keys(row), baseline_of(row)
+    across, base = across_keys(row), stability.baseline_setting(row)
     mine, theirs = _warmup_text(row), _warmup_text(base)
     if not across:
         return mine if vs_none_row(row) else f"{mine} vs {theirs}"
@@ -106,7 +102,7 @@ def comparison_label(row: pd.Series) -> str:
 
 
 def vs_none_row(row: pd.Series) -> bool:
-    base = baseline_of(row)
+    base = stability.baseline_setting(row)
     return pd.to_numeric(base.get("warmup_steps"), errors="coerce") == 0 and not across_keys(row)
 
 
