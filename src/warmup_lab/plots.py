@@ -29,6 +29,7 @@ import pandas as pd  # noqa: E402
 
 from warmup_lab import runs  # noqa: E402
 from warmup_lab.archive import Curves  # noqa: E402
+from warmup_lab.figstyle import log_axis  # noqa: E402
 from warmup_lab.stability import CI_LEVEL, INTERVAL_TEXT  # noqa: E402
 
 DPI = 150
@@ -357,10 +358,7 @@ def _loss_y(ax: plt.Axes, values: np.ndarray) -> str:
     """Linear y, or log where the panel's finite losses span more than a decade; every peak stays in view."""
     pos = values[np.isfinite(values) & (values > 0)]
     if len(pos) and pos.max() / pos.min() > LOG_SPAN:
-        ax.set_yscale("log")
-        ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0) if pos.max() / pos.min() < 1e3 else (1.0,)))
-        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        log_axis(ax, "y")
         return "log"
     return "linear"
 
