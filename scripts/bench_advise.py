@@ -22,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from warmup_lab import runs, stability
@@ -197,6 +198,122 @@ def recheck(out: Path, arms: dict[str, list[str]], seeds: tuple[int, ...], jobs:
     return rc
 
 
+def ceiling_table(cells: dict[tuple[int, float], list[dict[str, Any]]], base: tuple[int, float],
+                  labels: dict[tuple[int, float], str]) -> pd.DataFrame:
+    """Every (warmup, lr) cell against the `base` cell (lr-find's LR with its warmup), paired by seed: the loss
+    ratio (`paired_loss_ratio`), how many seeds the cell ends lower on, Holm over every cell but the base."""
+    rows = []
+    for (w, lr), mine in sorted(cells.items()):
+        r = paired_loss_ratio(cells[base], mine) if (w, lr) != base else None
+        losses = np.array([x["final_train_loss"] if x["status"] != runs.DIVERGED else math.inf for x in mine])
+        lo, _, hi, _, _ = stability.median_interval(np.nan_to_num(losses, nan=math.inf), np.zeros(len(mine), int))
+        rows.append({"warmup_steps": w, "lr": lr, "label": labels.get((w, lr), ""), "n_seeds": len(mine),
+                     "median_final_train_loss": float(np.median(losses)), "median_ci_low": lo, "median_ci_high": hi,
+                     "n_diverged_or_failed": sum(x["status"] != runs.COMPLETED for x in mine),
+                     **({k: r[k] for k in ("ratio", "ci_low", "ci_high", "ci_coverage", "test", "p_value")} if r else
+                        {"ratio": 1.0, "ci_low": math.nan, "ci_high": math.nan, "ci_coverage": math.nan,
+                         "test": "(the baseline)", "p_value": math.nan}),
+                     "lower_on_seeds": sum(x["final_train_loss"] < y["final_train_loss"]
+                                           for x, y in zip(mine, cells[base]))})
+    out = pd.DataFrame(rows)
+    tested = out["test"] != "(the baseline)"
+    out["p_holm"] = math.nan
+    out.loc[tested, "p_holm"] = stability.holm(out.loc[tested, "p_value"].tolist())
+    out["resolved"] = tested & (out["p_holm"] <= stability.ALPHA)
+    return out
+
+
+def ceiling_figure(table: pd.DataFrame, path: Path, title: str) -> None:
+    """Median final training loss against peak LR, a line per warmup length; lr-find's cells and advise's
+    picks marked (their labels from the table)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from warmup_lab import figstyle
+
+    fig, ax = plt.subplots(figsize=(9.5, 5))
+    ws = sorted(table["warmup_steps"].unique())
+    shift = {w: 1.025 ** (i - (len(ws) - 1) / 2) for i, w in enumerate(ws)}  # side by side at one LR
+    x = table["lr"] * table["warmup_steps"].map(shift)
+    for w in ws:
+        g = table[table["warmup_steps"] == w].assign(x=x).sort_values("lr")
+        y = g["median_final_train_loss"]
+        ax.errorbar(g["x"], y, yerr=[y - g["median_ci_low"], g["median_ci_high"] - y], fmt="o-", ms=4, capsize=2,
+                    lw=1.2, elinewidth=0.8, alpha=0.9, label=f"warmup {w}")
+    marks = {"lr-find": ("s", "black"), "advise": ("*", "red")}
+    for kind, (m, c) in marks.items():
+        sel = table["label"].str.contains(kind)
+        if sel.any():
+            ax.scatter(x[sel], table.loc[sel, "median_final_train_loss"], marker=m, s=150 if m == "*" else 80,
+                       facecolors="none" if m == "s" else c, edgecolors=c, zorder=5,
+                       label=f"{kind}'s " + ("cells" if kind == "lr-find" else "pick"))
+    figstyle.log_axis(ax, "x")
+    ax.set_xlabel("peak LR (constant after the linear warmup; the warmups drawn side by side at each LR)")
+    ax.set_ylabel(f"median final training loss\n(bars: its {stability.INTERVAL_TEXT} {stability.CI_LEVEL:.0%} interval)")
+    ax.set_title(figstyle.wrap(title, 80), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    fig.savefig(path, dpi=figstyle.DPI)
+    plt.close(fig)
+
+
+def ceiling(out: Path, arm: str, overrides: list[str], seeds: tuple[int, ...], lrs: list[float],
+            warmups: list[int], jobs: int) -> pd.DataFrame:
+    """How much could any pick gain over lr-find on this arm? A grid of (warmup, lr) cells, plus bench.csv's
+    rows, trained on `seeds` (fresh), each against lr-find's LR with its 10%-of-T warmup, paired by seed.
+    The best cell is chosen on the same seeds, so its ratio is optimistic: an upper bound on what a rule that
+    picks among these cells could gain. Written to ceiling.csv / ceiling_runs.csv / ceiling.md / ceiling.png."""
+    table = pd.read_csv(out / "bench.csv", float_precision="round_trip")
+    used = {*json.loads((out / "bench.json").read_text())["fresh_seeds"], *range(0, 10)}  # advise's and lr-find's
+    used |= {s for f in (out / arm).glob("advise_*/advice.json") for s in json.loads(f.read_text())["seeds"]}
+    if (out / "recheck_runs.csv").exists():
+        used |= set(pd.read_csv(out / "recheck_runs.csv")["seed"])
+    if used & set(seeds):
+        raise SystemExit(f"--ceiling seeds {sorted(used & set(seeds))} were used before (by advise, lr-find, the "
+                         f"benchmark or its re-check); pass fresh ones, e.g. {max(used) + 1}-{max(used) + len(seeds)}")
+    g = table[(table["arm"] == arm) & table["lr"].notna()]
+    labels: dict[tuple[int, float], str] = {}
+    for m in g.itertuples():
+        key = (int(m.warmup_steps), float(m.lr))
+        labels[key] = ", ".join(filter(None, [labels.get(key, ""), m.method]))
+    lf = [k for k, v in labels.items() if v.startswith("lr-find") and k[0] > 0]
+    if len(lf) != 1:
+        raise SystemExit(f"{arm}: bench.csv has no single lr-find row with warmup ({sorted(labels.values())})")
+    keys = sorted({*((w, float(lr)) for w in warmups for lr in lrs), *labels})
+    jobs_ = [(overrides, lr, w, s) for w, lr in keys for s in seeds]
+    with ProcessPoolExecutor(jobs) as pool:
+        done = dict(zip([(w, lr, s) for _, lr, w, s in jobs_], pool.map(full_run, *zip(*jobs_))))
+    cells = {(w, lr): [done[(w, lr, s)] for s in seeds] for w, lr in keys}
+    ct = ceiling_table(cells, lf[0], labels)
+    ct.to_csv(out / "ceiling.csv", index=False, lineterminator="\n")
+    pd.DataFrame([{"warmup_steps": w, "lr": lr, **r} for (w, lr), rs in cells.items() for r in rs]).to_csv(
+        out / "ceiling_runs.csv", index=False, lineterminator="\n")
+    best = ct.loc[ct["median_final_train_loss"].idxmin()]
+    lowest = ct.loc[ct["ratio"].idxmin()]
+    title = (f"{arm}: median final training loss over {len(seeds)} fresh seeds ({seeds[0]}-{seeds[-1]}); "
+             f"lr-find's cell: warmup {lf[0][0]}, LR {lf[0][1]:.3g}")
+    ceiling_figure(ct, out / "ceiling.png", title)
+    md = [f"# How much could any pick gain over lr-find? (scripts/bench_advise.py --ceiling, arm {arm})", "",
+          f"Seeds {list(seeds)}: used by no method, no evaluation and no re-check before (the script refuses "
+          "seeds of bench.json, recheck_runs.csv, advise's searches or below 10). Every (warmup, LR) cell "
+          f"of the grid (warmups {warmups}, LRs {[float(f'{x:.4g}') for x in lrs]}) and of bench.csv is trained "
+          f"in full on every seed and compared with lr-find's cell (warmup {lf[0][0]}, LR {lf[0][1]:.4g}): ratio "
+          "= final train loss of the cell / of lr-find's, paired by seed (Hodges-Lehmann, "
+          f"{stability.INTERVAL_TEXT} {stability.CI_LEVEL:.0%} interval, exact two-sided signed-rank p, Holm "
+          "over every cell). The best cell is chosen on these same seeds, so its ratio is an optimistic bound "
+          "on what any rule picking among these cells could gain.", "",
+          f"Lowest median: warmup {int(best.warmup_steps)}, LR {best.lr:.4g}, {best.median_final_train_loss:.4g}. "
+          f"Lowest paired ratio: warmup {int(lowest.warmup_steps)}, LR {lowest.lr:.4g}, x{lowest.ratio:.3g} "
+          f"[{lowest.ci_low:.3g}, {lowest.ci_high:.3g}], p_holm {lowest.p_holm:.2g}. Cells resolved below "
+          f"lr-find's: {int((ct['resolved'] & (ct['ratio'] < 1)).sum())}; above: "
+          f"{int((ct['resolved'] & (ct['ratio'] > 1)).sum())}.", "",
+          ct.to_markdown(index=False, floatfmt=".4g"), "", "![ceiling](ceiling.png)", ""]
+    (out / "ceiling.md").write_text("\n".join(md))
+    print("\n".join(md), flush=True)
+    return ct
+
+
 def wins(rows: pd.DataFrame) -> pd.DataFrame:
     """advise wins on an arm when none of its fresh seeds diverged or failed and its median final train loss is
     below both lr-find rows'."""
@@ -244,6 +361,11 @@ def main() -> None:
     p.add_argument("--recheck", help="FIRST-LAST: only re-train bench.csv's (lr, warmup) rows on these fresh seeds "
                                      "and compare advise with lr-find paired by seed (recheck.csv/.md)")
     p.add_argument("--recheck-arms", help="comma-separated arms for --recheck (default: all)")
+    p.add_argument("--ceiling", help="FIRST-LAST: only train a grid of (warmup, LR) cells of --ceiling-arm on these "
+                                     "fresh seeds, each against lr-find's cell with warmup (ceiling.csv/.md/.png)")
+    p.add_argument("--ceiling-arm", default="resnet_sgd")
+    p.add_argument("--ceiling-lrs", default="", help="comma-separated LRs of the grid")
+    p.add_argument("--ceiling-warmups", default="0,6,12,24", help="comma-separated warmup lengths (linear) of the grid")
     args = p.parse_args()
     arms = {} if args.no_default_arms else dict(ARMS)
     for spec in args.arm:
@@ -255,6 +377,12 @@ def main() -> None:
         lo, _, hi = args.recheck.partition("-")
         picked = {a: arms[a] for a in (args.recheck_arms.split(",") if args.recheck_arms else arms)}
         recheck(out, picked, tuple(range(int(lo), int(hi or lo) + 1)), args.jobs)
+        return
+    if args.ceiling:
+        lo, _, hi = args.ceiling.partition("-")
+        ceiling(out, args.ceiling_arm, arms[args.ceiling_arm], tuple(range(int(lo), int(hi or lo) + 1)),
+                [float(x) for x in args.ceiling_lrs.split(",") if x], [int(x) for x in args.ceiling_warmups.split(",")],
+                args.jobs)
         return
     if args.redraw:
         redraw(out, arms)

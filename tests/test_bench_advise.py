@@ -31,3 +31,16 @@ def test_a_diverged_run_is_a_bound_above_every_finite_loss_not_a_guessed_value()
     assert r["test"] == "sign test (paired; censored differences)"  # the diverged seed's size is unknown
     assert r["n_undetermined"] == 0  # but its sign is: at or above 1.0, the largest finite loss, against 0.5
     assert math.isclose(r["p_value"], 0.625)  # 3 seeds lower, 1 higher: the exact two-sided sign test
+
+
+def test_the_ceiling_compares_every_cell_with_lr_finds_and_holm_counts_every_cell_but_the_base():
+    base = _runs([1.0, 2.0, 1.5, 1.2, 0.9, 1.1, 1.3])
+    cells = {(12, 0.1): base, (0, 0.1): _runs([0.5, 1.0, 0.75, 0.6, 0.45, 0.55, 0.65]),
+             (0, 0.2): _runs([1.1, 2.1, 1.4, 1.3, 1.0, 1.0, 1.4])}
+    t = _mod().ceiling_table(cells, (12, 0.1), {(12, 0.1): "lr-find, linear warmup 12"}).set_index(["warmup_steps", "lr"])
+    assert t.loc[(12, 0.1), "test"] == "(the baseline)" and t.loc[(12, 0.1), "ratio"] == 1.0
+    assert math.isnan(t.loc[(12, 0.1), "p_holm"]) and not t.loc[(12, 0.1), "resolved"]
+    lower = t.loc[(0, 0.1)]
+    assert math.isclose(lower["ratio"], 0.5, rel_tol=1e-9) and lower["lower_on_seeds"] == 7
+    assert math.isclose(lower["p_holm"], 2 * 2 / 2 ** 7)  # Holm over the 2 tested cells: the smallest p doubled
+    assert lower["resolved"] and t.loc[(0, 0.2), "lower_on_seeds"] == 2 and not t.loc[(0, 0.2), "resolved"]

@@ -65,3 +65,19 @@ def test_the_advise_readme_quotes_the_resnet_recheck_as_committed():
         assert f"x{r.ratio:.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}]" in text, row
         assert f"lower on {lower} of {int(r.n_seeds)} seeds" in text and r.advise_lower_on_seeds == lower
     assert rc.advise_diverged_or_failed.eq(0).all() and (rc.p_holm > 0.05).all()
+
+
+def test_the_advise_readme_quotes_the_resnet_ceiling_as_committed():
+    """experiments/advise/README.md's ceiling sentence against results/advise/ceiling.csv, to 3 digits: no cell
+    resolved below lr-find's, the lowest ratio and advise's pick as quoted."""
+    c = pd.read_csv(REPO_ROOT / "results" / "advise" / "ceiling.csv")
+    text = " ".join((REPO_ROOT / "experiments" / "advise" / "README.md").read_text().split())
+    tested = c[c.test != "(the baseline)"]
+    assert not (tested.resolved & (tested.ratio < 1)).any() and "**No cell is resolved below it**" in text
+    low = tested.loc[tested.ratio.idxmin()]
+    assert f"x{low.ratio:.3g} [{low.ci_low:.3g}, {low.ci_high:.3g}]" in text
+    pick = c[c.label.fillna("").str.startswith("advise")].iloc[0]
+    assert f"Advise's pick is x{pick.ratio:.3g} [{pick.ci_low:.3g}, {pick.ci_high:.3g}]" in text
+    above = tested[tested.resolved & (tested.ratio > 1)]
+    assert "Four cells are resolved above it" in text and len(above) == 4 and (above.lr == c.lr.min()).all()
+    assert f"{len(c)} cells, {int(c.n_seeds.sum())} runs" in text and c.n_diverged_or_failed.eq(0).all()
