@@ -109,7 +109,8 @@ def bench_arm(arm: str, overrides: list[str], budgets: list[str], out: Path, lau
     suggestion = found["steepest"]["lr"]
     lf_cost = float(found["wall_s"]) * _threads(cfg)
     print(f"[{arm}] lr-find {suggestion:.4g} ({time.time() - t:.0f} s)", flush=True)
-    methods = [("lr-find, no warmup", suggestion, 0, lf_cost), (f"lr-find, linear warmup {tw} (10% of T)", suggestion, tw, lf_cost)]
+    methods = [("lr-find, no warmup", suggestion, 0, lf_cost, 1),
+               (f"lr-find, linear warmup {tw} (10% of T)", suggestion, tw, lf_cost, 1)]
     advices = []
     for budget in budgets:
         advice = run_advise(overrides, budget, out / arm / f"advise_{budget}", launcher)
@@ -118,14 +119,14 @@ def bench_arm(arm: str, overrides: list[str], budgets: list[str], out: Path, lau
         print(f"[{arm}] {advice['first_line']} ({time.time() - t:.0f} s)", flush=True)
         pick = advice["pick"]
         methods.append((f"advise {budget}", pick["lr"] if pick else None, pick["warmup_steps"] if pick else None,
-                        advice["spent"]["core_s"]))
-    jobs_ = [(overrides, lr, w, s) for _, lr, w, _ in methods if lr is not None for s in fresh]
+                        advice["spent"]["core_s"], advice["spent"]["probes"]))
+    jobs_ = [(overrides, lr, w, s) for _, lr, w, _, _ in methods if lr is not None for s in fresh]
     with ProcessPoolExecutor(jobs) as pool:  # fresh runs side by side (each run sets its own threads)
         done = dict(zip([(lr, w, s) for _, lr, w, s in jobs_], pool.map(full_run, *zip(*jobs_))))
     rows = []
-    for name, lr, w, cost in methods:
+    for name, lr, w, cost, n_runs in methods:
         results = [done[(lr, w, s)] for s in fresh] if lr is not None else []
-        rows.append({**method_row(arm, name, lr, w, results, cost), "_runs": results})
+        rows.append({**method_row(arm, name, lr, w, results, cost), "cost_runs": n_runs, "_runs": results})
     run_cost = statistics.median(r["core_s"] for row in rows for r in row["_runs"])
     for row in rows:
         row["cost_x_run"] = row["cost_core_s"] / run_cost if row["cost_core_s"] is not None else math.nan
@@ -422,6 +423,10 @@ def main() -> None:
           f"Fresh seeds {list(fresh)}; advise's searches used seeds 0, 1, 2, ...; lr-find used seed 0. "
           f"Criterion for 'not learned': {summary['criterion']}", "",
           table.drop(columns=["core_s_per_full_run"]).to_markdown(index=False, floatfmt=".4g"), "",
+          "cost_runs: the runs each method made (lr-find: its one ramp of 100 steps; advise: every run, the "
+          "range test included), the unit of `--budget`, whatever the machine's load. cost_core_s: wall_s x "
+          "threads of those runs when they ran, cost_x_run: that over the cost of one full training run (a "
+          "run resumed from an earlier invocation counts at the cost it had then).", "",
           "Cost of one full training run (median over the fresh runs, core-s): "
           + ", ".join(f"{a} {g['core_s_per_full_run'].iloc[0]:.3g}" for a, g in table.groupby("arm", sort=False)), "",
           "## Does advise win? (no fresh seed diverged or failed, and lower median final train loss than both lr-find rows)", "",

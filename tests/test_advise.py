@@ -9,7 +9,7 @@ import pytest
 
 from conftest import run_cli
 from warmup_lab import advise, runs
-from warmup_lab.advice import Plan, advise_from
+from warmup_lab.advice import Plan, advise_from, answer_lines
 from warmup_lab.errors import ConfigError
 
 GRID = [0.1 * 2 ** (k / 2) for k in range(10)]  # 0.1 .. 2.26 on a x2^(1/2) grid
@@ -109,6 +109,21 @@ def test_too_thin_when_every_seed_is_censored_or_a_single_seed_or_nothing_ran():
     one = advise_from(probes({0: GRID[4], 12: GRID[8]}, seeds=(0,)), Plan([0], [0, 12]), "learned_0.9", 2 ** 0.5,
                       "linear", 120)
     assert one["pick"] is None and "1 seed" in one["answer"]
+    # each too-thin answer says what to try next, from where the probes ended
+    assert nothing["next"].startswith("raise --budget")
+    assert below["next"].startswith(f"nothing was stable down to LR {GRID[0]:.3g}, the lowest probed: raise --budget")
+    assert f"--no-range-test optimizer.lr={GRID[0] / 4:.3g}" in below["next"] and "learning bar" not in below["next"]
+    assert above["next"].startswith("raise --budget") and one["next"].startswith("run 2 or more seeds")
+
+
+def test_a_run_that_trained_but_missed_the_learning_bar_below_the_passing_lrs_is_named_in_the_next_step():
+    # learned_0.9's bar (0.9 x 2.3) is missed by LRs too low to learn in T steps, not only by unstable ones
+    slow = advise_from(probes({0: 10.0, 12: 10.0}, loss=lambda w, lr, seed: 2.2 if lr < 0.3 else 1.0),
+                       Plan([0, 1, 2], [0, 12]), "learned_0.9", 2 ** 0.5, "linear", 120)
+    assert slow["pick"] is None and slow["next"].startswith("raise --budget")
+    assert f"runs at LR {GRID[3]:.3g} did not diverge but stayed above the criterion's learning bar" in slow["next"]
+    lines = answer_lines(slow)
+    assert lines[0] == slow["answer"] and lines[1] == f"next: {slow['next']}"
 
 
 def test_budget_text_and_plan_fit_the_budget():
@@ -135,7 +150,9 @@ def test_advise_on_a_tiny_budget_answers_first_respects_the_budget_and_logs_a_wa
                    "--out", str(tmp_path / "advice"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith("advice: ") and lines[1].startswith("criterion (fixed before any run): learned_0.9")
+    assert lines[0].startswith("advice: ")
+    nxt = 2 if lines[1].startswith("next: ") else 1  # a too-thin answer's next step comes before the criterion
+    assert lines[nxt].startswith("criterion (fixed before any run): learned_0.9")
     # the criterion is printed before the first probe runs
     err = proc.stderr
     assert err.index("criterion (fixed before any run)") < err.index("[max_stable_lr] round 1")
@@ -160,9 +177,14 @@ def test_advise_says_too_thin_when_every_seed_is_censored(tmp_path):
     proc = _advise(tmp_path, "logger=none", "--criterion", "loss_frac_0.01", "--budget", "16runs", "--seeds", "2",
                    "--warmups", "0,2", "--out", str(tmp_path / "advice"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    first = proc.stdout.splitlines()[0]
+    first, second = proc.stdout.splitlines()[:2]
     assert first.startswith("advice: none, the evidence is too thin (every seed is censored below")
-    assert json.loads((tmp_path / "advice" / "advice.json").read_text())["pick"] is None
+    assert second.startswith("next: nothing was stable down to LR")
+    advice = json.loads((tmp_path / "advice" / "advice.json").read_text())
+    assert advice["pick"] is None
+    # with nothing stable the descent has no start: the search gets the runs it held, until a round of
+    # 2 seeds x 2 warmups no longer fits (before, 7 of the 16 were left unspent)
+    assert 16 - 4 < advice["spent"]["probes"] <= 16 and advice["spent"]["confirmation_runs"] == 0
 
 
 def test_an_unknown_option_is_one_line_not_a_hydra_override():

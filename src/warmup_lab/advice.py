@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from warmup_lab import stability
+from warmup_lab import runs, stability
 
 ADVICE_FILE, FIGURE_FILE, TABLE_FILE = "advice.json", "advice.png", "frontier.csv"
 KEYS = ["warmup_steps"]
@@ -93,6 +93,7 @@ def advise_from(probes: pd.DataFrame, plan: Plan, criterion: str, margin: float,
             "n_probes": len(probes), "frontier": [], "candidates": [], "pick": None}
     if probes.empty:
         base["thin"] = "no probe finished within the budget"
+        base["next"] = "raise --budget: not one probe of the search fit in it"
         return {**base, **_answer(None, [], base)}
     judged = stability.judge(probes, [criterion], KEYS)
     per_seed = stability.eta_max_per_seed(judged, KEYS)
@@ -112,9 +113,9 @@ def advise_from(probes: pd.DataFrame, plan: Plan, criterion: str, margin: float,
     if n_seeds < 2:
         thin = f"{n_seeds} seed: no interval"
     elif per_seed["censored"].eq("below").all():
-        thin = "every seed is censored below (no LR probed was stable under the criterion)"
+        thin = "every seed is censored below: no LR probed was stable under the criterion"
     elif per_seed["censored"].ne("").all():
-        thin = "every seed is censored (no search bounded eta_max from both sides): raise the budget"
+        thin = "every seed is censored: no search bounded eta_max from both sides"
     elif not table["every_seed_stable"].any():
         thin = "no LR was stable on every seed of any warmup length"
     elif pick is None:
@@ -122,8 +123,46 @@ def advise_from(probes: pd.DataFrame, plan: Plan, criterion: str, margin: float,
     pick = None if thin else pick
     notes = _notes(frontier, probes)
     advice = {**base, "frontier": frontier, "candidates": cands.to_dict("records"), "cells": table.to_dict("records"),
-              "per_seed": per_seed.to_dict("records"), "pick": pick, "thin": thin, "notes": notes}
+              "per_seed": per_seed.to_dict("records"), "pick": pick, "thin": thin, "notes": notes,
+              "next": next_step(judged, thin, margin)}
     return {**advice, **_answer(pick, frontier, advice)}
+
+
+def next_step(judged: pd.DataFrame, thin: str | None, margin: float) -> str | None:
+    """What to try when there is no pick: the one line after a too-thin answer, from where the probes ended."""
+    if thin is None:
+        return None
+    lo = float(judged["lr"].min())
+    if thin.startswith("every seed is censored below"):
+        text = (f"nothing was stable down to LR {lo:.3g}, the lowest probed: raise --budget so the search goes "
+                f"lower, or start lower with --no-range-test optimizer.lr={lo / 4:.3g}")
+    elif thin.startswith("every seed is censored"):
+        text = "raise --budget: each search needs a stable and an unstable LR to bound eta_max"
+    elif thin.startswith("no LR was stable on every seed"):
+        text = "the seeds disagree at every LR probed: raise --budget so the descent runs lower LRs on every seed"
+    elif thin.startswith("no LR stable on every seed sits"):
+        text = (f"raise --budget for the descent below the edge, or accept LRs closer to it with a smaller "
+                f"--margin (now {margin:.3g}; 1 allows the interval's low end itself)")
+    else:
+        text = "run 2 or more seeds (--seeds 3) so eta_max has an interval"
+    slow = _too_slow(judged)
+    if slow is not None:
+        text += (f"; runs at LR {slow:.3g} did not diverge but stayed above the criterion's learning bar, below "
+                 "an LR that passed it or at the lowest probed: in T steps a lower LR learns less, so rather try a "
+                 "longer train.steps, a larger optimizer.lr to start from, or --criterion plain")
+    return text
+
+
+def _too_slow(judged: pd.DataFrame) -> float | None:
+    """The largest LR of a run that trained without diverging (status completed) yet missed the criterion,
+    at or below the lowest LR the criterion accepted for its warmup length (or the lowest probed): there the
+    criterion fails from too little learning, not from instability, and a lower LR will not pass it."""
+    found = []
+    for _, g in judged.groupby(KEYS):
+        top = g.loc[g["stable"], "lr"].min() if g["stable"].any() else g["lr"].min()
+        slow = g[~g["stable"] & g["status"].eq(runs.COMPLETED) & (g["lr"] <= top * (1 + 1e-9))]
+        found += slow["lr"].tolist()
+    return max(found) if found else None
 
 
 def _notes(frontier: list[dict[str, Any]], probes: pd.DataFrame) -> list[str]:
@@ -160,14 +199,23 @@ def frontier_lines(advice: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _coverage_text(frontier: list[dict[str, Any]]) -> str:
+    """The intervals' exact coverage (below the nominal level with few seeds: 75% at 3), per seed count."""
+    cov = sorted({(int(f["n_seeds"]), float(f["ci_coverage"])) for f in frontier
+                  if not math.isnan(float(f.get("ci_coverage", math.nan)))})
+    return "".join(f"{'; ' if i else ', '}coverage {c:.0%} at {n} seeds" for i, (n, c) in enumerate(cov))
+
+
 def answer_lines(advice: dict[str, Any]) -> list[str]:
     """The console answer: the advice first, then the criterion, the frontier, the spend and notes."""
     spent = advice.get("spent") or {}
-    lines = [advice["answer"], advice.get("criterion_line", f"criterion: {advice['criterion_text']}"),
+    lines = [advice["answer"], *([f"next: {advice['next']}"] if advice.get("next") else []),
+             advice.get("criterion_line", f"criterion: {advice['criterion_text']}"),
              f"rules (docs/advise.md): among (warmup, LR) cells stable on every seed with LR x {advice['margin']:.3g} <= "
              f"the low end of that warmup's eta_max interval, the lowest median final train loss (ties: the shorter "
              f"warmup, then the larger LR)",
-             f"frontier (eta_max per warmup length, median over seeds, {stability.INTERVAL_TEXT} interval):",
+             f"frontier (eta_max per warmup length, median over seeds, {stability.INTERVAL_TEXT} interval"
+             f"{_coverage_text(advice['frontier'])}):",
              *frontier_lines(advice)]
     if advice["pick"]:
         p = advice["pick"]
@@ -212,6 +260,13 @@ def seed_offsets(seeds: list[int]) -> dict[int, float]:
     return {s: (lo + k * step if len(seeds) > 1 else (lo + hi) / 2) for k, s in enumerate(seeds)}
 
 
+def _nudge(fig: Any, dx_pt: float, dy_pt: float) -> Any:
+    """A shift of `dx_pt`, `dy_pt` points, to put a bound's arrow beside its marker at any axis scale."""
+    from matplotlib.transforms import ScaledTranslation
+
+    return ScaledTranslation(dx_pt / 72, dy_pt / 72, fig.dpi_scale_trans)
+
+
 def figure(advice: dict[str, Any], path: Path):
     """eta_max against warmup length: each seed (grey, one column per seed; arrows where censored), the median
     with its interval beside it, and the pick (a red star exactly on its warmup's tick and its peak LR).
@@ -236,10 +291,16 @@ def figure(advice: dict[str, Any], path: Path):
         x, est = pos[int(f["warmup_steps"])] + MEDIAN_SHIFT, f["estimate"]
         if not math.isnan(f["ci_low"]) and not math.isnan(f["ci_high"]):
             ax.vlines(x, f["ci_low"], f["ci_high"], color="black", lw=2, zorder=3)
-        if not math.isnan(est):
-            ax.plot(x, est, "s", color="black", ms=6, zorder=4, clip_on=False)
+        if not math.isnan(est):  # a median that is itself a bound is drawn hollow, with its arrow
+            bound = {"below": "v", "above": "^"}.get(f.get("estimate_censored") or "")
+            ax.plot(x, est, "s", color="black", mfc="white" if bound else "black", ms=6, zorder=4, clip_on=False)
+            if bound:
+                ax.plot(x, est, bound, color="black", ms=5, zorder=4, clip_on=False,
+                        transform=ax.transData + _nudge(fig, 0, -9 if bound == "v" else 9))
     ax.plot([], [], "o", color="0.55", label="eta_max of one seed (a column per seed; v/^: censored)")
     ax.plot([], [], "s", color="black", label=f"median over seeds, {stability.INTERVAL_TEXT} interval")
+    if any(f.get("estimate_censored") for f in advice["frontier"]):
+        ax.plot([], [], "s", color="black", mfc="white", label="median that is a bound (v: eta_max below it, ^: above)")
     if advice["pick"]:
         p = advice["pick"]
         ax.plot(pos[p["warmup_steps"]], p["lr"], "*", color="tab:red", mec="darkred", ms=15, zorder=5,

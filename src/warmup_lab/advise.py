@@ -162,7 +162,8 @@ def advise(overrides: Sequence[str], args: argparse.Namespace) -> dict[str, Any]
     p = plan(total, max_probes, args.seeds, warmups, args.first_seed)
     lr_search.Budget(max_probes, max_core_s)  # bad values: one line now
     user_lr = min(max(float(cfg.optimizer.lr), lr_search.MIN_LR), lr_search.MAX_LR)
-    out = Path(args.out) if args.out else Path("advice") / f"{cfg.name}-{runs.config_hash(cfg)}"
+    out = Path(args.out) if args.out else Path("advice") / "-".join(  # another budget: another folder
+        [cfg.name, runs.config_hash(cfg), *([re.sub(r"[^0-9A-Za-z.-]+", "", args.budget)] if args.budget else [])])
     baseline = _baseline(cfg)
     crit_line = (f"criterion (fixed before any run): {stability.criterion(criterion).text}; this task's baseline_loss "
                  + (f"= {baseline:.4g}" if baseline is not None else "is not declared: l0 stands in"))
@@ -181,8 +182,8 @@ def advise(overrides: Sequence[str], args: argparse.Namespace) -> dict[str, Any]
     sweep_probes = None if max_probes is None else max(1, max_probes - rt_runs - reserve)
     share = sweep_probes_est(p) / (sweep_probes_est(p) + len(p.seeds) * len(p.warmups) * EST_RUNGS)
     sweep_core_s = None if max_core_s is None else max(1e-9, (max_core_s - rt_core_s) * share)
-    extra = pd.DataFrame()
-    for _ in range(2):  # a second pass gives the search what the descent left, when the budget stopped it
+    extra, made = pd.DataFrame(), -1
+    while True:  # further passes give the search what the descent left, while the budget stopped it
         cmd = sweep_command(rest, p, start_lr, criterion, args, out, sweep_probes, sweep_core_s, group)
         run_sweep(cmd)
         found = json.loads((out / SEARCH_DIR / "search.json").read_text())
@@ -192,20 +193,34 @@ def advise(overrides: Sequence[str], args: argparse.Namespace) -> dict[str, Any]
                      core_s=spent.get("core_s", 0.0) + rt_core_s + (float(extra["core_s"].sum()) if len(extra) else 0.0))
         left_runs = None if max_probes is None else max_probes - spent["probes"]
         left_core_s = None if max_core_s is None else max_core_s - spent["core_s"]
-        new = confirm(rest, p, pd.concat([searched, extra], ignore_index=True) if len(extra) else searched, criterion,
-                      args, start_lr, group, left_runs, left_core_s)
+        every = pd.concat([searched, extra], ignore_index=True) if len(extra) else searched
+        new = confirm(rest, p, every, criterion, args, start_lr, group, left_runs, left_core_s)
         extra = pd.concat([extra, new], ignore_index=True) if len(extra) else new
         spent.update(probes=spent["probes"] + len(new), core_s=spent["core_s"] + (float(new["core_s"].sum()) if len(new)
                                                                                     else 0.0))
         unfinished = any(not seed["done"] for setting in found["settings"] for seed in setting["seeds"])
-        left = None if max_probes is None else max_probes - spent["probes"]
-        more = 0 if left is None else left - min(len(p.seeds) * len(p.warmups) * EST_RUNGS, left // 2)
-        if not unfinished or max_probes is None or more < len(p.seeds) * len(p.warmups):
-            break
-        sweep_probes, sweep_core_s = found["spent"]["probes"] + more, None if max_core_s is None else (
-            found["spent"]["core_s"] + (max_core_s - spent["core_s"]) * more / left)
-        print(f"search: {left} runs left after the descent; the unfinished searches get {more} of them, the "
-              f"descent the rest", file=sys.stderr, flush=True)
+        if not unfinished or (max_probes is None and max_core_s is None) or found["spent"]["probes"] == made:
+            break  # nothing left to search, no budget to share, or the last pass could not fit a round
+        made = found["spent"]["probes"]
+        hold = len(p.seeds) * len(p.warmups) * EST_RUNGS  # the descent keeps up to half of what is left
+        if max_probes is not None:
+            left = max_probes - spent["probes"]
+            more = left - min(hold, left // 2)
+            if more < len(p.seeds) * len(p.warmups):
+                break
+            sweep_probes = found["spent"]["probes"] + more
+            sweep_core_s = None if max_core_s is None else (
+                found["spent"]["core_s"] + (max_core_s - spent["core_s"]) * more / left)
+            print(f"search: {left} runs left after the descent; the unfinished searches get {more} of them, the "
+                  f"descent the rest", file=sys.stderr, flush=True)
+        else:
+            left_s = max_core_s - spent["core_s"]
+            more_s = left_s * share
+            if more_s < mean_probe_core_s(every) * len(p.seeds) * len(p.warmups):
+                break
+            sweep_core_s = found["spent"]["core_s"] + more_s
+            print(f"search: {left_s:.0f} core-s left after the descent; the unfinished searches get {more_s:.0f} of "
+                  "them, the descent the rest", file=sys.stderr, flush=True)
     probes = pd.concat([searched, extra], ignore_index=True) if len(extra) else searched
     spent.update(max_probes=max_probes, max_core_s=max_core_s, confirmation_runs=len(extra), range_test_runs=rt_runs,
                  range_test_core_s=rt_core_s)
@@ -228,6 +243,11 @@ def _threads(cfg: Any) -> int:
     import torch
 
     return int(cfg.get("threads") or torch.get_num_threads())
+
+
+def mean_probe_core_s(probes: pd.DataFrame) -> float:
+    """The mean core-seconds of the probes so far (0 before any): what the next round is estimated to cost."""
+    return float(probes["core_s"].mean()) if len(probes) and probes["core_s"].notna().any() else 0.0
 
 
 def sweep_probes_est(p: Plan) -> int:
@@ -275,6 +295,18 @@ def start_from_range_test(found: dict[str, Any], user_lr: float, resolution: flo
     return min(max(lr_search.grid_lr(user_lr, resolution, k), lr_search.MIN_LR), lr_search.MAX_LR)
 
 
+def _frontier(probes: pd.DataFrame, criterion: str) -> pd.DataFrame:
+    """eta_max per warmup length over seeds (`stability.eta_max_summary`), as the descent reads it."""
+    from warmup_lab.advice import KEYS
+
+    return stability.eta_max_summary(stability.eta_max_per_seed(stability.judge(probes, [criterion], KEYS), KEYS), KEYS)
+
+
+def _usable(summary: pd.DataFrame) -> pd.DataFrame:
+    """The warmup lengths whose eta_max interval has a low end the descent can start below (not censored below)."""
+    return summary[summary["ci_low_censored"].isin(["", "above"]) & (summary["ci_low"] > 0)]
+
+
 def descent(cells_: pd.DataFrame, summary: pd.DataFrame, n_seeds: int, margin: float, start_lr: float,
             resolution: float, max_rungs: int = MAX_RUNGS) -> list[tuple[int, float]]:
     """The next cell to run of each warmup length's descent, longest warmup first; none once it has ended.
@@ -284,7 +316,7 @@ def descent(cells_: pd.DataFrame, summary: pd.DataFrame, n_seeds: int, margin: f
     each stable rung's median final train loss (every seed) is lower than the stable rung's above it (a rung
     unstable on a seed is passed over: the descent goes on). The search's probes crowd around the edge, while the LR of the lowest final loss
     often lies well below it."""
-    usable = summary[summary["ci_low_censored"].isin(["", "above"]) & (summary["ci_low"] > 0)]
+    usable = _usable(summary)
     step = math.log(resolution)
     k_rung = max(1, round(2 * math.log(margin) / step))
     out = []
@@ -318,13 +350,12 @@ def confirm(overrides: list[str], p: Plan, probes: pd.DataFrame, criterion: str,
 
     if probes.empty:
         return probes.iloc[:0]
-    summary = stability.eta_max_summary(stability.eta_max_per_seed(stability.judge(probes, [criterion], KEYS), KEYS),
-                                        KEYS)
+    summary = _frontier(probes, criterion)
     rows: list[dict[str, Any]] = []
     stopped: set[int] = set()
-    mean_cost = float(probes["core_s"].mean()) if probes["core_s"].notna().any() else 0.0
+    mean_cost = mean_probe_core_s(probes)
     while True:
-        every = pd.concat([probes, pd.DataFrame(rows, columns=probes.columns)], ignore_index=True)
+        every = pd.concat([probes, pd.DataFrame(rows, columns=probes.columns)], ignore_index=True) if rows else probes
         table = cells(stability.judge(every, [criterion], KEYS))
         targets = [(w, lr) for w, lr in descent(table, summary, len(p.seeds), args.margin, start_lr, args.resolution)
                    if w not in stopped]
@@ -384,7 +415,7 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--resolution", type=float, default=2 ** 0.5, help="search grid factor (default 2^0.5)")
     p.add_argument("--no-range-test", action="store_true",
                    help="start the search at the config's optimizer.lr instead of where the LR range test blew up")
-    p.add_argument("--out", help="where advice.json/.md/.png go (default advice/<name>-<config hash>)")
+    p.add_argument("--out", help="where advice.json/.md/.png go (default advice/<name>-<config hash>[-<budget>])")
     return options_and_overrides(p, argv)
 
 
