@@ -206,11 +206,15 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def options_and_overrides(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    """The command's options, and every other argument as a Hydra override; an unknown option is one line."""
+    """The command's options, and every other argument as a Hydra override; an unknown option or a stray
+    word is one line."""
+    from warmup_lab.cli import check_override_form
+
     args, overrides = parser.parse_known_args(list(argv))
     for arg in overrides:
         if arg.startswith("-"):
             raise ConfigError("option", arg, f"one of {parser.prog}'s options (--help), or a Hydra override KEY=VALUE")
+    check_override_form(overrides)
     return args, overrides
 
 
