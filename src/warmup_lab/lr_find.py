@@ -196,8 +196,8 @@ def answer_line(result: dict[str, Any]) -> str:
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(prog="warmup-lab lr-find", description=__doc__.split("\n\n")[0],
                                 epilog="Every other argument is a Hydra override of the train config (task=..., +arm=...).")
-    p.add_argument("--min-lr", type=float, default=MIN_LR)
-    p.add_argument("--max-lr", type=float, default=MAX_LR)
+    p.add_argument("--min-lr", type=float, default=MIN_LR, help="LR of the ramp's first step (default %(default)g)")
+    p.add_argument("--max-lr", type=float, default=MAX_LR, help="LR of the ramp's last step (default %(default)g)")
     p.add_argument("--steps", type=int, default=STEPS, help="ramp length in updates (default %(default)s)")
     p.add_argument("--beta", type=float, default=BETA, help="loss smoothing (default %(default)s)")
     p.add_argument("--early-stop", type=float, default=EARLY_STOP,
