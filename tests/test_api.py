@@ -75,6 +75,20 @@ def test_schedule_overrides_are_checked_like_the_cli():
         wl.schedule("wsdd", total_steps=100, peak_lr=1.0)
 
 
+@pytest.mark.parametrize("peak_lr", [-1e-3, 0.0, float("inf")])
+def test_a_bad_peak_lr_names_the_argument_in_the_command_lines_words(peak_lr):
+    from warmup_lab.optim import validate
+
+    with pytest.raises(ConfigError) as cli:
+        validate(make_cfg([f"optimizer.lr={peak_lr}"]).optimizer)
+    with pytest.raises(ConfigError) as api:
+        wl.schedule("wsd", total_steps=100, peak_lr=peak_lr)
+    assert str(api.value) == f"peak_lr={peak_lr!r} is invalid: {cli.value.expected}"
+    assert cli.value.expected.startswith("must be > 0 and finite")
+    with pytest.raises(ConfigError, match=r"^total_steps=0 is invalid"):
+        wl.schedule("wsd", total_steps=0, peak_lr=1e-3)
+
+
 def test_run_takes_a_list_or_a_dict_and_is_the_same_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["task=modadd", *FAST]

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from conftest import FAST, make_cfg, run_cli
-from warmup_lab.cli import check_group_choices
-from warmup_lab.errors import ConfigError
+from warmup_lab.cli import check_group_choices, check_override_form, hydra_overrides
+from warmup_lab.errors import EXIT_CONFIG, ConfigError
 from warmup_lab import runs
 from warmup_lab.job import train
 
@@ -83,3 +83,49 @@ def test_search_is_a_train_multirun_with_the_max_stable_lr_sweeper(monkeypatch, 
     monkeypatch.setattr(sys, "argv", ["warmup-lab"])
     assert cli.main(["search", *rest]) == 0
     assert seen == [("warmup_lab.cli:train_main", ["warmup-lab search", *expected])]
+
+
+def test_hydras_own_override_forms_and_its_flags_values_pass_as_overrides():
+    argv = ["--cfg", "job", "-p", "model", "+a=1", "++b=2", "~c", "~d=3", "-m", "e=1,2", "--multirun", "-cn",
+            "train", "--info", "config", "f='x y'"]
+    assert hydra_overrides(argv) == ["+a=1", "++b=2", "~c", "~d=3", "e=1,2", "f='x y'"]
+    check_override_form(hydra_overrides(argv))
+
+
+@pytest.mark.parametrize("argv", [["task=digits", "oops"], ["oops", "task=digits"], ["task=digits", "-m", "oops"],
+                                  ["--cfg", "job", "task=digits", "oops"], ["+oops"]])
+def test_a_stray_word_in_a_hydra_command_line_is_found(argv):
+    with pytest.raises(ConfigError, match=r"override='\+?oops' is invalid: not KEY=VALUE \(a stray word\?"):
+        check_override_form(hydra_overrides(argv))
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "task=digits", "oops"],
+    ["search", "task=digits", "oops"],
+    ["lr-curve", "oops"],
+    ["lr-find", "task=digits", "oops"],
+    ["advise", "task=digits", "--budget", "10", "runs"],
+    ["sweep", "default", "oops"],
+])
+def test_every_command_answers_a_stray_word_with_one_line_exit_2_and_writes_nothing(command, tmp_path, monkeypatch,
+                                                                                     capsys):
+    from warmup_lab import cli
+    from warmup_lab.lifecycle import LAUNCHER_PID_ENV
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["warmup-lab"])
+    monkeypatch.setenv(LAUNCHER_PID_ENV, "none")  # train sets it to this process: put back afterwards
+    with pytest.raises(SystemExit) as stop:
+        cli.main(command)
+    err = capsys.readouterr().err
+    assert stop.value.code == EXIT_CONFIG and err.count("\n") == 1, err
+    assert err.startswith(f"error: override={command[-1]!r} is invalid: not KEY=VALUE (a stray word? ") and \
+        "--budget 10runs, not --budget 10 runs" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_split_option_value_on_the_command_line_is_one_line_and_exit_2(tmp_path):
+    proc = run_cli("warmup_lab", ["advise", "task=digits", "--budget", "10", "runs"], cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "override='runs'" in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == []

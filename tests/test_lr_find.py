@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,16 @@ def test_suggestions_steepest_descent_and_minimum_over_ten():
     assert 1e-4 < steep["lr"] < 1e-2  # the steepest drop of the sigmoid, inside the ramp
     i_min = int(np.argmin(losses[10:n - 5])) + 10
     assert result["minimum"]["step"] == i_min and result["minimum_over_10"] == pytest.approx(lrs[i_min] / 10)
+
+
+def test_help_shows_every_options_default(capsys):
+    with pytest.raises(SystemExit) as stop:
+        lr_find.parse(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert stop.value.code == 0
+    for option, default in [("--min-lr MIN_LR", "1e-08"), ("--max-lr MAX_LR", "1"), ("--steps STEPS", "100"),
+                            ("--beta BETA", "0.98"), ("--early-stop EARLY_STOP", "4.0")]:
+        assert re.search(rf"{option} [^()]*\(default {re.escape(default)}\)", text), (option, text)
 
 
 def test_ramp_overrides_refuse_what_the_range_test_sets():

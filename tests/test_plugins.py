@@ -68,6 +68,22 @@ BAD = textwrap.dedent('''
 
         def forward(self, x):
             return self.fc(x.flatten(1)).unsqueeze(1)
+
+    class ThreeClasses(nn.Module):  # a classifier head sized by hand, not by the num_classes it is given
+        def __init__(self, in_channels, image_size, num_classes):
+            super().__init__()
+            self.fc = nn.Linear(in_channels * image_size[0] * image_size[1], 3)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+
+    class LastToken(nn.Module):  # a sequence model returning the logits of the last position only
+        def __init__(self, vocab_size, seq_len):
+            super().__init__()
+            self.emb = nn.Embedding(vocab_size, vocab_size)
+
+        def forward(self, x):
+            return self.emb(x)[:, -1]
 ''')
 BROKEN_IMPORT = "import torch\nraise RuntimeError('half-written module')\n"
 
@@ -149,9 +165,11 @@ def test_a_bad_task_plugin_is_one_line_naming_key_value_and_fix_and_writes_nothi
 
 
 @pytest.mark.parametrize("overrides, match", [
-    (["model._target_=bad_plugins.FlatNet"], r"model._target_='bad_plugins.FlatNet' is invalid: loss\(FlatNet, "
-                                             r"\(tensor\[8, 1, \d+, \d+\], tensor\[8\]\)\) raised .*: the model must return "
-                                             r"logits \[batch, num_classes\]"),
+    (["model._target_=bad_plugins.FlatNet"], r"model._target_='bad_plugins.FlatNet' is invalid: returned logits of "
+                                             r"shape \[8, 1, 10\]; expected \[8, 10\] \(\[batch, num_classes\]\): "
+                                             r"size its output by the num_classes=10 it is given$"),
+    (["model._target_=bad_plugins.ThreeClasses"], r"returned logits of shape \[8, 3\]; expected \[8, 10\] "
+                                                  r"\(\[batch, num_classes\]\)"),
     (["model._target_=bad_plugins.FlatNet", "+model.num_classes=3"], r"model.num_classes=3 is invalid: set by the data"),
     (["model._target_=bad_plugins.not_a_module"], r"returned a str, not a torch.nn.Module"),
     (["model._target_=mixer.MLPMixer", "+model.patch=3"], r"MLPMixer\(in_channels=1, .*patch=3\) raised ValueError"),
@@ -162,7 +180,17 @@ def test_a_bad_model_plugin_is_one_line_and_writes_nothing(plugin_path, tmp_path
     cfg = make_cfg(["task=digits", "model=custom", *overrides, *FAST, f"runs_root={root}"])
     with pytest.raises(ConfigError, match=match) as err:
         train(cfg)
-    assert "\n" not in str(err.value)
+    assert "\n" not in str(err.value) and ".:" not in str(err.value)
+    assert not root.exists()
+
+
+def test_a_sequence_model_with_the_wrong_logits_shape_names_both_shapes(plugin_path, tmp_path):
+    root = tmp_path / "runs"
+    cfg = make_cfg(["task=modadd", "model=custom", "model._target_=bad_plugins.LastToken", *FAST, f"runs_root={root}"])
+    with pytest.raises(ConfigError, match=r"model._target_='bad_plugins.LastToken' is invalid: returned logits of "
+                                          r"shape \[8, \d+\]; expected \[8, \d+, \d+\] "
+                                          r"\(\[batch, seq_len, vocab_size\]\): size its output by the vocab_size="):
+        train(cfg)
     assert not root.exists()
 
 

@@ -165,7 +165,8 @@ def schedule(name: str, *, total_steps: int, peak_lr: float, warmup_steps: int |
     preset.pop("defaults", None)
     given = {**OmegaConf.to_container(preset), **({"warmup_steps": warmup_steps} if warmup_steps is not None else {}),
              **overrides}
-    return build_schedule(given, total_steps=total_steps, target_lr=peak_lr, betas=betas)
+    return build_schedule(given, total_steps=total_steps, target_lr=peak_lr, betas=betas,
+                          names=("total_steps", "peak_lr"))
 
 
 # Hugging Face get_scheduler names -> the same schedule here (tests/test_api.py checks every step against HF),
@@ -190,9 +191,10 @@ def get_scheduler(name: str, optimizer: torch.optim.Optimizer, num_warmup_steps:
     """A drop-in for transformers.get_scheduler: the same signature, names and values (a LambdaLR on
     `optimizer`, each group scaled from its own LR). Any preset name of ours works too (`wsd`, ...)."""
     from warmup_lab.schedules import as_torch_scheduler, build_schedule
+    from warmup_lab.schedules.build import check_lr
 
     require(num_training_steps is not None, "num_training_steps", num_training_steps, "the total number of updates")
-    peak = float(optimizer.defaults["lr"])
+    peak = check_lr(float(optimizer.defaults["lr"]), "optimizer.lr")  # the optimizer's, not an argument here
     extra = dict(scheduler_specific_kwargs or {})
     if name in HF_SCHEDULES:
         unknown = sorted(set(extra) - set(HF_KWARGS))

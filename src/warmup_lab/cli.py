@@ -5,9 +5,9 @@
 
 Hydra answers an unknown config-group option (`schedule=nope`) with a multi-line dump of its search
 path; a researcher needs one line that names the value and the options. Group choices in the command
-line are checked against the files in conf/ here, and so is `-m` with a fixed `out=` (every job of a
-multirun would share one directory); everything else is left to Hydra and the config validation of
-each component.
+line are checked against the files in conf/ here, and so are a stray word that is not an override
+(Hydra's answer is a traceback) and `-m` with a fixed `out=` (every job of a multirun would share one
+directory); everything else is left to Hydra and the config validation of each component.
 """
 
 from __future__ import annotations
@@ -42,6 +42,31 @@ def check_group_choices(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
                 raise ConfigError(key, option, f"one of {', '.join(_options(group))} (files in warmup_lab/conf/{key}/)")
 
 
+def check_override_form(overrides: Sequence[str]) -> None:
+    """Raise ConfigError for an override without `=` (Hydra's grammar allows only `~key` so): a stray word,
+    often an option's value split in two, that Hydra would answer with a traceback."""
+    for arg in overrides:
+        if "=" not in arg and not arg.startswith("~"):
+            raise ConfigError("override", arg, "not KEY=VALUE (a stray word? an option's value is one word: "
+                              "--budget 10runs, not --budget 10 runs)")
+
+
+def hydra_overrides(argv: Sequence[str]) -> list[str]:
+    """The overrides in a Hydra app's command line, found by Hydra's own parser (`--cfg job`'s `job` is not
+    one); none where a flag is wrong, which Hydra then reports itself."""
+    import argparse
+
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+    parser.exit_on_error = False
+    try:
+        known, rest = parser.parse_known_args(list(argv))
+    except argparse.ArgumentError:
+        return []
+    return [*known.overrides, *(a for a in rest if not a.startswith("-"))]  # words after a flag land in rest
+
+
 def check_multirun_out(argv: Sequence[str]) -> None:
     """Raise ConfigError for `-m`/`--multirun` together with a non-null `out=`."""
     if not {"-m", "--multirun"} & set(argv):
@@ -65,6 +90,7 @@ def check_quoting(argv: Sequence[str]) -> None:
 def check_argv() -> None:
     from warmup_lab.lifecycle import check_open_files
 
+    check_override_form(hydra_overrides(sys.argv[1:]))
     check_group_choices(sys.argv[1:])
     check_multirun_out(sys.argv[1:])
     check_quoting(sys.argv[1:])

@@ -196,8 +196,8 @@ def answer_line(result: dict[str, Any]) -> str:
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(prog="warmup-lab lr-find", description=__doc__.split("\n\n")[0],
                                 epilog="Every other argument is a Hydra override of the train config (task=..., +arm=...).")
-    p.add_argument("--min-lr", type=float, default=MIN_LR)
-    p.add_argument("--max-lr", type=float, default=MAX_LR)
+    p.add_argument("--min-lr", type=float, default=MIN_LR, help="LR of the ramp's first step (default %(default)g)")
+    p.add_argument("--max-lr", type=float, default=MAX_LR, help="LR of the ramp's last step (default %(default)g)")
     p.add_argument("--steps", type=int, default=STEPS, help="ramp length in updates (default %(default)s)")
     p.add_argument("--beta", type=float, default=BETA, help="loss smoothing (default %(default)s)")
     p.add_argument("--early-stop", type=float, default=EARLY_STOP,
@@ -206,11 +206,15 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def options_and_overrides(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    """The command's options, and every other argument as a Hydra override; an unknown option is one line."""
+    """The command's options, and every other argument as a Hydra override; an unknown option or a stray
+    word is one line."""
+    from warmup_lab.cli import check_override_form
+
     args, overrides = parser.parse_known_args(list(argv))
     for arg in overrides:
         if arg.startswith("-"):
             raise ConfigError("option", arg, f"one of {parser.prog}'s options (--help), or a Hydra override KEY=VALUE")
+    check_override_form(overrides)
     return args, overrides
 
 

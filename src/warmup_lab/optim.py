@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from warmup_lab.errors import ConfigError
+from warmup_lab.schedules.build import check_lr
 
 NAMES = ("adam", "adamw", "gi_adam", "radam", "sgd")
 # Keys each optimizer reads. A key from another optimizer's set must be null (or the value the
@@ -174,7 +175,7 @@ def validate(cfg_opt: Any) -> str:
             if key not in COMMON_KEYS and key not in _ALL_KEYS:
                 raise ConfigError(f"optimizer.{key}", _get(cfg_opt, key),
                                   f"unknown key: {name} reads {', '.join(valid)}")
-    _number(cfg_opt, "lr", 0.0, lambda v: v > 0 and math.isfinite(v), "must be > 0 and finite, a number (the target/peak LR)")
+    check_lr(_get(cfg_opt, "lr", 0.0))
     for key in sorted(_ALL_KEYS - _KEYS[name]):
         value, implied = _get(cfg_opt, key), _IMPLIED[name].get(key)
         if value is not None and not (value is implied or value == implied):

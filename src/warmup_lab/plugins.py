@@ -33,6 +33,8 @@ MODEL_KEY = f"model.{TARGET}"
 MODEL_RESERVED = ("name", "family", TARGET)  # keys of a model plug-in's group not passed to its target
 IMAGE_SIZES = ("in_channels", "image_size", "num_classes")  # image data: (C, (H, W), classes) -> logits [B, K]
 SEQUENCE_SIZES = ("vocab_size", "seq_len")  # token data: LongTensor [B, L] -> logits [B, L, vocab_size]
+# A model plug-in on the built-in data returns logits: their names, and the size (passed to it) of the last axis.
+LOGITS = {"image": ("[batch, num_classes]", "num_classes"), "tokens": ("[batch, seq_len, vocab_size]", "vocab_size")}
 PATH_HINT = "put its folder on sys.path (PYTHONPATH=/path/to/folder, or pip install your package)"
 
 
@@ -47,7 +49,7 @@ def has_target(node: Any) -> bool:
 
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+    return f"{type(err).__name__}: {text[0].rstrip('.')}" if text else type(err).__name__  # a fix follows
 
 
 def locate(key: str, path: Any) -> Callable[..., Any]:
@@ -88,7 +90,8 @@ def _call(key: str, path: str, fn: Callable[..., Any], *args: Any, fix: str = ""
         raise
     except Exception as err:  # noqa: BLE001 - a plug-in's own bug, reported as one line before anything runs
         shown = ", ".join([*map(_short, args), *(f"{k}={_short(v)}" for k, v in kwargs.items())])
-        raise ConfigError(key, path, f"{getattr(fn, '__name__', 'it')}({shown}) raised {_first_line(err)}{fix}") from None
+        name = getattr(fn, "__name__", type(fn).__name__)  # a module: its class
+        raise ConfigError(key, path, f"{name}({shown}) raised {_first_line(err)}{fix}") from None
 
 
 def _short(x: Any) -> str:
@@ -114,8 +117,10 @@ def build_task_plugin(cfg: DictConfig, device: torch.device) -> Task:
     return task
 
 
-def check_task(task: Task, key: str, path: str, device: torch.device, shape_hint: str = "") -> None:
-    """The Task contract, tried once before training; leaves the model, its buffers and every RNG as found."""
+def check_task(task: Task, key: str, path: str, device: torch.device, logits: bool = False) -> None:
+    """The Task contract, tried once before training; leaves the model, its buffers and every RNG as found.
+    `logits`: a model plug-in on the built-in data, whose output shape is checked first."""
+    shape_hint = f": the model must return logits {_logits_of(task.kind)[0]}" if logits else ""
     require(isinstance(task.model, nn.Module), key, path, f"Task.model is a {type(task.model).__name__}, "
             "not a torch.nn.Module")
     for field in ("batch", "loss", "evaluate"):
@@ -131,6 +136,8 @@ def check_task(task: Task, key: str, path: str, device: torch.device, shape_hint
             require(_same(first, _call(key, path, task.batch, step)), key, path,
                     f"batch({step}) returned different data when called twice: batches must be a pure function "
                     "of the step (seed a torch.Generator with (seed, step) inside batch)")
+        if logits:
+            _check_logits(task, key, path, first[0], shape_hint)
         loss = _call(key, path, task.loss, task.model, first, fix=shape_hint)
     with torch.no_grad():
         for name, b in task.model.named_buffers():
@@ -140,6 +147,22 @@ def check_task(task: Task, key: str, path: str, device: torch.device, shape_hint
             f"scalar tensor with grad{shape_hint}")
     require(math.isfinite(loss.item()), key, path, f"loss(model, batch(0)) = {loss.item()} at initialisation: "
             f"it must be finite{shape_hint}")
+
+
+def _logits_of(kind: str) -> tuple[str, str]:
+    return LOGITS["image" if kind == "image" else "tokens"]
+
+
+def _check_logits(task: Task, key: str, path: str, x: torch.Tensor, shape_hint: str) -> None:
+    """The first forward pass against the logits the built-in loss reads: the loss's own error
+    (`Target 7 is out of bounds`) names neither the shape returned nor the one expected."""
+    names, size = _logits_of(task.kind)
+    expected = [*(x.shape[:1] if task.kind == "image" else x.shape), int(task.info[size])]
+    with torch.no_grad():
+        out = _call(key, path, task.model, x, fix=shape_hint)
+    got = f"logits of shape {list(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+    require(isinstance(out, torch.Tensor) and list(out.shape) == expected, key, path,
+            f"returned {got}; expected {expected} ({names}): size its output by the {size}={expected[-1]} it is given")
 
 
 def _check_device(model: nn.Module, key: str, path: str, device: torch.device) -> None:

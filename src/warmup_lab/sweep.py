@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Sequence
 
 from warmup_lab import runs, timing
+from warmup_lab.cli import check_override_form
+from warmup_lab.errors import exit_on_user_error
 from warmup_lab.paths import CONF_DIR
 from warmup_lab.summary import read_summary
 
@@ -188,6 +190,7 @@ def run_experiment(name: str, presets: list[str], launcher: str, extra: list[str
     return failed
 
 
+@exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("experiment", nargs="?", default="default", help="preset name, or 'default'")
@@ -197,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="cpu: the offline CPU-scale presets; full: their GPU/CIFAR-10 twins (<name>_full)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = ap.parse_args(argv)
+    check_override_form(args.overrides)
     names = DEFAULT if args.experiment == "default" else [args.experiment]
     if args.scale == "full":
         names = [f"{n}_full" for n in names]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from numbers import Real
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -54,6 +55,13 @@ def _number(key: str, value: Any, *, lo: float | None = None, hi: float | None =
         ok = value <= hi
     require(ok, field, value, f"must be {kind} in {rng}")
     return int(value) if integer else float(value)
+
+
+def check_lr(value: Any, field: str = "optimizer.lr") -> float:
+    """The target/peak LR, checked by one rule in one wording wherever it is given (config key or API argument)."""
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    require(ok, field, value, "must be > 0 and finite, a number (the target/peak LR)")
+    return float(value)
 
 
 def _as_dict(cfg: Any) -> dict[str, Any]:
@@ -240,15 +248,17 @@ def _levels(c: dict[str, Any], warmup: str, decay: str, target: float, tw: int,
 
 
 def build_schedule(cfg_schedule: Any, total_steps: int, target_lr: float,
-                   betas: tuple[float, float] | list[float] | None = None) -> Schedule:
-    """Validate the `schedule` group (all of it, now) and return the Schedule it describes."""
+                   betas: tuple[float, float] | list[float] | None = None,
+                   names: tuple[str, str] = ("train.steps", "optimizer.lr")) -> Schedule:
+    """Validate the `schedule` group (all of it, now) and return the Schedule it describes.
+    `names`: what the caller's user calls total_steps and target_lr (the config keys, or the API's arguments)."""
     given = _as_dict(cfg_schedule)
     unknown = sorted(set(given) - set(DEFAULTS))
     require(not unknown, _f(unknown[0]) if unknown else "schedule", given.get(unknown[0]) if unknown else None,
             f"unknown key; valid keys: {', '.join(DEFAULTS)}")
     c = {**DEFAULTS, **given}
-    total = _number("", total_steps, lo=1, integer=True, field="train.steps")
-    target = _number("", target_lr, lo=0.0, lo_open=True, field="optimizer.lr")
+    total = _number("", total_steps, lo=1, integer=True, field=names[0])
+    target = check_lr(target_lr, names[1])
     warmup, decay = c["warmup"], c["decay"]
     require(warmup in WARMUPS, _f("warmup"), warmup, f"must be one of {', '.join(WARMUPS)}")
     require(decay in DECAYS, _f("decay"), decay, f"must be one of {', '.join(DECAYS)}")

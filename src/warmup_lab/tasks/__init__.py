@@ -29,9 +29,7 @@ def build_task(cfg: DictConfig, device: torch.device) -> Task:
         raise ConfigError("task.kind", kind, f"one of {', '.join(KINDS)}")
     task = build(cfg, device)
     if plugins.is_plugin_group(cfg.model):  # model=custom on built-in data: the output shape is the usual mistake
-        hint = {"image": ": the model must return logits [batch, num_classes]"}.get(
-            kind, ": the model must return logits [batch, seq_len, vocab_size]")
-        plugins.check_task(task, plugins.MODEL_KEY, cfg.model.get(plugins.TARGET), device, hint)
+        plugins.check_task(task, plugins.MODEL_KEY, cfg.model.get(plugins.TARGET), device, logits=True)
     return task
 
 
