@@ -60,11 +60,12 @@ def test_the_advise_readme_quotes_the_resnet_recheck_as_committed():
     """experiments/advise/README.md's re-check sentence against results/advise/recheck.csv, to 3 digits."""
     rc = pd.read_csv(REPO_ROOT / "results" / "advise" / "recheck.csv").set_index("lr_find")
     text = " ".join((REPO_ROOT / "experiments" / "advise" / "README.md").read_text().split())
-    for row, lower in (("lr-find, linear warmup 12 (10% of T)", 7), ("lr-find, no warmup", 8)):
+    for row, lower in (("lr-find, linear warmup 12 (10% of T)", 11), ("lr-find, no warmup", 7)):
         r = rc.loc[row]
         assert f"x{r.ratio:.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}]" in text, row
         assert f"lower on {lower} of {int(r.n_seeds)} seeds" in text and r.advise_lower_on_seeds == lower
     assert rc.advise_diverged_or_failed.eq(0).all() and (rc.p_holm > 0.05).all()
+    assert "neither better nor resolvably worse" in text
 
 
 def test_the_advise_readme_quotes_the_resnet_ceiling_as_committed():
@@ -77,7 +78,21 @@ def test_the_advise_readme_quotes_the_resnet_ceiling_as_committed():
     low = tested.loc[tested.ratio.idxmin()]
     assert f"x{low.ratio:.3g} [{low.ci_low:.3g}, {low.ci_high:.3g}]" in text
     pick = c[c.label.fillna("").str.startswith("advise")].iloc[0]
-    assert f"Advise's pick is x{pick.ratio:.3g} [{pick.ci_low:.3g}, {pick.ci_high:.3g}]" in text
+    assert (f"Advise's pick (warmup {pick.warmup_steps}, LR {pick.lr:.3g}) is x{pick.ratio:.3g} "
+            f"[{pick.ci_low:.3g}, {pick.ci_high:.3g}]") in text
     above = tested[tested.resolved & (tested.ratio > 1)]
     assert "Four cells are resolved above it" in text and len(above) == 4 and (above.lr == c.lr.min()).all()
     assert f"{len(c)} cells, {int(c.n_seeds.sum())} runs" in text and c.n_diverged_or_failed.eq(0).all()
+
+
+def test_the_advice_quoted_in_the_readme_and_docs_is_the_committed_one():
+    """README.md's char-LM answer and docs/advise.md's console block against the committed advice.md."""
+    md = (REPO_ROOT / "results" / "advise" / "transformer_adamw" / "advise_60runs" / "advice.md").read_text()
+    lines = [line for line in md.split("```\n")[1].splitlines() if not line.startswith("files:")]
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    assert f"`{lines[0]}`" in readme
+    docs = (REPO_ROOT / "docs" / "advise.md").read_text()
+    block = docs[docs.index("```\nadvice: "):].split("```\n")[1].splitlines()
+    assert len(block) == len(lines)
+    for quoted, line in zip(block, lines):  # a long line is cut to 107 characters and "..."
+        assert quoted == line or (quoted.endswith("...") and line.startswith(quoted[:-3])), quoted
