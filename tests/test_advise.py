@@ -138,6 +138,14 @@ def test_budget_text_and_plan_fit_the_budget():
     assert big.seeds == [100, 101, 102, 103, 104] and big.warmups == [0, 4, 8, 12]
 
 
+def test_a_budget_in_core_seconds_sets_the_plan_through_the_range_tests_cost_per_step():
+    ramp = {"core_s": 2.0, "stopped_at": 100}  # 0.02 core-s a step: a run of T = 120 steps costs 2.4
+    assert advise.runs_in(50.0, ramp, 120) == 1 + 20  # the range test, then (50 - 2) // 2.4 = 20 runs
+    assert advise.runs_in(1.0, ramp, 120) == 1 and advise.runs_in(None, ramp, 120) is None
+    assert advise.runs_in(50.0, None, 120) is None and advise.runs_in(50.0, {"core_s": 0.0, "stopped_at": 100}, 120) is None
+    assert advise.plan(120, advise.runs_in(50.0, ramp, 120), None, None, 0).seeds == [0, 1, 2]  # not 5 seeds
+
+
 def _advise(tmp_path: Path, *extra: str):
     return run_cli("warmup_lab.advise", ["task=modadd", "train.steps=12", "train.batch_size=16", "train.eval_every=0",
                                          "train.checkpoint_every=0", f"runs_root={tmp_path / 'runs'}", *extra],
@@ -244,7 +252,7 @@ def test_the_search_starts_on_the_users_grid_just_below_where_the_range_test_ble
     assert advise.start_from_range_test({"edge_lr": 1e3}, 0.4, 2 ** 0.5) == 10.0  # the search's MAX_LR
     # a ramp that never blew up: its top
     assert advise._edge({"lrs": [], "max_lr": 1.0}) == 1.0
-    assert advise._ramp_key("schedule.warmup_steps") and advise._ramp_key("optimizer.lr") and not advise._ramp_key("seed")
+    assert advise.sets_ramp("schedule.warmup_steps") and advise.sets_ramp("optimizer.lr") and not advise.sets_ramp("seed")
 
 
 def test_the_advice_figure_puts_the_star_on_the_pick_with_a_legend_entry_and_the_seeds_apart(tmp_path):

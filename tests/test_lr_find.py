@@ -103,3 +103,13 @@ def test_the_figure_marks_both_suggestions_on_the_curve_with_legend_entries(tmp_
     FigureCanvasAgg(fig).draw()
     shown = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
     assert "0.01" in shown and "1e-4" in shown and not any(t.get_text() for t in ax.xaxis.get_minorticklabels())
+
+
+def test_every_override_the_ramp_owns_is_refused_in_one_line_before_anything_runs(tmp_path, monkeypatch):
+    from warmup_lab.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="drop them") as err:  # a command copied from advise holds several
+        lr_find.lr_find(["task=digits", "optimizer.lr=0.1", "train.steps=50", "+schedule.warmup_steps=3"])
+    assert "optimizer.lr=0.1 train.steps=50 +schedule.warmup_steps=3" in str(err.value)
+    assert not any(tmp_path.iterdir())

@@ -88,3 +88,13 @@ def test_core_use_counts_training_time_of_the_runs_finished_since_the_start(tmp_
                                   "warmup_ablation", "pre_vs_post_ln"])
 def test_every_experiment_has_its_full_scale_twin(name):
     assert sweep.presets_of(f"{name}_full")
+
+
+def test_an_unknown_preset_is_one_line_naming_the_valid_ones_and_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        sweep.main(["nosuchpreset"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "EXPERIMENT='nosuchpreset' is invalid: a preset: default, " in err and "study" in err
+    assert len(err.strip().splitlines()) == 1 and not any(tmp_path.iterdir())

@@ -30,7 +30,7 @@ from warmup_lab import lr_search, runs, stability
 from warmup_lab.advice import ADVICE_FILE, FIGURE_FILE, TABLE_FILE, Plan, advise_from, answer_lines, figure, markdown
 from warmup_lab.errors import ConfigError, exit_on_user_error, require
 from warmup_lab import lr_find as lr_find_mod
-from warmup_lab.lr_find import compose_train, lr_find, options_and_overrides, ramp_overrides
+from warmup_lab.lr_find import compose_train, lr_find, options_and_overrides, ramp_overrides, sets_ramp
 from warmup_lab.summary import json_safe, read_summary
 
 SEARCH_DIR = "search"
@@ -168,14 +168,18 @@ def advise(overrides: Sequence[str], args: argparse.Namespace) -> dict[str, Any]
     crit_line = (f"criterion (fixed before any run): {stability.criterion(criterion).text}; this task's baseline_loss "
                  + (f"= {baseline:.4g}" if baseline is not None else "is not declared: l0 stands in"))
     print(crit_line, file=sys.stderr, flush=True)
-    print(f"plan: warmup {args.shape} {p.warmups} steps of T={total}, seeds {p.seeds}, grid x{args.resolution:.4g}; "
-          f"budget {args.budget or 'none'}", file=sys.stderr, flush=True)
     out.mkdir(parents=True, exist_ok=True)
     group = f"advise-{out.name}"
     rest = [o for o in overrides if o not in start]  # the user's LR anchors the grid, it is not a fixed override
     ramp = None if args.no_range_test else range_test(rest, args.first_seed, group)
     start_lr = user_lr if ramp is None else start_from_range_test(ramp, user_lr, args.resolution)
     rt_runs, rt_core_s = (0, 0.0) if ramp is None else (1, ramp["core_s"])
+    fits = runs_in(max_core_s, ramp, total) if max_probes is None and args.seeds is None else None
+    if fits is not None:  # a budget in core-seconds sets the plan too, through the range test's cost per step
+        p = plan(total, fits, None, warmups, args.first_seed)
+    print(f"plan: warmup {args.shape} {p.warmups} steps of T={total}, seeds {p.seeds}, grid x{args.resolution:.4g}; "
+          f"budget {args.budget or 'none'}" + (f" (about {fits} runs of T steps at the range test's cost per step)"
+                                               if fits is not None else ""), file=sys.stderr, flush=True)
     print(f"search: starts at LR {start_lr:g} (" + ("the config's optimizer.lr" if ramp is None else
           f"the range test's {_edge_text(ramp)}; {rt_core_s:.0f} core-s") + ")", file=sys.stderr, flush=True)
     reserve = min(len(p.seeds) * len(p.warmups) * EST_RUNGS, (max_probes or 0) // 2)  # held for the descent
@@ -245,6 +249,15 @@ def _threads(cfg: Any) -> int:
     return int(cfg.get("threads") or torch.get_num_threads())
 
 
+def runs_in(max_core_s: float | None, ramp: dict[str, Any] | None, total_steps: int) -> int | None:
+    """How many runs of T steps a budget in core-seconds buys, the range test (which counts as one run) included,
+    at the range test's cost per step; None without a core-second budget or a range test that cost something."""
+    if max_core_s is None or ramp is None or not ramp.get("core_s", 0) > 0 or not ramp.get("stopped_at"):
+        return None
+    per_run = ramp["core_s"] / ramp["stopped_at"] * total_steps
+    return 1 + max(0, int((max_core_s - ramp["core_s"]) // per_run))
+
+
 def mean_probe_core_s(probes: pd.DataFrame) -> float:
     """The mean core-seconds of the probes so far (0 before any): what the next round is estimated to cost."""
     return float(probes["core_s"].mean()) if len(probes) and probes["core_s"].notna().any() else 0.0
@@ -258,7 +271,7 @@ def range_test(overrides: list[str], seed: int, group: str) -> dict[str, Any]:
     """The LR range test (warmup_lab.lr_find's defaults) on advise's first seed, as a normal run through the
     user's launcher; lr_find then reads the finished run (it trains nothing) and writes its json and figure.
     The ramp sets optimizer.lr, train.steps and the schedule itself: the user's values of those stay out."""
-    keep = [o for o in overrides if not _ramp_key(o.split("=", 1)[0].lstrip("+~"))]
+    keep = [o for o in overrides if not sets_ramp(o.split("=", 1)[0].lstrip("+~"))]
     ovs = [*keep, f"seed={seed}", f"++logger.group={group}", "train.progress=false"]
     run_sweep([sys.executable, "-m", "warmup_lab.train", "-m", *ovs, *ramp_overrides(lr_find_mod.MIN_LR,
                lr_find_mod.MAX_LR, lr_find_mod.STEPS), "++logger.job_type=lr-find"])
@@ -275,10 +288,6 @@ def range_test(overrides: list[str], seed: int, group: str) -> dict[str, Any]:
 def _edge_text(ramp: dict[str, Any]) -> str:
     return (f"loss blew up at LR {ramp['edge_lr']:.3g}" if ramp["blew_up"]
             else f"loss did not blow up up to the ramp's top, LR {ramp['edge_lr']:.3g}")
-
-
-def _ramp_key(key: str) -> bool:
-    return key in ("optimizer.lr", "train.steps") or key.startswith("schedule.")
 
 
 def _edge(found: dict[str, Any]) -> float:
@@ -406,7 +415,7 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--budget", help="runs or core-seconds, e.g. 60runs or 900core-s (default: no limit)")
     p.add_argument("--seeds", type=int, help=f"seeds per warmup length (default: {MAX_SEEDS}, or what fits the budget, "
                                              f">= {MIN_SEEDS})")
-    p.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed+1, ...")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed+1, ... (default 0)")
     p.add_argument("--warmups", help="warmup lengths in steps, e.g. 0,6,12 (default: 0 and 3 up to 10%% of T)")
     p.add_argument("--shape", default="linear", help="warmup shape (schedule.warmup), default linear")
     p.add_argument("--criterion", help=f"per-run stability criterion (default {stability.DEFAULT_CRITERION})")

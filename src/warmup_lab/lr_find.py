@@ -154,6 +154,11 @@ def _read_steps(run_dir: Path) -> tuple[list[float], list[float]]:
     return [float(r["lr"]) for r in rows], [float(r["loss"]) if r["loss"] not in ("", "nan") else math.nan for r in rows]
 
 
+def sets_ramp(key: str) -> bool:
+    """The keys the ramp owns: the LR, the number of steps and the whole schedule."""
+    return key in ("optimizer.lr", "train.steps") or key.startswith("schedule.")
+
+
 def lr_find(overrides: Sequence[str], min_lr: float = MIN_LR, max_lr: float = MAX_LR, steps: int = STEPS,
             beta: float = BETA, early_stop: float | None = EARLY_STOP) -> dict[str, Any]:
     """Run (or reuse) the range test of the config `overrides` describe; write and return its result."""
@@ -164,10 +169,11 @@ def lr_find(overrides: Sequence[str], min_lr: float = MIN_LR, max_lr: float = MA
     require(0 < min_lr < max_lr, "--min-lr/--max-lr", f"{min_lr}/{max_lr}", "0 < min_lr < max_lr")
     require(steps >= 20, "--steps", steps, "at least 20 (the suggestions skip the first tenth and the last points)")
     require(0 <= beta < 1, "--beta", beta, "0 <= beta < 1")
-    for ov in overrides:
-        key = ov.split("=", 1)[0].lstrip("+~")
-        if key in ("optimizer.lr", "train.steps") or key.startswith("schedule."):
-            raise ConfigError(key, ov.split("=", 1)[-1], "lr-find sets the ramp itself: drop it (use --min-lr/--max-lr/--steps)")
+    ramp = [ov for ov in overrides if sets_ramp(ov.split("=", 1)[0].lstrip("+~"))]
+    if ramp:  # all of them in one line: a command copied from advise or train may hold several
+        raise ConfigError("override" if len(ramp) == 1 else "overrides", " ".join(ramp),
+                          f"lr-find sets the ramp itself: drop {'it' if len(ramp) == 1 else 'them'} "
+                          "(use --min-lr/--max-lr/--steps)")
     cfg = compose_train([*overrides, *ramp_overrides(min_lr, max_lr, steps)])
     with open_dict(cfg):
         cfg.logger.job_type = "lr-find"

@@ -26,7 +26,7 @@ from typing import Sequence
 
 from warmup_lab import runs, timing
 from warmup_lab.cli import check_override_form
-from warmup_lab.errors import exit_on_user_error
+from warmup_lab.errors import ConfigError, exit_on_user_error
 from warmup_lab.paths import CONF_DIR
 from warmup_lab.summary import read_summary
 
@@ -50,7 +50,7 @@ def presets_of(name: str) -> list[str]:
     if (CONF_DIR / "experiment" / f"{name}.yaml").exists():
         return [name]
     valid = ", ".join(["default", *experiment_names()])
-    raise SystemExit(f"error: EXPERIMENT={name!r} is not a preset; valid: {valid}")
+    raise ConfigError("EXPERIMENT", name, f"a preset: {valid}")
 
 
 def grid_size(preset: str, extra: list[str]) -> int | None:
