@@ -109,48 +109,39 @@ def advise_from(probes: pd.DataFrame, plan: Plan, criterion: str, margin: float,
                 "eta_max": next(f for f in frontier if int(f["warmup_steps"]) == w),
                 "median_train_loss": float(chosen["median_train_loss"]),
                 "median_eval_loss": float(chosen["median_eval_loss"])}
-    n_seeds = int(per_seed["seed"].nunique())
+    n_seeds, lo = int(per_seed["seed"].nunique()), float(judged["lr"].min())
+    step = None  # what to try next, beside each reason there is no pick
     if n_seeds < 2:
-        thin = f"{n_seeds} seed: no interval"
+        thin, step = f"{n_seeds} seed: no interval", "run 2 or more seeds (--seeds 3) so eta_max has an interval"
     elif per_seed["censored"].eq("below").all():
         thin = "every seed is censored below: no LR probed was stable under the criterion"
+        step = (f"nothing was stable down to LR {lo:.3g}, the lowest probed: raise --budget so the search goes "
+                f"lower, or start lower with --no-range-test optimizer.lr={lo / 4:.3g}")
     elif per_seed["censored"].ne("").all():
         thin = "every seed is censored: no search bounded eta_max from both sides"
+        step = "raise --budget: each search needs a stable and an unstable LR to bound eta_max"
     elif not table["every_seed_stable"].any():
         thin = "no LR was stable on every seed of any warmup length"
+        step = "the seeds disagree at every LR probed: raise --budget so the descent runs lower LRs on every seed"
     elif pick is None:
         thin = f"no LR stable on every seed sits x{margin:.3g} below the low end of its warmup's eta_max interval"
+        step = (f"raise --budget for the descent below the edge, or accept LRs closer to it with a smaller "
+                f"--margin (now {margin:.3g}; 1 allows the interval's low end itself)")
     pick = None if thin else pick
     notes = _notes(frontier, probes)
     advice = {**base, "frontier": frontier, "candidates": cands.to_dict("records"), "cells": table.to_dict("records"),
               "per_seed": per_seed.to_dict("records"), "pick": pick, "thin": thin, "notes": notes,
-              "next": next_step(judged, thin, margin)}
+              "next": step and step + _slow_text(judged)}
     return {**advice, **_answer(pick, frontier, advice)}
 
 
-def next_step(judged: pd.DataFrame, thin: str | None, margin: float) -> str | None:
-    """What to try when there is no pick: the one line after a too-thin answer, from where the probes ended."""
-    if thin is None:
-        return None
-    lo = float(judged["lr"].min())
-    if thin.startswith("every seed is censored below"):
-        text = (f"nothing was stable down to LR {lo:.3g}, the lowest probed: raise --budget so the search goes "
-                f"lower, or start lower with --no-range-test optimizer.lr={lo / 4:.3g}")
-    elif thin.startswith("every seed is censored"):
-        text = "raise --budget: each search needs a stable and an unstable LR to bound eta_max"
-    elif thin.startswith("no LR was stable on every seed"):
-        text = "the seeds disagree at every LR probed: raise --budget so the descent runs lower LRs on every seed"
-    elif thin.startswith("no LR stable on every seed sits"):
-        text = (f"raise --budget for the descent below the edge, or accept LRs closer to it with a smaller "
-                f"--margin (now {margin:.3g}; 1 allows the interval's low end itself)")
-    else:
-        text = "run 2 or more seeds (--seeds 3) so eta_max has an interval"
+def _slow_text(judged: pd.DataFrame) -> str:
+    """The note a too-thin answer's next step gets when runs missed the criterion from learning too little."""
     slow = _too_slow(judged)
-    if slow is not None:
-        text += (f"; runs at LR {slow:.3g} did not diverge but stayed above the criterion's learning bar, below "
-                 "an LR that passed it or at the lowest probed: in T steps a lower LR learns less, so rather try a "
-                 "longer train.steps, a larger optimizer.lr to start from, or --criterion plain")
-    return text
+    return "" if slow is None else (
+        f"; runs at LR {slow:.3g} did not diverge but stayed above the criterion's learning bar, below an LR that "
+        "passed it or at the lowest probed: in T steps a lower LR learns less, so rather try a longer "
+        "train.steps, a larger optimizer.lr to start from, or --criterion plain")
 
 
 def _too_slow(judged: pd.DataFrame) -> float | None:

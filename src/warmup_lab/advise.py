@@ -182,9 +182,10 @@ def advise(overrides: Sequence[str], args: argparse.Namespace) -> dict[str, Any]
                                                if fits is not None else ""), file=sys.stderr, flush=True)
     print(f"search: starts at LR {start_lr:g} (" + ("the config's optimizer.lr" if ramp is None else
           f"the range test's {_edge_text(ramp)}; {rt_core_s:.0f} core-s") + ")", file=sys.stderr, flush=True)
-    reserve = min(len(p.seeds) * len(p.warmups) * EST_RUNGS, (max_probes or 0) // 2)  # held for the descent
+    hold = len(p.seeds) * len(p.warmups) * EST_RUNGS  # the descent keeps this, or half of what is left if less
+    reserve = min(hold, (max_probes or 0) // 2)
     sweep_probes = None if max_probes is None else max(1, max_probes - rt_runs - reserve)
-    share = sweep_probes_est(p) / (sweep_probes_est(p) + len(p.seeds) * len(p.warmups) * EST_RUNGS)
+    share = sweep_probes_est(p) / (sweep_probes_est(p) + hold)
     sweep_core_s = None if max_core_s is None else max(1e-9, (max_core_s - rt_core_s) * share)
     extra, made = pd.DataFrame(), -1
     while True:  # further passes give the search what the descent left, while the budget stopped it
@@ -206,7 +207,6 @@ def advise(overrides: Sequence[str], args: argparse.Namespace) -> dict[str, Any]
         if not unfinished or (max_probes is None and max_core_s is None) or found["spent"]["probes"] == made:
             break  # nothing left to search, no budget to share, or the last pass could not fit a round
         made = found["spent"]["probes"]
-        hold = len(p.seeds) * len(p.warmups) * EST_RUNGS  # the descent keeps up to half of what is left
         if max_probes is not None:
             left = max_probes - spent["probes"]
             more = left - min(hold, left // 2)
@@ -304,18 +304,6 @@ def start_from_range_test(found: dict[str, Any], user_lr: float, resolution: flo
     return min(max(lr_search.grid_lr(user_lr, resolution, k), lr_search.MIN_LR), lr_search.MAX_LR)
 
 
-def _frontier(probes: pd.DataFrame, criterion: str) -> pd.DataFrame:
-    """eta_max per warmup length over seeds (`stability.eta_max_summary`), as the descent reads it."""
-    from warmup_lab.advice import KEYS
-
-    return stability.eta_max_summary(stability.eta_max_per_seed(stability.judge(probes, [criterion], KEYS), KEYS), KEYS)
-
-
-def _usable(summary: pd.DataFrame) -> pd.DataFrame:
-    """The warmup lengths whose eta_max interval has a low end the descent can start below (not censored below)."""
-    return summary[summary["ci_low_censored"].isin(["", "above"]) & (summary["ci_low"] > 0)]
-
-
 def descent(cells_: pd.DataFrame, summary: pd.DataFrame, n_seeds: int, margin: float, start_lr: float,
             resolution: float, max_rungs: int = MAX_RUNGS) -> list[tuple[int, float]]:
     """The next cell to run of each warmup length's descent, longest warmup first; none once it has ended.
@@ -325,7 +313,7 @@ def descent(cells_: pd.DataFrame, summary: pd.DataFrame, n_seeds: int, margin: f
     each stable rung's median final train loss (every seed) is lower than the stable rung's above it (a rung
     unstable on a seed is passed over: the descent goes on). The search's probes crowd around the edge, while the LR of the lowest final loss
     often lies well below it."""
-    usable = _usable(summary)
+    usable = summary[summary["ci_low_censored"].isin(["", "above"]) & (summary["ci_low"] > 0)]
     step = math.log(resolution)
     k_rung = max(1, round(2 * math.log(margin) / step))
     out = []
@@ -359,7 +347,8 @@ def confirm(overrides: list[str], p: Plan, probes: pd.DataFrame, criterion: str,
 
     if probes.empty:
         return probes.iloc[:0]
-    summary = _frontier(probes, criterion)
+    summary = stability.eta_max_summary(stability.eta_max_per_seed(stability.judge(probes, [criterion], KEYS), KEYS),
+                                        KEYS)
     rows: list[dict[str, Any]] = []
     stopped: set[int] = set()
     mean_cost = mean_probe_core_s(probes)
