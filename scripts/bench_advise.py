@@ -28,7 +28,7 @@ import pandas as pd
 from warmup_lab import runs, stability
 from warmup_lab.advice import figure as advice_figure
 from warmup_lab.advise import _threads
-from warmup_lab.lr_find import compose_train, lr_find
+from warmup_lab.lr_find import compose_train, lr_find, sets_ramp
 from warmup_lab.summary import json_safe
 from warmup_lab.job import train
 
@@ -43,8 +43,7 @@ FRESH_SEEDS = (200, 201, 202, 203, 204)
 
 def range_test(overrides: list[str]) -> dict[str, Any]:
     """lr-find on the arm, seed 0; the range test sets its own steps and LRs (100 steps, its ramp)."""
-    ramp = ("train.steps=", "optimizer.lr=")
-    return lr_find([*(o for o in overrides if not o.startswith(ramp)), "seed=0"])
+    return lr_find([*(o for o in overrides if not sets_ramp(o)), "seed=0"])
 
 
 def redraw(out: Path, arms: dict[str, list[str]]) -> None:
@@ -75,6 +74,23 @@ def full_run(overrides: list[str], lr: float, warmup: int, seed: int) -> dict[st
     return {"seed": seed, "status": s["status"], "final_train_loss": s["final_train_loss"],
             "final_eval_loss": s.get("final_eval_loss", math.nan), "learned": learned,
             "core_s": float(s["wall_s"]) * _threads(cfg)}
+
+
+def full_runs(overrides: list[str], cells: list[tuple[float, int]], seeds: tuple[int, ...],
+              jobs: int) -> dict[tuple[float, int, int], dict[str, Any]]:
+    """Every (lr, warmup) cell on every seed (`full_run`), `jobs` side by side (each run sets its own threads);
+    keyed by (lr, warmup, seed)."""
+    keys = [(lr, w, seed) for lr, w in dict.fromkeys(cells) for seed in seeds]
+    if not keys:
+        return {}
+    with ProcessPoolExecutor(jobs) as pool:
+        return dict(zip(keys, pool.map(full_run, *zip(*[(overrides, lr, w, seed) for lr, w, seed in keys]))))
+
+
+def seed_range(text: str) -> tuple[int, ...]:
+    """'300-319' -> (300, ..., 319); '300' -> (300,)."""
+    lo, _, hi = text.partition("-")
+    return tuple(range(int(lo), int(hi or lo) + 1))
 
 
 def run_advise(overrides: list[str], budget: str, out: Path, launcher: list[str]) -> dict[str, Any]:
@@ -120,9 +136,7 @@ def bench_arm(arm: str, overrides: list[str], budgets: list[str], out: Path, lau
         pick = advice["pick"]
         methods.append((f"advise {budget}", pick["lr"] if pick else None, pick["warmup_steps"] if pick else None,
                         advice["spent"]["core_s"], advice["spent"]["probes"]))
-    jobs_ = [(overrides, lr, w, s) for _, lr, w, _, _ in methods if lr is not None for s in fresh]
-    with ProcessPoolExecutor(jobs) as pool:  # fresh runs side by side (each run sets its own threads)
-        done = dict(zip([(lr, w, s) for _, lr, w, s in jobs_], pool.map(full_run, *zip(*jobs_))))
+    done = full_runs(overrides, [(lr, w) for _, lr, w, _, _ in methods if lr is not None], fresh, jobs)
     rows = []
     for name, lr, w, cost, n_runs in methods:
         results = [done[(lr, w, s)] for s in fresh] if lr is not None else []
@@ -158,9 +172,7 @@ def recheck(out: Path, arms: dict[str, list[str]], seeds: tuple[int, ...], jobs:
     for arm, overrides in arms.items():
         g = table[table["arm"] == arm]
         settings = sorted({(float(r.lr), int(r.warmup_steps)) for r in g.itertuples() if pd.notna(r.lr)})
-        jobs_ = [(overrides, lr, w, s) for lr, w in settings for s in seeds]
-        with ProcessPoolExecutor(jobs) as pool:
-            done = dict(zip([(lr, w, s) for _, lr, w, s in jobs_], pool.map(full_run, *zip(*jobs_))))
+        done = full_runs(overrides, settings, seeds, jobs)
         results = {m.method: [done[(float(m.lr), int(m.warmup_steps), s)] for s in seeds] for m in g.itertuples()
                    if pd.notna(m.lr)}
         per_seed += [{"arm": arm, "method": m, **r} for m, rs in results.items() for r in rs]
@@ -206,8 +218,9 @@ def ceiling_table(cells: dict[tuple[int, float], list[dict[str, Any]]], base: tu
     rows = []
     for (w, lr), mine in sorted(cells.items()):
         r = paired_loss_ratio(cells[base], mine) if (w, lr) != base else None
-        losses = np.array([x["final_train_loss"] if x["status"] != runs.DIVERGED else math.inf for x in mine])
-        lo, _, hi, _, _ = stability.median_interval(np.nan_to_num(losses, nan=math.inf), np.zeros(len(mine), int))
+        losses = np.nan_to_num([x["final_train_loss"] if x["status"] != runs.DIVERGED else math.inf for x in mine],
+                               nan=math.inf, posinf=math.inf)  # diverged or non-finite: above every loss
+        lo, _, hi, _, _ = stability.median_interval(losses, np.zeros(len(mine), int))
         rows.append({"warmup_steps": w, "lr": lr, "label": labels.get((w, lr), ""), "n_seeds": len(mine),
                      "median_final_train_loss": float(np.median(losses)), "median_ci_low": lo, "median_ci_high": hi,
                      "n_diverged_or_failed": sum(x["status"] != runs.COMPLETED for x in mine),
@@ -282,10 +295,8 @@ def ceiling(out: Path, arm: str, overrides: list[str], seeds: tuple[int, ...], l
     if len(lf) != 1:
         raise SystemExit(f"{arm}: bench.csv has no single lr-find row with warmup ({sorted(labels.values())})")
     keys = sorted({*((w, float(lr)) for w in warmups for lr in lrs), *labels})
-    jobs_ = [(overrides, lr, w, s) for w, lr in keys for s in seeds]
-    with ProcessPoolExecutor(jobs) as pool:
-        done = dict(zip([(w, lr, s) for _, lr, w, s in jobs_], pool.map(full_run, *zip(*jobs_))))
-    cells = {(w, lr): [done[(w, lr, s)] for s in seeds] for w, lr in keys}
+    done = full_runs(overrides, [(lr, w) for w, lr in keys], seeds, jobs)
+    cells = {(w, lr): [done[(lr, w, s)] for s in seeds] for w, lr in keys}
     ct = ceiling_table(cells, lf[0], labels)
     ct.to_csv(out / "ceiling.csv", index=False, lineterminator="\n")
     pd.DataFrame([{"warmup_steps": w, "lr": lr, **r} for (w, lr), rs in cells.items() for r in rs]).to_csv(
@@ -375,13 +386,11 @@ def main() -> None:
     out = Path(args.out)
     arms = {a: [*ovs, f"runs_root={args.runs_root}", "logger=none", "train.progress=false"] for a, ovs in arms.items()}
     if args.recheck:
-        lo, _, hi = args.recheck.partition("-")
         picked = {a: arms[a] for a in (args.recheck_arms.split(",") if args.recheck_arms else arms)}
-        recheck(out, picked, tuple(range(int(lo), int(hi or lo) + 1)), args.jobs)
+        recheck(out, picked, seed_range(args.recheck), args.jobs)
         return
     if args.ceiling:
-        lo, _, hi = args.ceiling.partition("-")
-        ceiling(out, args.ceiling_arm, arms[args.ceiling_arm], tuple(range(int(lo), int(hi or lo) + 1)),
+        ceiling(out, args.ceiling_arm, arms[args.ceiling_arm], seed_range(args.ceiling),
                 [float(x) for x in args.ceiling_lrs.split(",") if x], [int(x) for x in args.ceiling_warmups.split(",")],
                 args.jobs)
         return

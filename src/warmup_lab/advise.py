@@ -271,7 +271,7 @@ def range_test(overrides: list[str], seed: int, group: str) -> dict[str, Any]:
     """The LR range test (warmup_lab.lr_find's defaults) on advise's first seed, as a normal run through the
     user's launcher; lr_find then reads the finished run (it trains nothing) and writes its json and figure.
     The ramp sets optimizer.lr, train.steps and the schedule itself: the user's values of those stay out."""
-    keep = [o for o in overrides if not sets_ramp(o.split("=", 1)[0].lstrip("+~"))]
+    keep = [o for o in overrides if not sets_ramp(o)]
     ovs = [*keep, f"seed={seed}", f"++logger.group={group}", "train.progress=false"]
     run_sweep([sys.executable, "-m", "warmup_lab.train", "-m", *ovs, *ramp_overrides(lr_find_mod.MIN_LR,
                lr_find_mod.MAX_LR, lr_find_mod.STEPS), "++logger.job_type=lr-find"])

@@ -154,8 +154,10 @@ def _read_steps(run_dir: Path) -> tuple[list[float], list[float]]:
     return [float(r["lr"]) for r in rows], [float(r["loss"]) if r["loss"] not in ("", "nan") else math.nan for r in rows]
 
 
-def sets_ramp(key: str) -> bool:
-    """The keys the ramp owns: the LR, the number of steps and the whole schedule."""
+def sets_ramp(override: str) -> bool:
+    """Whether an override (`key=value`, `+key=value`, ... or a bare key) sets what the ramp owns: the LR, the
+    number of steps and the whole schedule."""
+    key = override.split("=", 1)[0].lstrip("+~")
     return key in ("optimizer.lr", "train.steps") or key.startswith("schedule.")
 
 
@@ -169,7 +171,7 @@ def lr_find(overrides: Sequence[str], min_lr: float = MIN_LR, max_lr: float = MA
     require(0 < min_lr < max_lr, "--min-lr/--max-lr", f"{min_lr}/{max_lr}", "0 < min_lr < max_lr")
     require(steps >= 20, "--steps", steps, "at least 20 (the suggestions skip the first tenth and the last points)")
     require(0 <= beta < 1, "--beta", beta, "0 <= beta < 1")
-    ramp = [ov for ov in overrides if sets_ramp(ov.split("=", 1)[0].lstrip("+~"))]
+    ramp = [ov for ov in overrides if sets_ramp(ov)]
     if ramp:  # all of them in one line: a command copied from advise or train may hold several
         raise ConfigError("override" if len(ramp) == 1 else "overrides", " ".join(ramp),
                           f"lr-find sets the ramp itself: drop {'it' if len(ramp) == 1 else 'them'} "
