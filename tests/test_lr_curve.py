@@ -55,6 +55,19 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, args, field):
     assert not (tmp_path / "o" / "lr_curve.csv").exists()
 
 
+@pytest.mark.slow
+def test_cli_without_out_refuses_leaving_nothing_and_writes_under_outputs(tmp_path):
+    """The default folder is made after the config is validated, as train's is: a refusal leaves the cwd empty."""
+    bad = run_cli("warmup_lab.lr_curve", ["optimizer.lr=-1"], cwd=tmp_path)
+    assert bad.returncode == EXIT_CONFIG and list(tmp_path.iterdir()) == [], bad.stderr
+    good = run_cli("warmup_lab.lr_curve", ["schedule=wsd", "train.steps=20"], cwd=tmp_path)
+    assert good.returncode == 0, good.stderr
+    (made,) = (tmp_path / "outputs" / "lr_curve").iterdir()
+    assert made.name.startswith("linear-wsd-") and str(made.relative_to(tmp_path)) in good.stdout
+    assert sorted(p.name for p in made.iterdir()) == ["lr_curve.csv", "lr_curve.png"]
+    assert len(_read(made / "lr_curve.csv")) == 20
+
+
 @pytest.mark.parametrize("args,field", [
     (["schedule.decay=cosinus"], "schedule.decay"),
     (["schedule.warmup_steps=10", "schedule.warmup_ratio=0.1"], "schedule.warmup_steps"),

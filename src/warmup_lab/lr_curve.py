@@ -1,7 +1,8 @@
 """`python -m warmup_lab.lr_curve schedule=<preset> <overrides>`: the LR of every update, as CSV and PNG.
 
 Writes lr_curve.csv (step,lr; exactly train.steps rows, steps 0..T-1) and lr_curve.png into `out`
-(or Hydra's run directory), and prints where. Bad config: one line on stderr, exit 2.
+(default outputs/lr_curve/<warmup>-<decay>-<time>), and prints where. Bad config: one line on stderr,
+exit 2, and no folder made.
 """
 
 from __future__ import annotations
@@ -89,15 +90,18 @@ def write_curve(sched: Schedule, out: Path, dpi: int | None = None) -> tuple[Pat
     return csv_path, png_path
 
 
+def default_out(sched: Schedule) -> Path:
+    """outputs/lr_curve/<warmup>-<decay>-<time to the microsecond>: a new folder per call."""
+    from datetime import datetime
+
+    d = sched.describe()
+    return Path("outputs", "lr_curve", f"{d['warmup']}-{d['decay']}-{datetime.now():%Y%m%d-%H%M%S-%f}")
+
+
 @exit_on_user_error
 def run(cfg: DictConfig) -> Path:
-    sched = schedule_from_cfg(cfg)
-    if cfg.get("out"):
-        out = Path(str(cfg.out))
-    else:
-        from hydra.core.hydra_config import HydraConfig
-
-        out = Path(HydraConfig.get().runtime.output_dir)
+    sched = schedule_from_cfg(cfg)  # validates: a refused config returns before any folder is made
+    out = Path(str(cfg.out)) if cfg.get("out") else default_out(sched)
     csv_path, png_path = write_curve(sched, out)
     print(f"wrote {csv_path} and {png_path}", flush=True)
     return out
