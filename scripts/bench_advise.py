@@ -149,12 +149,18 @@ def bench_arm(arm: str, overrides: list[str], budgets: list[str], out: Path, lau
     return rows, advices
 
 
+def final_losses(results: list[dict[str, Any]]) -> np.ndarray:
+    """Each run's final train loss, a diverged or non-finite run as +inf: above every loss, never a guess."""
+    return np.array([r["final_train_loss"] if r["status"] != runs.DIVERGED and math.isfinite(r["final_train_loss"])
+                     else math.inf for r in results], dtype=float)
+
+
 def paired_loss_ratio(base: list[dict[str, Any]], other: list[dict[str, Any]]) -> dict[str, Any]:
     """final train loss of `other` / of `base`, paired by seed: `stability.ratio` (Hodges-Lehmann, exact
     interval, exact two-sided signed-rank p) on the losses, a non-finite or diverged run entering as a lower
     bound at the largest finite loss of the two, as in `stability.final_loss_compare`."""
     def frame(results: list[dict[str, Any]], top: float) -> pd.DataFrame:
-        bad = [not math.isfinite(r["final_train_loss"]) or r["status"] == runs.DIVERGED for r in results]
+        bad = ~np.isfinite(final_losses(results))
         return pd.DataFrame({"seed": [r["seed"] for r in results], "hi": math.nan,
                              "eta_max": [top if b else r["final_train_loss"] for r, b in zip(results, bad)],
                              "censored": ["above" if b else "" for b in bad]})
@@ -218,8 +224,7 @@ def ceiling_table(cells: dict[tuple[int, float], list[dict[str, Any]]], base: tu
     rows = []
     for (w, lr), mine in sorted(cells.items()):
         r = paired_loss_ratio(cells[base], mine) if (w, lr) != base else None
-        losses = np.nan_to_num([x["final_train_loss"] if x["status"] != runs.DIVERGED else math.inf for x in mine],
-                               nan=math.inf, posinf=math.inf)  # diverged or non-finite: above every loss
+        losses = final_losses(mine)
         lo, _, hi, _, _ = stability.median_interval(losses, np.zeros(len(mine), int))
         rows.append({"warmup_steps": w, "lr": lr, "label": labels.get((w, lr), ""), "n_seeds": len(mine),
                      "median_final_train_loss": float(np.median(losses)), "median_ci_low": lo, "median_ci_high": hi,
@@ -227,8 +232,7 @@ def ceiling_table(cells: dict[tuple[int, float], list[dict[str, Any]]], base: tu
                      **({k: r[k] for k in ("ratio", "ci_low", "ci_high", "ci_coverage", "test", "p_value")} if r else
                         {"ratio": 1.0, "ci_low": math.nan, "ci_high": math.nan, "ci_coverage": math.nan,
                          "test": "(the baseline)", "p_value": math.nan}),
-                     "lower_on_seeds": sum(x["final_train_loss"] < y["final_train_loss"]
-                                           for x, y in zip(mine, cells[base]))})
+                     "lower_on_seeds": int((losses < final_losses(cells[base])).sum())})
     out = pd.DataFrame(rows)
     tested = out["test"] != "(the baseline)"
     out["p_holm"] = math.nan
